@@ -1,0 +1,109 @@
+// ra/expr/attention.hpp — the lazy folded-attention node.
+//
+//   Z_ij = (1/sqrt(D)) · sum_d g_d · Qf_id · Kf_jd      (g_d = g_std for d < D-R, else g_rec)
+//   Z_ij = -inf for j > i (causal, top-left aligned);  P = softmax_j(Z);  O = P · V
+//   O'   = (1 - alpha_h) · O + alpha_h · V               (self-restart, optional)
+//
+// Qf, Kf, V, O are (B, H, T, D) views (any strides, last stride 1 for the GPU). With the
+// folded layout Qf = [Q_std | K_low], Kf = [K_std | Q_low], this is reciprocal attention;
+// R = 0 is plain causal attention. The node holds views by value and computes nothing until
+// ra::eval(out, node, device).
+#pragma once
+
+#include <type_traits>
+
+#include <ra/core/dispatch.hpp>
+#include <ra/core/tensor.hpp>
+#include <ra/expr/gates.hpp>
+
+namespace ra {
+
+/// Causal masking tag (the only mask the folded form needs).
+struct Causal {};
+inline constexpr Causal causal{};
+
+/// Marks a rank known only at run time.
+inline constexpr int kDynamicRank = -1;
+
+namespace detail {
+template <class V>
+constexpr int static_head_dim() {
+  using E = std::tuple_element_t<3, typename V::shape_type>;
+  if constexpr (is_static_int_v<E>) {
+    return static_cast<int>(E::value);
+  } else {
+    return 0;
+  }
+}
+}  // namespace detail
+
+/// Lazy folded attention. kRank is the compile-time R (or kDynamicRank); kHeadDim is the
+/// compile-time D when Q's last extent is an ra::Int<D> (else 0).
+template <int R, View QV, View KV, View VV>
+struct FoldedAttention {
+  static_assert(QV::rank == 4 && KV::rank == 4 && VV::rank == 4,
+                "folded_attention: Qf, Kf and V are (B,H,T,D) views");
+  static_assert(std::is_same_v<typename QV::value_type, typename KV::value_type> &&
+                    std::is_same_v<typename QV::value_type, typename VV::value_type>,
+                "folded_attention: Qf, Kf and V must have the same element type");
+  using element_type = typename QV::value_type;
+  static constexpr int kRank = R;
+  static constexpr int kHeadDim = detail::static_head_dim<QV>();
+
+  QV q;
+  KV k;
+  VV v;
+  int rank = R;
+  Gates gates{};
+  Restart restart{};
+
+  index_t batch() const { return q.extent(0); }
+  index_t heads() const { return q.extent(1); }
+  index_t seq() const { return q.extent(2); }
+  index_t head_dim() const { return q.extent(3); }
+  index_t std_dims() const { return head_dim() - rank; }
+
+  /// Checks shapes, rank and parameters; throws ra::error naming the problem.
+  void validate(const char* where = "folded_attention") const {
+    require_same_extents(where, "Qf", q, "Kf", k);
+    require_same_extents(where, "Qf", q, "V", v);
+    require_arg(head_dim() > 0, where, "D", head_dim(), "a positive head dim");
+    require_arg(rank >= 0 && rank < head_dim(), where, "R", rank,
+                detail::concat("0 <= R < D = ", head_dim()));
+    if (gates.enabled()) {
+      require_arg(gates.w_std != nullptr, where, "gates.w_std", "a null pointer",
+                  "gate parameters for the chosen gate mode");
+      require_arg(gates.w_rec != nullptr, where, "gates.w_rec", "a null pointer",
+                  "gate parameters for the chosen gate mode");
+    }
+  }
+};
+
+/// Builds the node with a compile-time rank: folded_attention<ra::Rank<4>>(Qf, Kf, V, ...).
+template <class RankTag, View QV, View KV, View VV>
+FoldedAttention<RankTag::value, QV, KV, VV> folded_attention(const QV& q, const KV& k,
+                                                             const VV& v, Gates g = gates::none(),
+                                                             Causal = causal,
+                                                             Restart r = restart::none()) {
+  FoldedAttention<RankTag::value, QV, KV, VV> node{q, k, v, RankTag::value, g, r};
+  node.validate();
+  return node;
+}
+
+/// Builds the node with a rank known at run time.
+template <View QV, View KV, View VV>
+FoldedAttention<kDynamicRank, QV, KV, VV> folded_attention(const QV& q, const KV& k, const VV& v,
+                                                           int R, Gates g = gates::none(),
+                                                           Causal = causal,
+                                                           Restart r = restart::none()) {
+  FoldedAttention<kDynamicRank, QV, KV, VV> node{q, k, v, R, g, r};
+  node.validate();
+  return node;
+}
+
+template <class T>
+inline constexpr bool is_folded_attention_v = false;
+template <int R, class Q, class K, class V>
+inline constexpr bool is_folded_attention_v<FoldedAttention<R, Q, K, V>> = true;
+
+}  // namespace ra
