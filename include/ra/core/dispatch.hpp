@@ -5,6 +5,7 @@
 // definition RA_HEAD_DIMS=64,128 (likewise RA_RANKS).
 #pragma once
 
+#include <array>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -27,6 +28,7 @@ namespace ra {
 template <int... V>
 struct IntList {
   static constexpr int size = sizeof...(V);
+  static constexpr std::array<int, sizeof...(V)> values{V...};
   static constexpr bool contains(int x) { return ((x == V) || ...); }
   static std::string to_string() {
     std::ostringstream os;

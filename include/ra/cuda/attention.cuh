@@ -1,0 +1,115 @@
+// ra/cuda/attention.cuh — the runtime entry to the attention forward kernels: validates a
+// params struct and maps runtime (dtype, D, R, gate mode, restart) to one specialised
+// kernel. This is the only place the attention dispatch happens.
+//
+// Build parallelism: a translation unit that defines RA_CUDA_EXTERN_FLASH sees the kernel
+// family as extern templates and instantiates nothing; the per-(D, dtype) units made by
+// ra_add_flash_instantiations() (cmake/ra_cuda.cmake) instantiate them in parallel.
+#pragma once
+
+#include <ra/core/dispatch.hpp>
+#include <ra/core/tensor.hpp>
+#include <ra/cuda/attention_params.cuh>
+#include <ra/cuda/check.cuh>
+#include <ra/expr/attention.hpp>
+
+#include <cmath>
+
+namespace ra::cuda {
+
+/// Checks a params struct; throws ra::error naming the bad field.
+inline void validate(const AttentionParams& p, const char* where = "attention_forward") {
+  require_arg(p.batch >= 0, where, "batch", p.batch, "B >= 0");
+  require_arg(p.heads > 0, where, "heads", p.heads, "H > 0");
+  require_arg(p.seq >= 0, where, "seq", p.seq, "T >= 0");
+  check_head_dim_and_rank(where, p.head_dim, p.rank);
+  require_arg(p.q && p.k && p.v && p.o, where, "q/k/v/o", "a null pointer",
+              "device pointers to Qf, Kf, V and O");
+  if (p.gates.enabled())
+    require_arg(p.gates.w_std && p.gates.w_rec, where, "gates", "a null pointer",
+                "device pointers to the gate values");
+  const index_t align = 16 / static_cast<index_t>(size_of(p.dtype));
+  const index_t strides[] = {p.q_batch_stride, p.q_head_stride, p.q_row_stride,
+                             p.k_batch_stride, p.k_head_stride, p.k_row_stride,
+                             p.v_batch_stride, p.v_head_stride, p.v_row_stride,
+                             p.o_batch_stride, p.o_head_stride, p.o_row_stride};
+  for (index_t s : strides)
+    require_arg(s % align == 0, where, "stride", s,
+                ra::detail::concat("a multiple of ", align, " elements (16-byte rows)"));
+  const void* ptrs[] = {p.q, p.k, p.v, p.o};
+  for (const void* ptr : ptrs)
+    require_arg(reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0, where, "pointer", ptr,
+                "16-byte alignment");
+}
+
+namespace detail {
+
+/// Launches the kernel of <T, D> for p's rank, gate mode and restart flag.
+template <class T, int D>
+void flash_forward_dispatch(const AttentionParams& p, cudaStream_t stream);
+
+}  // namespace detail
+
+/// O' = folded attention of (Qf, Kf, V) as described by p, on `stream`.
+/// Throws ra::error on bad parameters, ra::unsupported on values outside the
+/// supported lists, ra::cuda_error when a launch fails.
+inline void attention_forward(const AttentionParams& p, cudaStream_t stream) {
+  validate(p);
+  if (p.batch == 0 || p.seq == 0) return;
+  dispatch_dtype(p.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    dispatch_head_dim(p.head_dim, [&](auto d) {
+      detail::flash_forward_dispatch<T, static_cast<int>(decltype(d)::value)>(p, stream);
+    });
+  });
+}
+
+namespace detail {
+
+template <class T, class ShapeT>
+void set_strides(const TensorView<T, ShapeT>& t, index_t& b, index_t& h, index_t& r,
+                 const char* name) {
+  require_arg(t.stride(3) == 1, "attention_forward", ra::detail::concat(name, ".stride(3)"),
+              t.stride(3), "1 (contiguous head dim)");
+  b = t.stride(0);
+  h = t.stride(1);
+  r = t.stride(2);
+}
+
+}  // namespace detail
+
+/// Params for a folded-attention node evaluated into o (B,H,T,D); lse may be null.
+template <int R, class Q, class K, class V, View O>
+AttentionParams make_params(const FoldedAttention<R, Q, K, V>& node, const O& o, float* lse) {
+  using Tq = typename Q::value_type;
+  static_assert(std::is_same_v<Tq, typename O::value_type>,
+                "attention: O must have the element type of Qf, Kf and V");
+  node.validate("attention_forward");
+  require_same_extents("attention_forward", "Qf", node.q, "O", o);
+  AttentionParams p;
+  p.q = node.q.data();
+  p.k = node.k.data();
+  p.v = node.v.data();
+  p.o = o.data();
+  p.lse = lse;
+  detail::set_strides(node.q, p.q_batch_stride, p.q_head_stride, p.q_row_stride, "Qf");
+  detail::set_strides(node.k, p.k_batch_stride, p.k_head_stride, p.k_row_stride, "Kf");
+  detail::set_strides(node.v, p.v_batch_stride, p.v_head_stride, p.v_row_stride, "V");
+  detail::set_strides(o, p.o_batch_stride, p.o_head_stride, p.o_row_stride, "O");
+  p.batch = static_cast<int>(node.batch());
+  p.heads = static_cast<int>(node.heads());
+  p.seq = static_cast<int>(node.seq());
+  p.head_dim = static_cast<int>(node.head_dim());
+  p.rank = node.rank;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(node.head_dim()));
+  p.dtype = dtype_v<Tq>;
+  p.gates = node.gates;
+  p.restart = node.restart;
+  return p;
+}
+
+}  // namespace ra::cuda
+
+#ifndef RA_CUDA_EXTERN_FLASH
+#include <ra/cuda/flash_dispatch.cuh>
+#endif

@@ -1,0 +1,27 @@
+// tests/cuda/flash_reference.hpp — the CPU backend as the reference for the attention kernel
+// tests, behind a plain interface so that Eigen stays out of every .cu translation unit.
+#pragma once
+
+#include <vector>
+
+#include <ra/core/dtype.hpp>
+#include <ra/expr/gates.hpp>
+
+namespace ra::test {
+
+/// One attention problem over a fused (B,T,3C) host buffer of element type `dtype`.
+struct FoldedProblem {
+  DType dtype = DType::f16;
+  int batch = 1, seq = 1, heads = 1, head_dim = 64, rank = 0;
+  GateMode gate_mode = GateMode::none;
+  GateParam gate_param = GateParam::clamp;
+  std::vector<float> w_std, w_rec;  // raw gate values (1 or H)
+  std::vector<float> a;             // restart values (H) or empty
+  const void* fused = nullptr;      // (B,T,3C) host, elements of `dtype`
+};
+
+/// Reference O' (B,T,C) and lse (B,H,T) in double/float, computed by ra::cpu in double.
+void reference_folded_attention(const FoldedProblem& pb, std::vector<double>& o,
+                                std::vector<float>& lse);
+
+}  // namespace ra::test
