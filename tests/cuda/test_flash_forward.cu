@@ -196,8 +196,22 @@ void run_and_check(const Case& c, std::mt19937_64& rng) {
 
 }  // namespace
 
+// Runs the enclosing test once per tensor-core path (wgmma where built for sm_90a, and
+// mma.sync), restoring the automatic choice afterwards.
+struct PathScope {
+  explicit PathScope(ra::cuda::ForwardPath p) { ra::cuda::set_forward_path(p); }
+  ~PathScope() { ra::cuda::set_forward_path(ra::cuda::ForwardPath::automatic); }
+};
+
+const char* path_name(ra::cuda::ForwardPath p) {
+  return p == ra::cuda::ForwardPath::mma_sync ? "mma.sync" : "automatic (wgmma on sm_90a)";
+}
+
 TEST_CASE("flash forward matches the CPU backend over the (D, R) matrix", "[flash][cuda]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
+  const auto path = GENERATE(ra::cuda::ForwardPath::automatic, ra::cuda::ForwardPath::mma_sync);
+  PathScope scope(path);
+  INFO("path " << path_name(path));
   std::mt19937_64 rng(test_seed() + static_cast<int>(dtype));
   UNSCOPED_INFO("seed " << test_seed());
   for_each_supported([&](int D, int R) {
@@ -214,6 +228,9 @@ TEST_CASE("flash forward matches the CPU backend over the (D, R) matrix", "[flas
 
 TEST_CASE("flash forward at long ragged T", "[flash][cuda][long]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
+  const auto path = GENERATE(ra::cuda::ForwardPath::automatic, ra::cuda::ForwardPath::mma_sync);
+  PathScope scope(path);
+  INFO("path " << path_name(path));
   std::mt19937_64 rng(test_seed() + 100 + static_cast<int>(dtype));
   for_each_supported([&](int D, int R) {
     if (R != 0 && R != 4) return;
@@ -294,7 +311,10 @@ TEST_CASE("attention_forward rejects bad parameters with a clear error", "[flash
 
 TEST_CASE("flash forward, a small set for compute-sanitizer", "[sanitize]") {
   // Run under memcheck and racecheck on the GPU machine (scripts/gpu_check.sh): every D and
-  // dtype once, ragged T, all features on.
+  // dtype once, ragged T, all features on, both tensor-core paths.
+  const auto path = GENERATE(ra::cuda::ForwardPath::automatic, ra::cuda::ForwardPath::mma_sync);
+  PathScope scope(path);
+  INFO("path " << path_name(path));
   std::mt19937_64 rng(test_seed() + 400);
   for (DType dtype : {DType::f16, DType::bf16, DType::f32})
     for (int D : ra::SupportedHeadDims::values)
@@ -303,4 +323,17 @@ TEST_CASE("flash forward, a small set for compute-sanitizer", "[sanitize]") {
         run_and_check({dtype, 1, T, 2, D, R, GateMode::per_head, GateParam::clamp, true, false},
                       rng);
       }
+}
+
+TEST_CASE("the wgmma path is present where it should be", "[flash][cuda]") {
+  // scripts/gpu_check.sh builds for sm_90a and sets RA_TEST_EXPECT_WGMMA=1, so a Hopper run
+  // cannot silently test mma.sync twice.
+  cudaDeviceProp prop{};
+  RA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const bool has = ra::cuda::has_wgmma_code<ra::fp16, ra::SupportedHeadDims::values[0], 0,
+                                            GateMode::none, false>();
+  WARN("device sm_" << prop.major << prop.minor << ": wgmma forward path "
+                    << (has ? "available" : "not available"));
+  const char* expect = std::getenv("RA_TEST_EXPECT_WGMMA");
+  if (expect != nullptr && std::string(expect) == "1") CHECK(has);
 }

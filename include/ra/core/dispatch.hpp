@@ -75,7 +75,8 @@ decltype(auto) dispatch_int(IntList<V...>, int x, const char* what, F&& f) {
   } else {
     std::optional<Ret> r;
     (void)((x == V ? (r.emplace(f(Int<V>{})), true) : false) || ...);
-    return *std::move(r);
+    // By value: `*std::move(r)` alone would make decltype(auto) return Ret&& into the local r.
+    return static_cast<Ret>(*std::move(r));
   }
 }
 

@@ -25,7 +25,11 @@ class TensorView {
   constexpr TensorView(T* data, const layout_type& layout) : data_(data), layout_(layout) {}
 
   /// A view of const elements over the same memory.
-  constexpr operator TensorView<const T, ShapeT>() const { return {data_, layout_}; }
+  constexpr operator TensorView<const T, ShapeT>() const
+    requires(!std::is_const_v<T>)
+  {
+    return {data_, layout_};
+  }
 
   constexpr T* data() const { return data_; }
   constexpr const layout_type& layout() const { return layout_; }

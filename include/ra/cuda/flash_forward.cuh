@@ -14,42 +14,63 @@
 //
 // Qf, Kf, V are read in place from any (B,H,T,D) strides (the fused (B,T,3C) buffer gives
 // (3TC, D, 3C, 1)); O' is written through its own strides ((TC, D, C, 1) for (B,T,C)).
-// fp16/bf16 run on mma.sync (sm_80+, also what runs on sm_90 here); fp32 runs a SIMT path
-// that is correct but slower.
+// fp16/bf16 run on the tensor cores: on Hopper (sm_90a builds) through wgmma with A = Q̂ or
+// P in registers and K, V read from shared memory by descriptor; elsewhere through mma.sync
+// (sm_80+). Both share this kernel; only the two products and the K/V tile layout differ.
+// fp32 runs a SIMT path that is correct but slower.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include <ra/cuda/attention_params.cuh>
 #include <ra/cuda/check.cuh>
 #include <ra/cuda/mma.cuh>
+#include <ra/cuda/wgmma.cuh>
 #include <ra/expr/gates.hpp>
 
 namespace ra::cuda {
 
-/// Tile shape of the tensor-core forward kernel for head dim D.
-/// 128x64 tiles with 8 warps (16 query rows each): K/V tiles are reused by 128 rows while
-/// the per-thread state (O: D/2 floats, S: 32 floats, Q̂: D/4 registers) stays under the
-/// 255-register cap at D = 128.
-template <int D>
-struct FlashForwardTraits {
-  static constexpr int kBlockM = 128;
-  static constexpr int kBlockN = 64;
+/// Tile shape of the tensor-core forward kernel: kBlockM query rows (16 per warp) against
+/// kBlockN keys per step. The defaults are chosen per head dim (FlashForwardTraits<D>); the
+/// benchmark instantiates other shapes to re-check that choice on a new GPU.
+template <int D, int BlockM, int BlockN, int MinBlocks, bool Wgmma = false>
+struct FlashTile {
+  static constexpr int kHeadDim = D;
+  // wgmma: each warpgroup (4 warps, 64 rows) issues m64 MMAs; needs sm_90a.
+  static constexpr bool kWgmma = Wgmma;
+  static constexpr int kBlockM = BlockM;
+  static constexpr int kBlockN = BlockN;
   static constexpr int kWarps = kBlockM / 16;
   static constexpr int kThreads = kWarps * 32;
-  // Two CTAs per SM for D <= 64 (caps registers at 128: no spills) so one CTA's softmax
-  // overlaps the other's MMAs; larger D needs the registers.
-  static constexpr int kMinBlocks = D <= 64 ? 2 : 1;
+  static constexpr int kMinBlocks = MinBlocks;
   // Rows padded by 8 elements (16 bytes): consecutive rows start 4·(D/8+1) banks apart, so
   // the eight 16-byte rows of every ldmatrix land in distinct banks for all supported D.
   static constexpr int kPitch = D + 8;
-  static constexpr int kSmemElems = (kBlockM + 4 * kBlockN) * kPitch;  // Q, K[2], V[2]
+  // wgmma reads K and V as unpadded 8x(16 B) core matrices (see load_tile_core).
+  static constexpr int kKvTile = kBlockN * (kWgmma ? D : kPitch);
+  static constexpr int kSmemElems = kBlockM * kPitch + 4 * kKvTile;  // Q, K[2], V[2]
   static_assert(D % 16 == 0, "head dim must be a multiple of 16");
+  static_assert(!kWgmma || BlockM % 64 == 0, "wgmma tiles are whole warpgroups");
+  static_assert(BlockM % 16 == 0 && BlockN % 16 == 0, "tiles are multiples of 16");
 };
+
+/// Default tiles: 128x64 with 8 warps; K/V tiles are reused by 128 rows while the
+/// per-thread state (O: D/2 floats, S: 32 floats, Q̂: D/4 registers) fits the register file.
+/// Two CTAs per SM for D <= 64 (caps registers at 128) so one CTA's softmax overlaps the
+/// other's MMAs; larger D needs the registers.
+template <int D>
+using FlashForwardTraits = FlashTile<D, 128, 64, (D <= 64 ? 2 : 1)>;
+
+/// Hopper tiles: two warpgroups of 64 rows against 64 keys per step.
+template <int D>
+using FlashForwardTraitsSm90 = FlashTile<D, 128, 64, (D <= 64 ? 2 : 1), true>;
 
 namespace detail {
 
@@ -68,8 +89,8 @@ __device__ __forceinline__ float2 load_gates(const Gates& gates, int h) {
 /// Copies `rows` rows of D elements (row stride `stride`) into shared memory with pitch
 /// kPitch; rows at or past `valid_rows` are zero-filled. One commit group is NOT closed here.
 template <class T, int D, int kPitch, int kRows, int kThreads>
-__device__ __forceinline__ void load_tile(T* smem, const T* gmem, index_t stride,
-                                          int valid_rows, int tid) {
+__device__ __forceinline__ void load_tile(T* smem, const T* gmem, index_t stride, int valid_rows,
+                                          int tid) {
   constexpr int kChunksPerRow = D / 8;  // 16-byte chunks
   constexpr int kChunks = kRows * kChunksPerRow;
 #pragma unroll
@@ -82,19 +103,70 @@ __device__ __forceinline__ void load_tile(T* smem, const T* gmem, index_t stride
   }
 }
 
-template <class T, int D, int R, GateMode G, bool kRestart>
-__global__ void __launch_bounds__(FlashForwardTraits<D>::kThreads,
-                                  FlashForwardTraits<D>::kMinBlocks)
+/// As load_tile, into the layout wgmma reads without swizzling: 8-row groups, each stored
+/// as D/8 consecutive core matrices of 8 rows x 16 bytes. Each 8-thread phase writes one
+/// whole core matrix (128 contiguous bytes: no bank conflict) while each warp reads 64
+/// contiguous bytes from each of 8 rows.
+template <class T, int D, int kRows, int kThreads>
+__device__ __forceinline__ void load_tile_core(T* smem, const T* gmem, index_t stride,
+                                               int valid_rows, int tid) {
+  constexpr int kChunksPerRow = D / 8;
+  constexpr int kChunks = kRows * kChunksPerRow;
+#pragma unroll
+  for (int i = tid; i < kChunks; i += kThreads) {
+    const int r_lo = i % 8, c = (i / 8) % kChunksPerRow, r_hi = i / (8 * kChunksPerRow);
+    const int r = r_hi * 8 + r_lo;
+    const bool valid = r < valid_rows;
+    const T* src = valid ? gmem + r * stride + c * 8 : gmem;
+    mma::cp_async_16(smem + r_hi * 8 * D + c * 64 + r_lo * 8, src, valid ? 16 : 0);
+  }
+}
+
+/// acc (+)= A · B on one warpgroup: A as K/16 register fragments a[kk], B in shared memory
+/// from `smem` with descriptor strides (lbo, sbo) and `step` bytes between k-steps. N is the
+/// accumulator width; kAccumulate = false overwrites acc. Waits for completion.
+template <class T, int N, int kTransB, bool kAccumulate = false, int K>
+__device__ __forceinline__ void wgmma_product(float (&acc)[N / 8][4],
+                                              const std::uint32_t (&a)[K][4], const T* smem,
+                                              std::uint32_t lbo, std::uint32_t sbo,
+                                              std::uint32_t step) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  auto& flat = reinterpret_cast<float(&)[N / 2]>(acc);
+  wgmma::fence();
+#pragma unroll
+  for (int kk = 0; kk < K; ++kk) {
+    const auto* base = reinterpret_cast<const unsigned char*>(smem) + kk * step;
+    wgmma::wgmma_rs<T, N, kTransB>(flat, a[kk], wgmma::make_desc(base, lbo, sbo),
+                                   (kAccumulate || kk > 0) ? 1 : 0);
+  }
+  wgmma::commit();
+  wgmma::wait<0>();
+#else
+  __trap();  // wgmma tiles are only launched from sm_90a code (see use_wgmma)
+#endif
+}
+
+template <class T, int D, class Tr>
+__device__ __forceinline__ void load_kv_tile(T* smem, const T* gmem, index_t stride, int valid_rows,
+                                             int tid) {
+  if constexpr (Tr::kWgmma) {
+    load_tile_core<T, D, Tr::kBlockN, Tr::kThreads>(smem, gmem, stride, valid_rows, tid);
+  } else {
+    load_tile<T, D, Tr::kPitch, Tr::kBlockN, Tr::kThreads>(smem, gmem, stride, valid_rows, tid);
+  }
+}
+
+template <class T, int D, int R, GateMode G, bool kRestart, class Tr>
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     flash_forward_kernel(const __grid_constant__ AttentionParams p) {
-  using Tr = FlashForwardTraits<D>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN, kPitch = Tr::kPitch;
   constexpr int kThreads = Tr::kThreads;
   constexpr int kStd = D - R;  // columns [0, kStd) carry g_std, the rest g_rec
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* sQ = reinterpret_cast<T*>(smem_raw);   // (kBlockM, kPitch)
-  T* sK = sQ + kBlockM * kPitch;            // 2 x (kBlockN, kPitch)
-  T* sV = sK + 2 * kBlockN * kPitch;        // 2 x (kBlockN, kPitch)
+  T* sQ = reinterpret_cast<T*>(smem_raw);  // (kBlockM, kPitch)
+  T* sK = sQ + kBlockM * kPitch;           // 2 x kKvTile
+  T* sV = sK + 2 * Tr::kKvTile;            // 2 x kKvTile
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;  // fragment row group and column pair
@@ -113,10 +185,10 @@ __global__ void __launch_bounds__(FlashForwardTraits<D>::kThreads,
   const int n_tiles = (n_end + kBlockN - 1) / kBlockN;
 
   // Prologue: Q, K_0, V_0 in one group.
-  load_tile<T, D, kPitch, kBlockM, kThreads>(sQ, q + m0 * p.q_row_stride, p.q_row_stride,
-                                             T_ - m0, tid);
-  load_tile<T, D, kPitch, kBlockN, kThreads>(sK, k, p.k_row_stride, T_, tid);
-  load_tile<T, D, kPitch, kBlockN, kThreads>(sV, v, p.v_row_stride, T_, tid);
+  load_tile<T, D, kPitch, kBlockM, kThreads>(sQ, q + m0 * p.q_row_stride, p.q_row_stride, T_ - m0,
+                                             tid);
+  load_kv_tile<T, D, Tr>(sK, k, p.k_row_stride, T_, tid);
+  load_kv_tile<T, D, Tr>(sV, v, p.v_row_stride, T_, tid);
   mma::cp_async_commit();
 
   const float2 gate = load_gates<G>(p.gates, h);
@@ -135,25 +207,24 @@ __global__ void __launch_bounds__(FlashForwardTraits<D>::kThreads,
     const int buf = n & 1;
     if (n + 1 < n_tiles) {  // prefetch the next K/V tile into the other buffer
       const int nn = n0 + kBlockN;
-      load_tile<T, D, kPitch, kBlockN, kThreads>(sK + (buf ^ 1) * kBlockN * kPitch,
-                                                 k + nn * p.k_row_stride, p.k_row_stride,
-                                                 T_ - nn, tid);
-      load_tile<T, D, kPitch, kBlockN, kThreads>(sV + (buf ^ 1) * kBlockN * kPitch,
-                                                 v + nn * p.v_row_stride, p.v_row_stride,
-                                                 T_ - nn, tid);
+      load_kv_tile<T, D, Tr>(sK + (buf ^ 1) * Tr::kKvTile, k + nn * p.k_row_stride, p.k_row_stride,
+                             T_ - nn, tid);
+      load_kv_tile<T, D, Tr>(sV + (buf ^ 1) * Tr::kKvTile, v + nn * p.v_row_stride, p.v_row_stride,
+                             T_ - nn, tid);
       mma::cp_async_commit();
       mma::cp_async_wait<1>();
     } else {
       mma::cp_async_wait<0>();
     }
+    if constexpr (Tr::kWgmma) wgmma::fence_proxy_async();  // cp.async data -> async proxy
     __syncthreads();
 
     if (n == 0) {  // Q̂ fragments, gated once
       const int mi = lane / 8, r = lane % 8;
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
-        mma::ldmatrix_x4(qf[kk], sQ + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 +
-                                     (mi >> 1) * 8);
+        mma::ldmatrix_x4(qf[kk],
+                         sQ + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
         if constexpr (G != GateMode::none) {
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
@@ -166,23 +237,30 @@ __global__ void __launch_bounds__(FlashForwardTraits<D>::kThreads,
       }
     }
 
-    // Tiles wholly above this warp's diagonal contribute nothing.
-    if (n0 <= m0 + warp * 16 + 15) {
-      const T* sKb = sK + buf * kBlockN * kPitch;
-      const T* sVb = sV + buf * kBlockN * kPitch;
+    // Tiles wholly above the diagonal of this warp (warpgroup, for wgmma) add nothing.
+    const int rows_active = Tr::kWgmma ? 64 : 16;
+    const int first_row = m0 + (warp * 16 / rows_active) * rows_active;
+    if (n0 <= first_row + rows_active - 1) {
+      const T* sKb = sK + buf * Tr::kKvTile;
+      const T* sVb = sV + buf * Tr::kKvTile;
       float s[kBlockN / 8][4];
-#pragma unroll
-      for (int j = 0; j < kBlockN / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
       const int mi = lane / 8, r = lane % 8;
+      if constexpr (Tr::kWgmma) {
+        // S = Q̂ · Kᵀ: B = K tile, K-major; k-step kk starts 2 core matrices further along d.
+        wgmma_product<T, kBlockN, 0>(s, qf, sKb, 128, (D / 8) * 128, 256);
+      } else {
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
+        for (int j = 0; j < kBlockN / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
-        for (int jj = 0; jj < kBlockN / 16; ++jj) {
-          std::uint32_t bk[4];
-          mma::ldmatrix_x4(bk, sKb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 +
-                                   (mi & 1) * 8);
-          mma::mma_16816<T>(s[2 * jj], qf[kk], bk[0], bk[1]);
-          mma::mma_16816<T>(s[2 * jj + 1], qf[kk], bk[2], bk[3]);
+        for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+          for (int jj = 0; jj < kBlockN / 16; ++jj) {
+            std::uint32_t bk[4];
+            mma::ldmatrix_x4(bk,
+                             sKb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
+            mma::mma_16816<T>(s[2 * jj], qf[kk], bk[0], bk[1]);
+            mma::mma_16816<T>(s[2 * jj + 1], qf[kk], bk[2], bk[3]);
+          }
         }
       }
 
@@ -230,19 +308,28 @@ __global__ void __launch_bounds__(FlashForwardTraits<D>::kThreads,
       }
 
       // O += P · V: the S accumulators are re-packed as A fragments in place.
+      std::uint32_t pa[kBlockN / 16][4];
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk) {
-        const std::uint32_t a[4] = {
-            mma::pack<T>(s[2 * kk][0], s[2 * kk][1]), mma::pack<T>(s[2 * kk][2], s[2 * kk][3]),
-            mma::pack<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-            mma::pack<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        pa[kk][0] = mma::pack<T>(s[2 * kk][0], s[2 * kk][1]);
+        pa[kk][1] = mma::pack<T>(s[2 * kk][2], s[2 * kk][3]);
+        pa[kk][2] = mma::pack<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        pa[kk][3] = mma::pack<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      }
+      if constexpr (Tr::kWgmma) {
+        // B = V tile read N-major (d contiguous); k-step kk starts 2 row groups further.
+        wgmma_product<T, D, 1, true>(o, pa, sVb, (D / 8) * 128, 128, 2 * (D / 8) * 128);
+      } else {
 #pragma unroll
-        for (int dd = 0; dd < D / 16; ++dd) {
-          std::uint32_t bv[4];
-          mma::ldmatrix_x4_trans(bv, sVb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 +
-                                         (mi >> 1) * 8);
-          mma::mma_16816<T>(o[2 * dd], a, bv[0], bv[1]);
-          mma::mma_16816<T>(o[2 * dd + 1], a, bv[2], bv[3]);
+        for (int kk = 0; kk < kBlockN / 16; ++kk) {
+#pragma unroll
+          for (int dd = 0; dd < D / 16; ++dd) {
+            std::uint32_t bv[4];
+            mma::ldmatrix_x4_trans(
+                bv, sVb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
+            mma::mma_16816<T>(o[2 * dd], pa[kk], bv[0], bv[1]);
+            mma::mma_16816<T>(o[2 * dd + 1], pa[kk], bv[2], bv[3]);
+          }
         }
       }
     }
@@ -301,7 +388,8 @@ __global__ void __launch_bounds__(FlashForwardTraits<D>::kThreads,
 
 /// fp32 path: one warp per query row, lanes across D, online softmax over keys 0..row.
 template <int D, int R, GateMode G, bool kRestart>
-__global__ void __launch_bounds__(128) flash_forward_simt_kernel(const __grid_constant__ AttentionParams p) {
+__global__ void __launch_bounds__(128)
+    flash_forward_simt_kernel(const __grid_constant__ AttentionParams p) {
   constexpr int kPerLane = (D + 31) / 32;
   constexpr int kStd = D - R;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -358,29 +446,82 @@ __global__ void __launch_bounds__(128) flash_forward_simt_kernel(const __grid_co
 
 }  // namespace detail
 
-/// Launches the forward kernel specialised for <T, D, R, G, restart>. p must be validated
+/// Which tensor-core path the fp16/bf16 forward takes. automatic = wgmma where the binary
+/// holds sm_90a code for the kernel and the device runs it, mma.sync otherwise. The initial
+/// value comes from the environment variable RA_FLASH_PATH (auto | mma | wgmma).
+enum class ForwardPath { automatic, mma_sync, wgmma };
+
+inline std::atomic<ForwardPath>& forward_path_setting() {
+  static std::atomic<ForwardPath> path{[] {
+    const char* env = std::getenv("RA_FLASH_PATH");
+    if (env && std::strcmp(env, "mma") == 0) return ForwardPath::mma_sync;
+    if (env && std::strcmp(env, "wgmma") == 0) return ForwardPath::wgmma;
+    return ForwardPath::automatic;
+  }()};
+  return path;
+}
+
+/// Selects the tensor-core path for later calls (tests and benchmarks compare both).
+inline void set_forward_path(ForwardPath p) {
+  forward_path_setting().store(p);
+}
+
+/// Launches the forward kernel with tile traits Tr. p must be validated
 /// (ra::cuda::attention_forward does that); D and R must match p.
+template <class T, int D, int R, GateMode G, bool kRestart, class Tr>
+void launch_flash_forward(const AttentionParams& p, cudaStream_t stream) {
+  static_assert(R >= 0 && R < D, "0 <= R < D");
+  static_assert(Tr::kHeadDim == D, "tile traits for another head dim");
+  auto kernel = detail::flash_forward_kernel<T, D, R, G, kRestart, Tr>;
+  constexpr int kSmem = Tr::kSmemElems * static_cast<int>(sizeof(T));
+  // Raise the dynamic shared-memory limit once per instantiation (not a stream operation,
+  // so it is also safe when the first call happens inside graph capture).
+  static const bool configured = [&] {
+    RA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    return true;
+  }();
+  (void)configured;
+  const dim3 grid(p.batch * p.heads, (p.seq + Tr::kBlockM - 1) / Tr::kBlockM);
+  kernel<<<grid, Tr::kThreads, kSmem, stream>>>(p);
+  RA_CUDA_CHECK_LAUNCH();
+}
+
+/// True when the wgmma kernel of this instantiation was compiled for the current device
+/// (an sm_90a cubin reports binaryVersion 90); decided once per instantiation.
+template <class T, int D, int R, GateMode G, bool kRestart>
+bool has_wgmma_code() {
+  static const bool has = [] {
+    cudaFuncAttributes attr{};
+    const auto kernel =
+        detail::flash_forward_kernel<T, D, R, G, kRestart, FlashForwardTraitsSm90<D>>;
+    if (cudaFuncGetAttributes(&attr, kernel) != cudaSuccess) {
+      (void)cudaGetLastError();  // no image for this device: not an error here
+      return false;
+    }
+    return attr.binaryVersion >= 90;
+  }();
+  return has;
+}
+
+/// The forward kernel specialised for <T, D, R, G, restart>, on the path chosen by
+/// forward_path_setting(). Throws ra::error when wgmma is forced but not available.
 template <class T, int D, int R, GateMode G, bool kRestart>
 void flash_forward(const AttentionParams& p, cudaStream_t stream) {
-  static_assert(R >= 0 && R < D, "0 <= R < D");
   if constexpr (std::is_same_v<T, float>) {
     const dim3 grid(p.batch * p.heads, (p.seq + 3) / 4);
     detail::flash_forward_simt_kernel<D, R, G, kRestart><<<grid, 128, 0, stream>>>(p);
     RA_CUDA_CHECK_LAUNCH();
   } else {
-    using Tr = FlashForwardTraits<D>;
-    auto kernel = detail::flash_forward_kernel<T, D, R, G, kRestart>;
-    constexpr int kSmem = Tr::kSmemElems * static_cast<int>(sizeof(T));
-    // Raise the dynamic shared-memory limit once per instantiation (not a stream operation,
-    // so it is also safe when the first call happens inside graph capture).
-    static const bool configured = [&] {
-      RA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-      return true;
-    }();
-    (void)configured;
-    const dim3 grid(p.batch * p.heads, (p.seq + Tr::kBlockM - 1) / Tr::kBlockM);
-    kernel<<<grid, Tr::kThreads, kSmem, stream>>>(p);
-    RA_CUDA_CHECK_LAUNCH();
+    const ForwardPath path = forward_path_setting().load();
+    const bool wgmma_ok = has_wgmma_code<T, D, R, G, kRestart>();
+    require(path != ForwardPath::wgmma || wgmma_ok,
+            "attention_forward: the wgmma path was requested but this binary has no sm_90a "
+            "code for the device (build with CMAKE_CUDA_ARCHITECTURES=90a)");
+    if (path != ForwardPath::mma_sync && wgmma_ok) {
+      launch_flash_forward<T, D, R, G, kRestart, FlashForwardTraitsSm90<D>>(p, stream);
+    } else {
+      launch_flash_forward<T, D, R, G, kRestart, FlashForwardTraits<D>>(p, stream);
+    }
   }
 }
 

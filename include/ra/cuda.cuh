@@ -1,0 +1,20 @@
+// ra/cuda.cuh — the CUDA backend: core + expr + every ra/cuda header (no Eigen).
+//
+//   ra::eval(o, node, ra::cuda::device{stream});             lazy nodes on the GPU
+//   ra::cuda::AttentionBlock<ra::bf16> block(cfg, B, T);     planned, allocation-free block
+//   auto g = ra::cuda::Graph::capture(stream, [&](cudaStream_t s) { block.forward(...); });
+#pragma once
+
+#include <ra/core.hpp>
+#include <ra/expr.hpp>
+
+#include <ra/cuda/attention.cuh>
+#include <ra/cuda/attention_params.cuh>
+#include <ra/cuda/block.cuh>
+#include <ra/cuda/buffer.cuh>
+#include <ra/cuda/check.cuh>
+#include <ra/cuda/device.cuh>
+#include <ra/cuda/gemm.cuh>
+#include <ra/cuda/graph.cuh>
+#include <ra/cuda/unfused.cuh>
+#include <ra/cuda/workspace.cuh>

@@ -1,0 +1,87 @@
+// tests/cuda/reference.cpp — see reference.hpp. Compiled by the host compiler (Eigen inside).
+#include "reference.hpp"
+
+#include <cstddef>
+
+#include <ra/cpu.hpp>
+
+namespace ra::test {
+
+namespace {
+
+// n elements of `dtype` at p, exactly, as doubles (null p or n = 0: empty).
+std::vector<double> to_double(DType dtype, const void* p, index_t n) {
+  std::vector<double> out;
+  if (p == nullptr || n == 0) return out;
+  out.resize(static_cast<std::size_t>(n));
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* src = static_cast<const T*>(p);
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = convert<double>(src[i]);
+  });
+  return out;
+}
+
+}  // namespace
+
+std::vector<double> reference_gemm(DType dtype, index_t M, index_t N, index_t K, const void* a,
+                                   index_t lda, const void* w, const void* bias) {
+  require_arg(lda >= K, "reference_gemm", "lda", lda, "lda >= K");
+  // A is gathered with its row stride; the last row needs only K elements.
+  const std::vector<double> a_d = to_double(dtype, a, M == 0 ? 0 : (M - 1) * lda + K);
+  const std::vector<double> w_d = to_double(dtype, w, N * K);
+  const std::vector<double> b_d = to_double(dtype, bias, N);
+  std::vector<double> y(static_cast<std::size_t>(M * N));
+  const auto av = make_view(a_d.data(), shape(M, K), {lda, 1});  // (M,K) strides (lda,1)
+  const auto wv = make_view(w_d.data(), shape(N, K));            // (N,K) strides (K,1)
+  const auto yv = make_view(y.data(), shape(M, N));              // (M,N) strides (N,1)
+  if (bias != nullptr) {
+    ra::eval(yv, gemm(av, wv, make_view(b_d.data(), shape(N))), cpu::device{});
+  } else {
+    ra::eval(yv, gemm(av, wv), cpu::device{});
+  }
+  return y;
+}
+
+void reference_attention(const AttentionProblem& pb, std::vector<double>& o,
+                         std::vector<double>& lse) {
+  const index_t B = pb.B, T = pb.T, H = pb.H, D = pb.D, C = H * D;
+  const std::vector<double> fused_d = to_double(pb.dtype, pb.fused, B * T * 3 * C);
+  o.assign(static_cast<std::size_t>(B * T * C), 0.0);
+  std::vector<float> lse_f(static_cast<std::size_t>(B * H * T));
+  const auto fused = make_view(fused_d.data(), shape(B, T, 3 * C));  // (B,T,3C)
+  const auto qkv = folded_views(fused, H, D);  // 3 x (B,H,T,D) strides (3TC,D,3C,1)
+  const auto out = heads(make_view(o.data(), shape(B, T, C)), H, D);  // (B,H,T,D) (TC,D,C,1)
+  const Gates g{pb.gates, pb.param, pb.w_std.data(), pb.w_rec.data()};
+  const Restart r{pb.a.empty() ? nullptr : pb.a.data()};
+  const auto node = folded_attention(qkv.q, qkv.k, qkv.v, pb.R, g, causal, r);
+  cpu::attention_forward(node, out, lse_f.data());
+  lse.assign(lse_f.begin(), lse_f.end());
+}
+
+std::vector<double> reference_block(const BlockProblem& pb) {
+  const AttentionBlockConfig& cfg = pb.cfg;
+  const index_t B = pb.B, T = pb.T, C = cfg.C;
+  const std::vector<double> x = to_double(pb.dtype, pb.x, B * T * C);
+  const std::vector<double> w_attn = to_double(pb.dtype, pb.w_attn, 3 * C * C);
+  const std::vector<double> w_o = to_double(pb.dtype, pb.w_o, C * C);
+  const std::vector<double> b_attn = to_double(pb.dtype, cfg.bias ? pb.b_attn : nullptr, 3 * C);
+  const std::vector<double> b_o = to_double(pb.dtype, cfg.bias ? pb.b_o : nullptr, C);
+  AttentionBlockWeights<double> w;
+  w.w_attn = make_view(w_attn.data(), shape(3 * C, C));  // (3C,C)
+  w.w_o = make_view(w_o.data(), shape(C, C));            // (C,C)
+  if (cfg.bias) {
+    w.b_attn = make_view(b_attn.data(), shape(3 * C));  // (3C)
+    w.b_o = make_view(b_o.data(), shape(C));            // (C)
+  }
+  w.w_std = pb.w_std.empty() ? nullptr : pb.w_std.data();
+  w.w_rec = pb.w_rec.empty() ? nullptr : pb.w_rec.data();
+  w.a = pb.a.empty() ? nullptr : pb.a.data();
+  std::vector<double> y(static_cast<std::size_t>(B * T * C));
+  cpu::BlockBuffers<double> buffers;
+  cpu::block_forward<double>(cfg, make_view(x.data(), shape(B, T, C)), w,
+                             make_view(y.data(), shape(B, T, C)), buffers);
+  return y;
+}
+
+}  // namespace ra::test

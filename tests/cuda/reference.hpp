@@ -1,0 +1,57 @@
+// tests/cuda/reference.hpp — double-precision references for the GEMM, unfused-attention and
+// block tests, computed by the Eigen CPU backend in reference.cpp (compiled by the host
+// compiler) behind plain functions, so that Eigen never enters a .cu translation unit.
+//
+// Inputs are host arrays of the element type the GPU saw (`dtype`), converted exactly to
+// double; every product, softmax and intermediate (fused, O') stays in double, so the result
+// is the reference the tolerances of the GPU tests are stated against.
+#pragma once
+
+#include <vector>
+
+#include <ra/core/config.hpp>
+#include <ra/core/dtype.hpp>
+#include <ra/expr/block.hpp>
+#include <ra/expr/gates.hpp>
+
+namespace ra::test {
+
+/// y (M,N) = a (M,K) · w (N,K)ᵀ (+ bias (N) when bias is not null), row-major. a has row
+/// stride lda (>= K); w and bias are compact. Returns y compact (M·N values).
+std::vector<double> reference_gemm(DType dtype, index_t M, index_t N, index_t K, const void* a,
+                                   index_t lda, const void* w, const void* bias);
+
+/// One folded-attention problem over a fused (B,T,3C) host buffer, C = H·D.
+struct AttentionProblem {
+  DType dtype = DType::f16;
+  index_t B = 1, T = 1, H = 1, D = 64;
+  int R = 0;
+  GateMode gates = GateMode::none;
+  GateParam param = GateParam::clamp;
+  std::vector<float> w_std, w_rec;  // raw gate values: 1 (per layer) or H (per head)
+  std::vector<float> a;             // raw restart values (H), empty without restart
+  const void* fused = nullptr;      // (B,T,3C) compact elements of dtype
+};
+
+/// O' (B,T,C) compact and lse (B,H,T) of the problem.
+void reference_attention(const AttentionProblem& pb, std::vector<double>& o,
+                         std::vector<double>& lse);
+
+/// One attention-block forward: the block's config and host parameters, all compact
+/// elements of dtype (biases null without cfg.bias).
+struct BlockProblem {
+  AttentionBlockConfig cfg{};
+  DType dtype = DType::f16;
+  index_t B = 1, T = 1;
+  const void* x = nullptr;       // (B,T,C)
+  const void* w_attn = nullptr;  // (3C,C)
+  const void* b_attn = nullptr;  // (3C)
+  const void* w_o = nullptr;     // (C,C)
+  const void* b_o = nullptr;     // (C)
+  std::vector<float> w_std, w_rec, a;
+};
+
+/// y (B,T,C) compact of the block (ra::cpu::block_forward in double).
+std::vector<double> reference_block(const BlockProblem& pb);
+
+}  // namespace ra::test

@@ -1,0 +1,351 @@
+// tests/cuda/test_block.cu — device memory (DeviceBuffer, Workspace) and the GPU attention
+// block: fused path (flash kernel) and unfused path against ra::cpu::block_forward in double,
+// ra::eval of the block pipeline on cuda::device, and the zero-allocation forward.
+//
+// Block configs cover the baseline (R = 0, no gates), RA with per-layer gates, RA with
+// per-head softplus gates, self-restart and no bias, and D = 32 / 64 / 128; every dtype; B·T at
+// and below the planned maximum, T ragged (5, 7, 130). Outputs and the block's activations
+// are poisoned with NaN before each forward.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <set>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ra/cuda.cuh>
+
+#include "cuda_test_utils.cuh"
+#include "reference.hpp"
+
+namespace {
+
+using ra::AttentionBlockConfig;
+using ra::DType;
+using ra::GateMode;
+using ra::GateParam;
+using ra::index_t;
+using ra::cuda::AttentionPath;
+
+std::string describe(const AttentionBlockConfig& c, DType t) {
+  std::ostringstream os;
+  os << t << " C=" << c.C << " H=" << c.H << " D=" << c.head_dim() << " R=" << c.R
+     << " gates=" << c.gates << "/" << c.gate_param << " restart=" << c.restart
+     << " bias=" << c.bias << " seed=" << ra::test::seed();
+  return os.str();
+}
+
+AttentionBlockConfig block_config(index_t C, index_t H, int R, GateMode g, GateParam p,
+                                  bool restart, bool bias) {
+  AttentionBlockConfig c;
+  c.C = C;
+  c.H = H;
+  c.R = R;
+  c.gates = g;
+  c.gate_param = p;
+  c.restart = restart;
+  c.bias = bias;
+  return c;
+}
+
+const AttentionBlockConfig kConfigs[] = {
+    block_config(256, 4, 0, GateMode::none, GateParam::clamp, false, true),         // baseline
+    block_config(256, 4, 4, GateMode::per_layer, GateParam::clamp, false, true),    // RA
+    block_config(256, 2, 8, GateMode::per_head, GateParam::softplus, true, false),  // D = 128
+    block_config(96, 3, 2, GateMode::per_head, GateParam::clamp, true, true),       // D = 32
+};
+
+// Host parameters of one block, compact, plus the padded copy of W_attn that load() reads
+// through a strided view when `padded` is set.
+template <class T>
+struct HostBlock {
+  AttentionBlockConfig cfg;
+  std::vector<T> w_attn, b_attn, w_o, b_o, w_attn_padded;
+  std::vector<float> w_std, w_rec, a;
+  bool padded = false;
+
+  static constexpr index_t kPad = 8;
+
+  HostBlock(const AttentionBlockConfig& c, std::mt19937_64& g, bool pad) : cfg(c), padded(pad) {
+    const index_t C = c.C;
+    const float s = 1.f / std::sqrt(static_cast<float>(C));
+    w_attn = ra::test::random_vector<T>(3 * C * C, g, s);
+    w_o = ra::test::random_vector<T>(C * C, g, s);
+    if (c.bias) {
+      b_attn = ra::test::random_vector<T>(3 * C, g, 0.2f);
+      b_o = ra::test::random_vector<T>(C, g, 0.2f);
+    }
+    w_std = ra::test::uniform_floats(c.gate_count(), g, 0.3f, 1.2f);
+    w_rec = ra::test::uniform_floats(c.gate_count(), g, 0.05f, 0.6f);
+    if (c.restart) a = ra::test::uniform_floats(c.H, g, 0.f, 0.4f);
+    if (pad) {
+      w_attn_padded.resize(static_cast<std::size_t>(3 * C * (C + kPad)));
+      for (index_t r = 0; r < 3 * C; ++r)
+        for (index_t j = 0; j < C; ++j)
+          w_attn_padded[static_cast<std::size_t>(r * (C + kPad) + j)] =
+              w_attn[static_cast<std::size_t>(r * C + j)];
+    }
+  }
+
+  ra::AttentionBlockWeights<T> views() const {
+    const index_t C = cfg.C;
+    ra::AttentionBlockWeights<T> w;
+    w.w_attn = padded ? ra::make_view(w_attn_padded.data(), ra::shape(3 * C, C), {C + kPad, 1})
+                      : ra::make_view(w_attn.data(), ra::shape(3 * C, C));  // (3C,C)
+    w.w_o = ra::make_view(w_o.data(), ra::shape(C, C));                     // (C,C)
+    if (cfg.bias) {
+      w.b_attn = ra::make_view(b_attn.data(), ra::shape(3 * C));  // (3C)
+      w.b_o = ra::make_view(b_o.data(), ra::shape(C));            // (C)
+    }
+    w.w_std = w_std.data();
+    w.w_rec = w_rec.data();
+    w.a = a.data();
+    return w;
+  }
+
+  ra::test::BlockProblem problem(const std::vector<T>& x, index_t B, index_t T_) const {
+    ra::test::BlockProblem pb;
+    pb.cfg = cfg;
+    pb.dtype = ra::dtype_v<T>;
+    pb.B = B;
+    pb.T = T_;
+    pb.x = x.data();
+    pb.w_attn = w_attn.data();
+    pb.b_attn = cfg.bias ? b_attn.data() : nullptr;
+    pb.w_o = w_o.data();
+    pb.b_o = cfg.bias ? b_o.data() : nullptr;
+    pb.w_std = w_std;
+    pb.w_rec = w_rec;
+    pb.a = a;
+    return pb;
+  }
+
+  // The attention step of the block, on a fused buffer the GPU produced.
+  ra::test::AttentionProblem attention(const std::vector<T>& fused, index_t B, index_t T_) const {
+    ra::test::AttentionProblem pb;
+    pb.dtype = ra::dtype_v<T>;
+    pb.B = B;
+    pb.T = T_;
+    pb.H = cfg.H;
+    pb.D = cfg.head_dim();
+    pb.R = cfg.R;
+    pb.gates = cfg.gates;
+    pb.param = cfg.gate_param;
+    pb.w_std = w_std;
+    pb.w_rec = w_rec;
+    pb.a = a;
+    pb.fused = fused.data();
+    return pb;
+  }
+};
+
+bool compiled(const AttentionBlockConfig& c) {
+  return ra::SupportedHeadDims::contains(static_cast<int>(c.head_dim())) &&
+         ra::SupportedRanks::contains(c.R);
+}
+
+template <class T>
+void run_block_case(ra::cuda::Context& ctx, cudaStream_t stream, const AttentionBlockConfig& cfg,
+                    std::uint64_t salt) {
+  INFO(describe(cfg, ra::dtype_v<T>));
+  const index_t max_B = 2, max_T = 130, C = cfg.C, H = cfg.H;
+  const double tol = ra::test::tolerance(ra::dtype_v<T>);
+  auto g = ra::test::rng(salt);
+  const HostBlock<T> host(cfg, g, /*pad=*/salt % 2 == 0);
+  ra::cuda::AttentionBlock<T> block(cfg, max_B, max_T, /*plan_unfused=*/true, &ctx);
+  block.load(host.views());
+
+  for (auto [B, T_] : {std::pair<index_t, index_t>{2, 130}, {2, 7}, {1, 5}}) {
+    INFO("B=" << B << " T=" << T_);
+    const auto x = ra::test::random_vector<T>(B * T_ * C, g);
+    auto x_d = ra::test::to_device(x);
+    ra::cuda::DeviceBuffer<T> y_d(B * T_ * C);
+    const auto ref = ra::test::reference_block(host.problem(x, B, T_));
+
+    std::vector<std::vector<T>> outputs;
+    for (AttentionPath path : {AttentionPath::fused, AttentionPath::unfused}) {
+      INFO("path " << path);
+      ra::test::poison(y_d.data(), y_d.size());
+      ra::test::poison(block.fused(), max_B * max_T * 3 * C);
+      ra::test::poison(block.o(), max_B * max_T * C);
+      ra::test::poison(block.lse(), max_B * H * max_T);
+      block.forward(x_d.data(), y_d.data(), B, T_, stream, path);
+      outputs.push_back(ra::test::to_host(y_d.data(), y_d.size()));
+      ra::test::check_close(ra::test::compare(outputs.back(), ref), tol, "y");
+
+      // lse of the attention step, against the CPU attention on the GPU's own fused buffer.
+      const auto fused = ra::test::to_host(block.fused(), B * T_ * 3 * C);
+      const auto lse = ra::test::to_host(block.lse(), B * H * T_);
+      std::vector<double> o_ref, lse_ref;
+      ra::test::reference_attention(host.attention(fused, B, T_), o_ref, lse_ref);
+      ra::test::check_lse(ra::test::compare(lse, lse_ref), tol);
+      const auto o = ra::test::to_host(block.o(), B * T_ * C);
+      ra::test::check_close(ra::test::compare(o, o_ref), tol, "o (attention step)");
+    }
+    // The two paths agree with each other as closely as each agrees with the reference.
+    std::vector<double> fused_y(outputs[0].size());
+    for (std::size_t i = 0; i < fused_y.size(); ++i)
+      fused_y[i] = ra::convert<double>(outputs[0][i]);
+    ra::test::check_close(ra::test::compare(outputs[1], fused_y), 2 * tol, "unfused vs fused y");
+
+    // The same pipeline as lazy nodes, evaluated by ra::eval on cuda::device.
+    ra::cuda::DeviceBuffer<T> fused2(B * T_ * 3 * C), o2(B * T_ * C), y2(B * T_ * C);
+    ra::test::poison(y2.data(), y2.size());
+    const auto xv = ra::make_view(static_cast<const T*>(x_d.data()), ra::shape(B, T_, C));
+    const auto pipeline =
+        ra::attention_block<T>(cfg, xv, block.device_weights(),
+                               ra::make_view(fused2.data(), ra::shape(B, T_, 3 * C)),  // (B,T,3C)
+                               ra::make_view(o2.data(), ra::shape(B, T_, C)));         // (B,T,C)
+    ra::eval(ra::make_view(y2.data(), ra::shape(B, T_, C)), pipeline,
+             ra::cuda::device{stream, &ctx});
+    ra::test::check_close(ra::test::compare(ra::test::to_host(y2.data(), y2.size()), ref), tol,
+                          "y (ra::eval on cuda::device)");
+
+    // The attention node alone, on the pipeline's fused buffer: the same kernel on the same
+    // inputs, so the same bits as the pipeline's o.
+    ra::cuda::DeviceBuffer<T> o3(B * T_ * C);
+    ra::test::poison(o3.data(), o3.size());
+    const auto o3_heads = ra::heads(ra::make_view(o3.data(), ra::shape(B, T_, C)), H,
+                                    cfg.head_dim());  // (B,H,T,D) strides (TC,D,C,1)
+    ra::eval(o3_heads, pipeline.attend, ra::cuda::device{stream, &ctx});
+    CHECK(ra::test::bitwise_equal(ra::test::to_host(o3.data(), o3.size()),
+                                  ra::test::to_host(o2.data(), o2.size())));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("DeviceBuffer counts its allocation and frees it", "[cuda][buffer]") {
+  const auto count = ra::cuda::allocation_count();
+  const auto bytes = ra::cuda::allocated_bytes();
+  {
+    ra::cuda::DeviceBuffer<float> a(1000);
+    CHECK(a.data() != nullptr);
+    CHECK(a.bytes() == 4000);
+    CHECK(ra::cuda::allocation_count() == count + 1);
+    CHECK(ra::cuda::allocated_bytes() == bytes + 4000);
+    ra::cuda::DeviceBuffer<float> b(std::move(a));
+    CHECK(a.data() == nullptr);
+    CHECK(a.size() == 0);
+    CHECK(b.size() == 1000);
+    CHECK(ra::cuda::allocation_count() == count + 1);  // a move allocates nothing
+    ra::cuda::DeviceBuffer<float> empty(0);
+    CHECK(empty.data() == nullptr);
+    CHECK(ra::cuda::allocation_count() == count + 1);
+  }
+  CHECK(ra::cuda::allocated_bytes() == bytes);
+  CHECK_THROWS_WITH(ra::cuda::DeviceBuffer<float>(-1), Catch::Contains("'n'"));
+}
+
+TEST_CASE("Workspace lays named regions out 256-byte aligned in one allocation",
+          "[cuda][workspace]") {
+  using ra::cuda::region_of;
+  const auto count = ra::cuda::allocation_count();
+  const auto ws = ra::cuda::Workspace::plan({region_of<ra::fp16>("a", 3),
+                                             region_of<float>("empty", 0),
+                                             region_of<float>("b", 1000),
+                                             {"raw", 300}});
+  CHECK(ra::cuda::allocation_count() == count + 1);
+  CHECK(ws.size() == 4);
+  CHECK(ws.region<float>("empty") == nullptr);
+  std::set<std::uintptr_t> starts;
+  for (const char* name : {"a", "b", "raw"}) {
+    const auto p = reinterpret_cast<std::uintptr_t>(ws.region<std::byte>(name));
+    CHECK(p % ra::cuda::Workspace::kAlignment == 0);
+    starts.insert(p);
+  }
+  CHECK(starts.size() == 3);
+  // Back to back, each rounded up to 256 bytes: 6 -> 256, 0 -> 0, 4000 -> 4096, 300 -> 512.
+  CHECK(ws.region_offset(ws.index("b")) == 256);
+  CHECK(ws.region_offset(ws.index("raw")) == 256 + 4096);
+  CHECK(ws.bytes() == 256 + 4096 + 512);
+  CHECK(ws.region_bytes("b") == 4000);
+  CHECK_THROWS_WITH(ws.region<float>("missing"), Catch::Contains("missing"));
+  CHECK_THROWS_WITH(ws.region<float>("a"), Catch::Contains("sizeof(T)"));
+  CHECK_THROWS_WITH(ra::cuda::Workspace::plan({{"x", 4}, {"x", 8}}),
+                    Catch::Contains("'region name'") && Catch::Contains("x"));
+  CHECK(ra::cuda::allocation_count() == count + 1);  // the failed plan allocated nothing
+}
+
+TEMPLATE_TEST_CASE("the GPU attention block matches ra::cpu::block_forward on both paths",
+                   "[cuda][block]", float, ra::fp16, ra::bf16) {
+  ra::cuda::Context ctx;
+  ra::test::Stream stream;
+  std::uint64_t salt = 3000;
+  for (const auto& cfg : kConfigs) {
+    ++salt;
+    if (!compiled(cfg)) {
+      WARN("skipped (D, R) not compiled in: " << describe(cfg, ra::dtype_v<TestType>));
+      continue;
+    }
+    run_block_case<TestType>(ctx, stream, cfg, salt);
+  }
+}
+
+TEST_CASE("a block forward makes no device allocation, on either path", "[cuda][block][alloc]") {
+  ra::cuda::Context ctx;
+  ra::test::Stream stream;
+  const auto cfg = block_config(768, 12, 4, GateMode::per_layer, GateParam::clamp, false, true);
+  const index_t max_B = 2, max_T = 256, C = cfg.C;
+  const auto before = ra::cuda::allocation_count();
+  ra::cuda::AttentionBlock<ra::bf16> block(cfg, max_B, max_T, true, &ctx);
+  CHECK(ra::cuda::allocation_count() == before + 1);  // everything in one workspace
+  CHECK(block.device_bytes() == block.workspace().bytes());
+
+  auto g = ra::test::rng(4000);
+  const HostBlock<ra::bf16> host(cfg, g, false);
+  block.load(host.views());
+  auto x = ra::test::to_device(ra::test::random_vector<ra::bf16>(max_B * max_T * C, g));
+  ra::cuda::DeviceBuffer<ra::bf16> y(max_B * max_T * C);
+  const auto forwards = [&] {
+    block.forward(x.data(), y.data(), max_B, max_T, stream, AttentionPath::fused);
+    block.forward(x.data(), y.data(), max_B, max_T, stream, AttentionPath::unfused);
+    block.forward(x.data(), y.data(), 1, 100, stream, AttentionPath::fused);  // below the plan
+  };
+  forwards();  // warm-up: lazy module loading, cuBLAS initialisation, plans for B·T = 100
+  const auto count = ra::cuda::allocation_count();
+  const auto free_bytes = ra::test::free_device_bytes();
+  for (int i = 0; i < 3; ++i) forwards();
+  CHECK(ra::test::free_device_bytes() == free_bytes);
+  CHECK(ra::cuda::allocation_count() == count);
+}
+
+TEST_CASE("the GPU attention block rejects bad configs, sizes and pointers",
+          "[cuda][block][errors]") {
+  ra::cuda::Context ctx;
+  ra::test::Stream stream;
+  const auto cfg = block_config(256, 4, 4, GateMode::none, GateParam::clamp, false, true);
+  CHECK_THROWS_WITH(
+      ra::cuda::AttentionBlock<ra::fp16>(
+          block_config(250, 4, 4, GateMode::none, GateParam::clamp, false, true), 1, 8, true, &ctx),
+      Catch::Contains("'C'"));
+  CHECK_THROWS_AS(
+      ra::cuda::AttentionBlock<ra::fp16>(
+          block_config(200, 4, 4, GateMode::none, GateParam::clamp, false, true), 1, 8, true, &ctx),
+      ra::unsupported);  // D = 50
+  CHECK_THROWS_WITH(ra::cuda::AttentionBlock<ra::fp16>(cfg, 0, 8, true, &ctx),
+                    Catch::Contains("max_batch"));
+
+  ra::cuda::AttentionBlock<ra::fp16> block(cfg, 2, 16, /*plan_unfused=*/false, &ctx);
+  ra::cuda::DeviceBuffer<ra::fp16> x(2 * 16 * 256 + 8), y(2 * 16 * 256);
+  CHECK_THROWS_WITH(block.forward(x.data(), y.data(), 2, 16, stream), Catch::Contains("load()"));
+  auto g = ra::test::rng(5000);
+  const HostBlock<ra::fp16> host(cfg, g, false);
+  block.load(host.views());
+  CHECK_THROWS_WITH(block.forward(x.data(), y.data(), 3, 16, stream), Catch::Contains("'B'"));
+  CHECK_THROWS_WITH(block.forward(x.data(), y.data(), 2, 17, stream), Catch::Contains("'T'"));
+  CHECK_THROWS_WITH(block.forward(x.data() + 1, y.data(), 2, 16, stream),
+                    Catch::Contains("'x'") && Catch::Contains("aligned"));
+  CHECK_THROWS_WITH(block.forward(x.data(), nullptr, 2, 16, stream), Catch::Contains("'y'"));
+  CHECK_THROWS_WITH(block.forward(x.data(), y.data(), 2, 16, stream, AttentionPath::unfused),
+                    Catch::Contains("plan_unfused"));
+  CHECK_THROWS_WITH(block.set_gates(0.5f, 0.5f), Catch::Contains("gates"));
+  CHECK_THROWS_WITH(block.set_restart(0.1f), Catch::Contains("restart"));
+  auto bad = host.views();
+  bad.w_o = ra::make_view(host.w_o.data(), ra::shape(128, 256));
+  CHECK_THROWS_WITH(block.load(bad), Catch::Contains("w_o"));
+  CHECK_NOTHROW(block.forward(x.data(), y.data(), 0, 16, stream));  // nothing to do
+}
