@@ -1,0 +1,237 @@
+// ra/cpu/attention.hpp — folded reciprocal attention on the host, forward and backward.
+//
+// For each batch b and head h, with Qf, Kf, V the (T,D) slices of the node's (B,H,T,D) views:
+//   Q̂   = Qf ⊙ g            g_d = g_std for d < D-R, g_rec for d >= D-R (1 without gates)
+//   Z   = Q̂ · Kfᵀ / √D       (T,T), Z_ij = -inf for j > i (causal, top-left aligned)
+//   P   = softmax_j(Z),  lse_i = log Σ_j exp(Z_ij)
+//   O   = P · V,  O' = (1 - α_h) O + α_h V   (α_h = clamp(a_h, 0, 0.5) with self-restart)
+// Backward (one-sided gate form), given dO':
+//   dO = (1 - α) dO',  dV = Pᵀ · dO + α dO',  dP = dO · Vᵀ,  dZ = P ⊙ (dP - rowsum(dP ⊙ P))
+//   dQ̂ = dZ · Kf / √D,  dQf = g ⊙ dQ̂,  dKf = dZᵀ · Q̂ / √D
+//   d w_std = g'(w_std) Σ_{b,t,d<D-R} dQ̂ ⊙ Qf   (likewise w_rec over d >= D-R; per-layer gates
+//   also sum over h),  d a_h = clamp'(a_h) Σ_{b,t,d} dO' ⊙ (V - O)
+//
+// Everything is computed in double with Eigen's GEMM per (b, h); the backward recomputes P
+// from the inputs instead of reading a saved O or lse. Inputs and outputs may have any
+// strides and element type (float, fp16, bf16, double).
+#pragma once
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include <ra/core/error.hpp>
+#include <ra/core/tensor.hpp>
+#include <ra/core/view.hpp>
+#include <ra/cpu/matrix.hpp>
+#include <ra/expr/attention.hpp>
+#include <ra/expr/gates.hpp>
+
+namespace ra::cpu {
+
+/// Where attention_backward writes the gradients of the gate and restart parameters.
+/// Each pointer addresses gate_count floats (1 per layer, H per head) or H floats (a); the
+/// values are OVERWRITTEN, not accumulated. A null pointer means "not wanted"; pointers for
+/// parameters the node does not use (gates with GateMode::none, a without restart) are
+/// ignored.
+struct AttentionGrads {
+  float* w_std = nullptr;
+  float* w_rec = nullptr;
+  float* a = nullptr;
+};
+
+namespace detail {
+
+// The effective gate and its derivative in double. Same formulas as ra::effective_gate, so
+// finite differences of a double loss see no float rounding of g.
+inline double gate_value(float w, GateParam p) {
+  if (p == GateParam::softplus) {
+    const double x = w;
+    return x > 20.0 ? x : std::log1p(std::exp(x));
+  }
+  return w > kGateFloor ? static_cast<double>(w) : static_cast<double>(kGateFloor);
+}
+
+inline double gate_derivative(float w, GateParam p) {
+  if (p == GateParam::softplus) return 1.0 / (1.0 + std::exp(-static_cast<double>(w)));
+  return w >= kGateFloor ? 1.0 : 0.0;
+}
+
+// Everything one (b, h) slice needs to know about gates and restart.
+struct HeadParams {
+  RowVector gate;  // (D) g_d per dim of Qf
+  double alpha = 0.0;
+  bool restart = false;
+};
+
+inline HeadParams head_params(const Gates& gates, const Restart& restart, index_t h, index_t D,
+                              int R) {
+  HeadParams hp;
+  hp.gate = RowVector::Ones(D);
+  if (gates.enabled()) {
+    const int gi = gates.index(static_cast<int>(h));
+    hp.gate.head(D - R).setConstant(gate_value(gates.w_std[gi], gates.param));
+    hp.gate.tail(R).setConstant(gate_value(gates.w_rec[gi], gates.param));
+  }
+  if (restart.enabled()) {
+    hp.restart = true;
+    hp.alpha = effective_restart(restart.a[h]);
+  }
+  return hp;
+}
+
+// Causal softmax of the (T,T) logits z in place (z becomes P); returns the per-row lse.
+inline Vector causal_softmax(Matrix& z) {
+  const index_t T = z.rows();
+  Vector lse(T);
+  for (index_t i = 0; i < T; ++i) {
+    auto row = z.row(i);
+    const double m = row.head(i + 1).maxCoeff();
+    row.head(i + 1) = (row.head(i + 1).array() - m).exp();
+    const double l = row.head(i + 1).sum();
+    row.head(i + 1) /= l;
+    row.tail(T - i - 1).setZero();
+    lse(i) = m + std::log(l);
+  }
+  return lse;
+}
+
+// The forward of one (b, h) slice: P (T,T), lse (T), O (T,D) before restart.
+struct HeadForward {
+  Matrix p;
+  Vector lse;
+  Matrix o;
+};
+
+inline HeadForward head_forward(const Matrix& qhat, const Matrix& kf, const Matrix& v,
+                                double scale) {
+  HeadForward f;
+  f.p = (qhat * kf.transpose()) * scale;  // (T,T) logits Z
+  f.lse = causal_softmax(f.p);            // Z -> P
+  f.o = f.p * v;                          // (T,D)
+  return f;
+}
+
+// The (T,D) slice of a (B,H,T,D) view at (b, h).
+template <View V>
+auto head_slice(const V& t, index_t b, index_t h) {
+  return select<0>(select<0>(t, b), h);  // (T,D)
+}
+
+template <class Node, View OV>
+void check_output(const char* where, const Node& node, const char* name, const OV& o) {
+  static_assert(OV::rank == 4, "attention: outputs are (B,H,T,D) views");
+  require_same_extents(where, "Qf", node.q, name, o);
+  require_data(where, name, o);
+}
+
+template <class Node>
+void check_inputs(const char* where, const Node& node) {
+  node.validate(where);
+  require_data(where, "Qf", node.q);
+  require_data(where, "Kf", node.k);
+  require_data(where, "V", node.v);
+}
+
+}  // namespace detail
+
+/// Evaluates a FoldedAttention node into o (B,H,T,D) (any strides and element type).
+/// lse, when not null, receives B·H·T floats, row-major (b,h,t): the natural-log
+/// log-sum-exp of each row of scaled, gated, masked logits.
+/// Throws ra::error on mismatched shapes, R outside [0, D), null data or missing gate values.
+template <int R, class QV, class KV, class VV, View OV>
+void attention_forward(const FoldedAttention<R, QV, KV, VV>& node, const OV& o,
+                       float* lse = nullptr) {
+  constexpr const char* where = "cpu::attention_forward";
+  detail::check_inputs(where, node);
+  detail::check_output(where, node, "O", o);
+  const index_t B = node.batch(), H = node.heads(), T = node.seq(), D = node.head_dim();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  for (index_t b = 0; b < B; ++b) {
+    for (index_t h = 0; h < H; ++h) {
+      const auto hp = detail::head_params(node.gates, node.restart, h, D, node.rank);
+      const Matrix qf = load(detail::head_slice(node.q, b, h));  // (T,D)
+      const Matrix kf = load(detail::head_slice(node.k, b, h));  // (T,D)
+      const Matrix v = load(detail::head_slice(node.v, b, h));   // (T,D)
+      const Matrix qhat = qf * hp.gate.asDiagonal();
+      auto f = detail::head_forward(qhat, kf, v, scale);
+      if (hp.restart) f.o = (1.0 - hp.alpha) * f.o + hp.alpha * v;
+      store(detail::head_slice(o, b, h), f.o);
+      if (lse != nullptr)
+        for (index_t t = 0; t < T; ++t) lse[(b * H + h) * T + t] = static_cast<float>(f.lse(t));
+    }
+  }
+}
+
+/// Gradients of a FoldedAttention node given d_out = dO' (B,H,T,D): writes dQf, dKf, dV into
+/// (B,H,T,D) views (any strides and element type; usually folded_views of a (B,T,3C)
+/// gradient buffer) and the gate/restart gradients into `grads` (see AttentionGrads).
+/// All outputs are overwritten. P is recomputed from the node's inputs.
+/// Throws ra::error on mismatched shapes, null data or missing gate values.
+template <int R, class QV, class KV, class VV, View DOV, View DQV, View DKV, View DVV>
+void attention_backward(const FoldedAttention<R, QV, KV, VV>& node, const DOV& d_out, const DQV& dq,
+                        const DKV& dk, const DVV& dv, AttentionGrads grads = {}) {
+  constexpr const char* where = "cpu::attention_backward";
+  detail::check_inputs(where, node);
+  detail::check_output(where, node, "dO", d_out);
+  detail::check_output(where, node, "dQf", dq);
+  detail::check_output(where, node, "dKf", dk);
+  detail::check_output(where, node, "dV", dv);
+  const index_t B = node.batch(), H = node.heads(), D = node.head_dim();
+  const index_t Ds = node.std_dims();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const bool gated = node.gates.enabled();
+  const index_t n_gates = !gated ? 0 : node.gates.mode == GateMode::per_head ? H : 1;
+  std::vector<double> sum_std(n_gates, 0.0), sum_rec(n_gates, 0.0), sum_a(H, 0.0);
+
+  for (index_t b = 0; b < B; ++b) {
+    for (index_t h = 0; h < H; ++h) {
+      const auto hp = detail::head_params(node.gates, node.restart, h, D, node.rank);
+      const Matrix qf = load(detail::head_slice(node.q, b, h));    // (T,D)
+      const Matrix kf = load(detail::head_slice(node.k, b, h));    // (T,D)
+      const Matrix v = load(detail::head_slice(node.v, b, h));     // (T,D)
+      const Matrix g_out = load(detail::head_slice(d_out, b, h));  // (T,D) dO'
+      const Matrix qhat = qf * hp.gate.asDiagonal();
+      const auto f = detail::head_forward(qhat, kf, v, scale);
+
+      Matrix d_o = g_out;  // (T,D) dO
+      Matrix d_v;          // (T,D)
+      if (hp.restart) {
+        sum_a[h] += g_out.cwiseProduct(v - f.o).sum();
+        d_o *= 1.0 - hp.alpha;
+        d_v = f.p.transpose() * d_o + hp.alpha * g_out;
+      } else {
+        d_v = f.p.transpose() * d_o;
+      }
+      // rowsum(dP ⊙ P)_i = Σ_j (dO_i · V_j) P_ij = dO_i · O_i.
+      const Vector delta = d_o.cwiseProduct(f.o).rowwise().sum();  // (T)
+      Matrix d_z = d_o * v.transpose();                            // (T,T) dP
+      d_z.colwise() -= delta;
+      d_z = d_z.cwiseProduct(f.p);                           // (T,T) dZ
+      const Matrix d_qhat = (d_z * kf) * scale;              // (T,D)
+      const Matrix d_kf = (d_z.transpose() * qhat) * scale;  // (T,D)
+      if (gated) {
+        const Matrix prod = d_qhat.cwiseProduct(qf);  // (T,D)
+        const index_t gi = node.gates.index(static_cast<int>(h));
+        sum_std[gi] += prod.leftCols(Ds).sum();
+        sum_rec[gi] += prod.rightCols(D - Ds).sum();
+      }
+      store(detail::head_slice(dq, b, h), d_qhat * hp.gate.asDiagonal());
+      store(detail::head_slice(dk, b, h), d_kf);
+      store(detail::head_slice(dv, b, h), d_v);
+    }
+  }
+  for (index_t i = 0; i < n_gates; ++i) {
+    if (grads.w_std != nullptr)
+      grads.w_std[i] = static_cast<float>(
+          sum_std[i] * detail::gate_derivative(node.gates.w_std[i], node.gates.param));
+    if (grads.w_rec != nullptr)
+      grads.w_rec[i] = static_cast<float>(
+          sum_rec[i] * detail::gate_derivative(node.gates.w_rec[i], node.gates.param));
+  }
+  if (node.restart.enabled() && grads.a != nullptr)
+    for (index_t h = 0; h < H; ++h)
+      grads.a[h] = static_cast<float>(sum_a[h] * effective_restart_grad(node.restart.a[h]));
+}
+
+}  // namespace ra::cpu
