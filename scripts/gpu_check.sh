@@ -1,66 +1,85 @@
 #!/usr/bin/env bash
-# scripts/gpu_check.sh — everything the GPU machine must show, in one command:
-# build (sm_90a), the GPU tests, compute-sanitizer memcheck and racecheck on the [sanitize]
-# set, the tile re-check and the benchmarks with the PyTorch peers. Logs and JSON go to
-# $OUT (or out/); the summary table is printed last.
+# scripts/gpu_check.sh — what the GPU machine must show, in one command: build for sm_90a,
+# the GPU tests (every (D, R, dtype, gate mode), both tensor-core paths), compute-sanitizer
+# memcheck and racecheck on the [sanitize] set, the tile re-check and the benchmark with the
+# PyTorch peers. Logs go to gpu-logs/ (and, packed, to $OUT); the summary is printed last.
 #
-#   bash scripts/gpu_check.sh [--no-bench] [--no-tests] [--no-sanitize]
+#   bash scripts/gpu_check.sh [--no-tests] [--no-sanitize] [--no-tune] [--no-bench]
+#                             [--tests-filter SPEC]
+#
+# Where the machine has no Eigen or Catch2 (the GPU image), a folder .devdeps/usr holding
+# copies of them (not part of the repository) is put on CMAKE_PREFIX_PATH.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/out}
-mkdir -p "$OUT"
+logs=$PWD/gpu-logs
+mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
-run_tests=1 run_sanitize=1 run_bench=1 run_tune=1
-for a in "$@"; do
-  case $a in
+run_tests=1 run_sanitize=1 run_bench=1 run_tune=1 filter=""
+while (( $# )); do
+  case $1 in
     --no-tests) run_tests=0 ;;
     --no-sanitize) run_sanitize=0 ;;
     --no-bench) run_bench=0 ;;
     --no-tune) run_tune=0 ;;
-    *) echo "unknown option $a" >&2; exit 2 ;;
+    --tests-filter) filter=$2; shift ;;
+    *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
   esac
+  shift
 done
 summary=()
 note() { summary+=("$1"); echo "== $1"; }
+pack() {
+  if [[ -n "${OUT:-}" ]]; then
+    tar czf "$OUT/gpu-logs.tgz" -C "$PWD" gpu-logs 2>/dev/null
+    cp "$logs"/*.json "$OUT/" 2>/dev/null
+  fi
+}
+trap pack EXIT
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv \
+  | tee "$logs/gpu.txt"
 gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-t0=$(date +%s)
-cmake -S . -B build-gpu "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
-  -DRA_BUILD_EXAMPLES=OFF >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
-targets=(ra_cuda_tests ra_bench flash_tune)
-cmake --build build-gpu -j "$(nproc)" --target "${targets[@]}" >"$OUT/build.log" 2>&1 \
-  || { grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; }
-note "build: $(( $(date +%s) - t0 )) s"
+prefix=(); [[ -d .devdeps/usr ]] && prefix=(-DCMAKE_PREFIX_PATH="$PWD/.devdeps/usr")
+t0=$SECONDS
+if [[ ! -f build-gpu/CMakeCache.txt ]]; then
+  cmake -S . -B build-gpu "${gen[@]}" "${prefix[@]}" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES=90a -DRA_BUILD_EXAMPLES=OFF >"$logs/configure.log" 2>&1 \
+    || { tail -30 "$logs/configure.log"; exit 1; }
+fi
+targets=(ra_cuda_tests)
+(( run_bench || run_tune )) && targets+=(ra_bench flash_tune)
+cmake --build build-gpu -j "$(nproc)" --target "${targets[@]}" >"$logs/build.log" 2>&1 \
+  || { grep -E "error|Error" "$logs/build.log" | head -40; exit 1; }
+note "build: $(( SECONDS - t0 )) s"
 tests_bin=$(find build-gpu -name ra_cuda_tests -type f | head -1)
 
 status=0
 if (( run_tests )); then
-  t0=$(date +%s)
-  RA_TEST_EXPECT_WGMMA=1 "$tests_bin" --order rand --durations no >"$OUT/cuda_tests.log" 2>&1; rc=$?
-  tail -4 "$OUT/cuda_tests.log"
-  note "GPU tests: rc=$rc, $(grep -E '^(All tests passed|test cases:)' "$OUT/cuda_tests.log" | tail -1), $(( $(date +%s) - t0 )) s"
-  (( rc == 0 )) || { status=1; grep -B5 -A15 "FAILED" "$OUT/cuda_tests.log" | head -80; }
+  t0=$SECONDS
+  RA_TEST_EXPECT_WGMMA=1 "$tests_bin" ${filter:+"$filter"} --durations no \
+    >"$logs/cuda_tests.log" 2>&1; rc=$?
+  note "GPU tests${filter:+ ($filter)}: rc=$rc, $(grep -E '^(All tests passed|test cases:)' "$logs/cuda_tests.log" | tail -1), $(( SECONDS - t0 )) s"
+  (( rc == 0 )) || { status=1; grep -B3 -A25 -m 6 "FAILED" "$logs/cuda_tests.log" | head -150; }
 fi
 if (( run_sanitize )); then
   for tool in memcheck racecheck; do
-    t0=$(date +%s)
+    t0=$SECONDS
     compute-sanitizer --tool $tool --error-exitcode 99 "$tests_bin" "[sanitize]" \
-      >"$OUT/sanitize_$tool.log" 2>&1; rc=$?
-    note "compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize_$tool.log" | tail -1), $(( $(date +%s) - t0 )) s"
-    (( rc == 0 )) || { status=1; head -40 "$OUT/sanitize_$tool.log"; }
+      >"$logs/sanitize_$tool.log" 2>&1; rc=$?
+    note "compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$logs/sanitize_$tool.log" | tail -1), $(( SECONDS - t0 )) s"
+    (( rc == 0 )) || { status=1; grep -v "^=========     " "$logs/sanitize_$tool.log" | head -40; }
   done
 fi
 if (( run_tune )); then
-  "$(find build-gpu -name flash_tune -type f | head -1)" --json "$OUT/flash_tune.json" \
-    >"$OUT/flash_tune.log" 2>&1 || status=1
-  cat "$OUT/flash_tune.log" | tail -30
+  "$(find build-gpu -name flash_tune -type f | head -1)" --json "$logs/flash_tune.json" \
+    >"$logs/flash_tune.log" 2>&1 || status=1
+  tail -45 "$logs/flash_tune.log"
 fi
 if (( run_bench )); then
-  RA_BENCH_BUILD=build-gpu bash bench/run.sh >"$OUT/bench.log" 2>&1 || status=1
+  RA_BENCH_BUILD=build-gpu bash bench/run.sh >"$logs/bench.log" 2>&1 || status=1
 fi
 echo
 echo "================ summary ================"
 printf '%s\n' "${summary[@]}"
-(( run_bench )) && tail -60 "$OUT/bench.log"
+(( run_bench )) && tail -70 "$logs/bench.log"
 exit $status

@@ -24,4 +24,16 @@ struct FoldedProblem {
 void reference_folded_attention(const FoldedProblem& pb, std::vector<double>& o,
                                 std::vector<float>& lse);
 
+/// Reference gradients for dO' (B,T,C, elements of pb.dtype), from ra::cpu in double.
+/// dfused is (B,T,3C): dQf, dKf, dV in the folded layout. The *_l1 values are the sums of
+/// |terms| behind each parameter gradient (Σ|dQ̂ ⊙ Qf| per gate value, Σ|dO' ⊙ (V - O)| per
+/// head), the scale against which a float sum's rounding is judged.
+struct ReferenceGrads {
+  std::vector<double> dfused;
+  std::vector<float> d_w_std, d_w_rec, d_a;
+  std::vector<double> w_std_l1, w_rec_l1, a_l1;
+};
+void reference_folded_attention_backward(const FoldedProblem& pb, const void* d_out,
+                                         ReferenceGrads& g);
+
 }  // namespace ra::test

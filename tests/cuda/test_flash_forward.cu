@@ -16,6 +16,7 @@
 #include <ra/core.hpp>
 #include <ra/cuda/attention.cuh>
 #include <ra/cuda/buffer.cuh>
+#include <ra/cuda/flash_forward.cuh>
 
 #include "flash_reference.hpp"
 

@@ -24,12 +24,11 @@ class TensorView {
   constexpr TensorView() = default;
   constexpr TensorView(T* data, const layout_type& layout) : data_(data), layout_(layout) {}
 
-  /// A view of const elements over the same memory.
-  constexpr operator TensorView<const T, ShapeT>() const
-    requires(!std::is_const_v<T>)
-  {
-    return {data_, layout_};
-  }
+  /// A view of const elements from a view of mutable ones, over the same memory.
+  template <class U>
+    requires(std::is_const_v<T> && std::is_same_v<const U, T>)
+  constexpr TensorView(const TensorView<U, ShapeT>& other)
+      : data_(other.data()), layout_(other.layout()) {}
 
   constexpr T* data() const { return data_; }
   constexpr const layout_type& layout() const { return layout_; }

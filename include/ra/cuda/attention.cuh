@@ -2,15 +2,18 @@
 // params struct and maps runtime (dtype, D, R, gate mode, restart) to one specialised
 // kernel. This is the only place the attention dispatch happens.
 //
-// Build parallelism: a translation unit that defines RA_CUDA_EXTERN_FLASH sees the kernel
-// family as extern templates and instantiates nothing; the per-(D, dtype) units made by
-// ra_add_flash_instantiations() (cmake/ra_cuda.cmake) instantiate them in parallel.
+// Build parallelism: a translation unit that defines RA_CUDA_EXTERN_FLASH sees only the
+// declarations of the dispatch (flash_dispatch.cuh) and of the per-rank launchers
+// (flash_rank.cuh) and instantiates no kernel; the units made by
+// ra_add_flash_instantiations() (cmake/ra_cuda.cmake), one per (dtype, D, R), compile the
+// kernel family in parallel.
 #pragma once
 
 #include <ra/core/dispatch.hpp>
 #include <ra/core/tensor.hpp>
 #include <ra/cuda/attention_params.cuh>
 #include <ra/cuda/check.cuh>
+#include <ra/cuda/forward_path.cuh>
 #include <ra/expr/attention.hpp>
 
 #include <cmath>
@@ -47,6 +50,10 @@ namespace detail {
 /// Launches the kernel of <T, D> for p's rank, gate mode and restart flag.
 template <class T, int D>
 void flash_forward_dispatch(const AttentionParams& p, cudaStream_t stream);
+
+/// Launches the kernel of <T, D, R> for p's gate mode and restart flag.
+template <class T, int D, int R>
+void flash_forward_rank(const AttentionParams& p, cudaStream_t stream);
 
 }  // namespace detail
 
@@ -112,4 +119,5 @@ AttentionParams make_params(const FoldedAttention<R, Q, K, V>& node, const O& o,
 
 #ifndef RA_CUDA_EXTERN_FLASH
 #include <ra/cuda/flash_dispatch.cuh>
+#include <ra/cuda/flash_rank.cuh>
 #endif

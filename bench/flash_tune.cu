@@ -1,0 +1,146 @@
+// bench/flash_tune.cu — re-checks the tile shape of the attention forward kernel on the
+// GPU at hand: times several FlashTile instantiations side by side on the same inputs and
+// prints a table (and JSON with --json PATH). The default tiles in flash_forward.cuh carry
+// the reason measured here.
+//
+//   flash_tune [--json PATH] [--iters N]
+//
+// It launches tile variants directly; the default dispatch lives in ra_flash_kernels.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <ra/core.hpp>
+#include <ra/cuda/attention.cuh>
+#include <ra/cuda/buffer.cuh>
+#include <ra/cuda/flash_forward.cuh>
+
+namespace {
+
+using ra::index_t;
+
+struct Result {
+  std::string variant;
+  int D, T;
+  double median_us, tflops;
+};
+
+__global__ void fill_normal(ra::fp16* x, index_t n, unsigned seed) {
+  for (index_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    // Cheap hash -> roughly normal via sum of uniforms; the values only need to be non-trivial.
+    unsigned h = static_cast<unsigned>(i) * 2654435761u ^ seed;
+    float s = 0.f;
+    for (int k = 0; k < 4; ++k) {
+      h ^= h << 13;
+      h ^= h >> 17;
+      h ^= h << 5;
+      s += (h & 0xffff) / 65536.f;
+    }
+    x[i] = ra::fp16((s - 2.f) * 1.7f);
+  }
+}
+
+template <int D, class Tile>
+Result time_variant(const char* name, int B, int H, int T, int iters) {
+  const index_t C = H * D;
+  // Several input sets, rotated, so repeated runs do not just measure L2.
+  const int sets = 3;
+  std::vector<ra::cuda::DeviceBuffer<ra::fp16>> fused;
+  for (int s = 0; s < sets; ++s) {
+    fused.emplace_back(B * T * 3 * C);
+    fill_normal<<<1024, 256>>>(fused.back().data(), fused.back().size(), 17u + s);
+    RA_CUDA_CHECK_LAUNCH();
+  }
+  ra::cuda::DeviceBuffer<ra::fp16> out(B * T * C);
+  ra::cuda::DeviceBuffer<float> gates(2);
+  const float g[2] = {0.9f, 0.1f};
+  RA_CUDA_CHECK(cudaMemcpy(gates.data(), g, sizeof g, cudaMemcpyHostToDevice));
+  std::vector<ra::cuda::AttentionParams> params;
+  auto o = ra::heads(ra::make_view(out.data(), ra::shape(B, T, C)), H, D);
+  for (int s = 0; s < sets; ++s) {
+    auto qkv = ra::folded_views(ra::make_view(fused[s].data(), ra::shape(B, T, 3 * C)), H, D);
+    auto node = ra::folded_attention(qkv.q, qkv.k, qkv.v, 4,
+                                     ra::gates::per_layer(gates.data(), gates.data() + 1));
+    params.push_back(ra::cuda::make_params(node, o, nullptr));
+  }
+  for (int i = 0; i < 5; ++i)
+    ra::cuda::launch_flash_forward<ra::fp16, D, 4, ra::GateMode::per_layer, false, Tile>(params[i % sets],
+                                                                                  nullptr);
+  cudaEvent_t e0, e1;
+  RA_CUDA_CHECK(cudaEventCreate(&e0));
+  RA_CUDA_CHECK(cudaEventCreate(&e1));
+  std::vector<float> ms(iters);
+  for (int i = 0; i < iters; ++i) {
+    RA_CUDA_CHECK(cudaEventRecord(e0));
+    ra::cuda::launch_flash_forward<ra::fp16, D, 4, ra::GateMode::per_layer, false, Tile>(params[i % sets],
+                                                                                  nullptr);
+    RA_CUDA_CHECK(cudaEventRecord(e1));
+    RA_CUDA_CHECK(cudaEventSynchronize(e1));
+    RA_CUDA_CHECK(cudaEventElapsedTime(&ms[i], e0, e1));
+  }
+  RA_CUDA_CHECK(cudaEventDestroy(e0));
+  RA_CUDA_CHECK(cudaEventDestroy(e1));
+  std::nth_element(ms.begin(), ms.begin() + iters / 2, ms.end());
+  const double us = ms[iters / 2] * 1e3;
+  const double flops = 2.0 * B * H * double(T) * T * D;  // causal forward
+  return {name, D, T, us, flops / (us * 1e-6) / 1e12};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* json = nullptr;
+  int iters = 50;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
+    else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::atoi(argv[++i]);
+  }
+  cudaDeviceProp prop{};
+  RA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const int B = 8, H = 12;
+  std::vector<Result> rs;
+  for (int T : {1024, 2048, 4096}) {
+    using namespace ra::cuda;
+    rs.push_back(time_variant<64, FlashTile<64, 128, 64, 2, true>>("d64 wgmma 128x64 b2 (default)", B, H, T, iters));
+    rs.push_back(time_variant<64, FlashTile<64, 128, 128, 1, true>>("d64 wgmma 128x128 b1", B, H, T, iters));
+    rs.push_back(time_variant<64, FlashTile<64, 192, 64, 1, true>>("d64 wgmma 192x64 b1", B, H, T, iters));
+    rs.push_back(time_variant<64, FlashTile<64, 64, 64, 4, true>>("d64 wgmma 64x64 b4", B, H, T, iters));
+    rs.push_back(time_variant<64, FlashTile<64, 128, 64, 2>>("d64 mma 128x64 w8 b2 (default)", B, H, T, iters));
+    rs.push_back(time_variant<64, FlashTile<64, 128, 64, 1>>("d64 mma 128x64 w8 b1", B, H, T, iters));
+    rs.push_back(time_variant<64, FlashTile<64, 128, 128, 1>>("d64 mma 128x128 w8 b1", B, H, T, iters));
+    rs.push_back(time_variant<64, FlashTile<64, 64, 64, 4>>("d64 mma 64x64 w4 b4", B, H, T, iters));
+    rs.push_back(time_variant<64, FlashTile<64, 64, 128, 2>>("d64 mma 64x128 w4 b2", B, H, T, iters));
+    rs.push_back(time_variant<64, FlashTile<64, 192, 64, 1>>("d64 mma 192x64 w12 b1", B, H, T, iters));
+    rs.push_back(time_variant<128, FlashTile<128, 128, 64, 1, true>>("d128 wgmma 128x64 b1 (default)", B, H / 2, T, iters));
+    rs.push_back(time_variant<128, FlashTile<128, 128, 64, 1>>("d128 mma 128x64 w8 b1 (default)", B, H / 2, T, iters));
+    rs.push_back(time_variant<128, FlashTile<128, 64, 64, 2>>("d128 mma 64x64 w4 b2", B, H / 2, T, iters));
+    rs.push_back(time_variant<128, FlashTile<128, 128, 32, 1>>("d128 mma 128x32 w8 b1", B, H / 2, T, iters));
+  }
+  std::printf("\nflash forward tile variants on %s (fp16, causal, R=4, per-layer gates, B=8, "
+              "C=768)\n",
+              prop.name);
+  std::printf("%-30s %6s %6s %10s %8s\n", "variant", "D", "T", "median us", "TFLOP/s");
+  for (const auto& r : rs)
+    std::printf("%-30s %6d %6d %10.1f %8.1f\n", r.variant.c_str(), r.D, r.T, r.median_us, r.tflops);
+  if (json) {
+    FILE* f = std::fopen(json, "w");
+    if (!f) {
+      std::fprintf(stderr, "flash_tune: cannot write %s\n", json);
+      return 1;
+    }
+    std::fprintf(f, "{\"device\": \"%s\", \"records\": [\n", prop.name);
+    for (std::size_t i = 0; i < rs.size(); ++i)
+      std::fprintf(f, "  {\"variant\": \"%s\", \"D\": %d, \"T\": %d, \"median_us\": %.3f, \"tflops\": %.2f}%s\n",
+                   rs[i].variant.c_str(), rs[i].D, rs[i].T, rs[i].median_us, rs[i].tflops,
+                   i + 1 < rs.size() ? "," : "");
+    std::fprintf(f, "]}\n");
+    std::fclose(f);
+  }
+  return 0;
+}

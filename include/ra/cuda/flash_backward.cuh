@@ -1,0 +1,870 @@
+// ra/cuda/flash_backward.cuh — causal flash attention backward for the folded RA layout.
+//
+// Given the forward's inputs, its output O', its per-row lse, and dO', with α = α_h:
+//   O     = (O' - α V) / (1 - α)                      (undo self-restart; α = 0 without it)
+//   Δ_i   = rowsum(dO' ⊙ O)_i,   ρ_i = rowsum(dO' ⊙ (V - O))_i
+//   P     = exp(Q̂ Kfᵀ / √D - lse)  (causal),   dP' = dO' Vᵀ
+//   dS    = P ⊙ (dP' - Δ)                         (dO = (1-α) dO' scales everything below)
+//   dQ̂    = (1-α) dS Kf / √D,   dQf = g ⊙ dQ̂,   dKf = (1-α) dSᵀ Q̂ / √D
+//   dV    = (1-α) Pᵀ dO' + α dO'
+//   d w_std = g'(w_std) Σ_{b,t,d<D-R} dQ̂ ⊙ Qf  (w_rec likewise over d >= D-R; per layer: Σ_h)
+//   d a_h   = clamp'(a_h) Σ_{b,t} ρ
+// Four launches: a row pass (Δ, ρ), one CTA per key block for dKf and dV, one CTA per query
+// block for dQf (recomputing P; no atomics), and a fixed-order reduction for the parameter
+// gradients. Every result is deterministic: the same inputs give the same bits.
+// fp16/bf16 run on mma.sync; fp32 on a SIMT path (correct, slower). Kernels are specialised
+// on <dtype, D, R, gated>.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include <ra/core/dispatch.hpp>
+#include <ra/cuda/attention.cuh>
+#include <ra/cuda/attention_params.cuh>
+#include <ra/cuda/check.cuh>
+#include <ra/cuda/flash_forward.cuh>
+#include <ra/cuda/mma.cuh>
+
+namespace ra::cuda {
+
+/// Everything the backward reads and writes. fwd describes the forward call (o = O', lse as
+/// the forward wrote it); gradients are (B,H,T,D) strided views like the inputs, so dQf, dKf
+/// and dV can be the folded views of a (B,T,3C) gradient buffer.
+struct AttentionBackwardParams {
+  AttentionParams fwd;
+  const void* d_out = nullptr;  // dO'
+  index_t do_batch_stride = 0, do_head_stride = 0, do_row_stride = 0;
+  void* dq = nullptr;
+  index_t dq_batch_stride = 0, dq_head_stride = 0, dq_row_stride = 0;
+  void* dk = nullptr;
+  index_t dk_batch_stride = 0, dk_head_stride = 0, dk_row_stride = 0;
+  void* dv = nullptr;
+  index_t dv_batch_stride = 0, dv_head_stride = 0, dv_row_stride = 0;
+  float* d_w_std = nullptr;  // gate_count values, overwritten (null: not wanted)
+  float* d_w_rec = nullptr;
+  float* d_a = nullptr;        // H values, overwritten, when restart is on
+  float* workspace = nullptr;  // backward_workspace_floats(B, H, T) floats
+};
+
+/// fp32 scratch the backward needs: four per-row arrays and three per-head sums.
+inline index_t backward_workspace_floats(index_t B, index_t H, index_t T) {
+  return 4 * B * H * T + 3 * H;
+}
+
+namespace detail {
+
+/// Tiles of the tensor-core backward: 64 rows per CTA (4 warps x 16) against 64 columns
+/// (32 at D = 128, where the dK and dV accumulators take 128 registers).
+template <int D>
+struct FlashBackwardTile {
+  static constexpr int kRows = 64;
+  static constexpr int kCols = D <= 96 ? 64 : 32;
+  static constexpr int kThreads = 128;
+  static constexpr int kPitch = D + 8;
+};
+
+struct BackwardScratch {
+  float* delta;  // (B,H,T) rowsum(dO' ⊙ O)
+  float* rho;    // (B,H,T) rowsum(dO' ⊙ (V - O))
+  float* gs;     // (B,H,T) Σ_{d<D-R} dQ̂ ⊙ Qf
+  float* gr;     // (B,H,T) Σ_{d>=D-R} dQ̂ ⊙ Qf
+  float* heads;  // (H,3) per-head sums of gs, gr, rho
+};
+
+inline BackwardScratch scratch_of(const AttentionBackwardParams& p) {
+  const index_t n = static_cast<index_t>(p.fwd.batch) * p.fwd.heads * p.fwd.seq;
+  return {p.workspace, p.workspace + n, p.workspace + 2 * n, p.workspace + 3 * n,
+          p.workspace + 4 * n};
+}
+
+template <class T>
+__device__ __forceinline__ float to_float(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    return static_cast<float>(x);
+  }
+}
+
+__device__ __forceinline__ float restart_alpha(const AttentionParams& p, int h) {
+  return p.restart.enabled() ? effective_restart(p.restart.a[h]) : 0.f;
+}
+
+/// Effective (g_std, g_rec) of head h, (1, 1) without gates; the per-layer / per-head
+/// choice is a run-time index here (it only picks which value to read).
+template <bool kGated>
+__device__ __forceinline__ float2 gates_of(const Gates& gates, int h) {
+  if constexpr (kGated) {
+    const int i = gates.index(h);
+    return make_float2(effective_gate(gates.w_std[i], gates.param),
+                       effective_gate(gates.w_rec[i], gates.param));
+  } else {
+    return make_float2(1.f, 1.f);
+  }
+}
+
+/// Row pass: Δ_i and ρ_i, one warp per row.
+template <class T, int D>
+__global__ void __launch_bounds__(128) backward_rows_kernel(const __grid_constant__ AttentionBackwardParams p,
+                                                            BackwardScratch s) {
+  constexpr int kPerLane = (D + 31) / 32;
+  const AttentionParams& f = p.fwd;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row = blockIdx.y * 4 + warp;
+  const int bh = blockIdx.x, b = bh / f.heads, h = bh % f.heads;
+  if (row >= f.seq) return;
+  const T* o = static_cast<const T*>(f.o) + b * f.o_batch_stride + h * f.o_head_stride +
+               row * f.o_row_stride;
+  const T* d_o = static_cast<const T*>(p.d_out) + b * p.do_batch_stride + h * p.do_head_stride +
+                 row * p.do_row_stride;
+  const T* v = static_cast<const T*>(f.v) + b * f.v_batch_stride + h * f.v_head_stride +
+               row * f.v_row_stride;
+  const float alpha = restart_alpha(f, h);
+  float delta = 0.f, rho = 0.f;
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < D) {
+      const float dout = to_float(d_o[d]);
+      float out = to_float(o[d]);
+      if (f.restart.enabled()) {
+        const float vv = to_float(v[d]);
+        out = (out - alpha * vv) / (1.f - alpha);
+        rho += dout * (vv - out);
+      }
+      delta += dout * out;
+    }
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    delta += __shfl_xor_sync(0xffffffffu, delta, off);
+    rho += __shfl_xor_sync(0xffffffffu, rho, off);
+  }
+  if (lane == 0) {
+    const index_t i = static_cast<index_t>(bh) * f.seq + row;
+    s.delta[i] = delta;
+    s.rho[i] = rho;
+  }
+}
+
+/// Scales the chunks this thread copied (load_tile's iteration) by the gate of their column,
+/// turning a raw Qf tile into Q̂ once, in shared memory.
+template <class T, int D, int kPitch, int kRows, int kThreads, int kStd>
+__device__ __forceinline__ void gate_tile(T* smem, float2 gate, int tid) {
+  constexpr int kChunksPerRow = D / 8;
+#pragma unroll
+  for (int i = tid; i < kRows * kChunksPerRow; i += kThreads) {
+    const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
+    std::uint32_t* w = reinterpret_cast<std::uint32_t*>(smem + r * kPitch + c);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float2 x = mma::unpack<T>(w[e]);
+      const int col = c + 2 * e;
+      w[e] = mma::pack<T>(x.x * (col < kStd ? gate.x : gate.y),
+                          x.y * (col + 1 < kStd ? gate.x : gate.y));
+    }
+  }
+}
+
+/// Writes a warp's 16 staged rows (pitch kPitch) to global memory as 16-byte chunks, adding
+/// `mix` · extra[row] when extra is not null (dV's α dO' term).
+template <class T, int D, int kPitch>
+__device__ __forceinline__ void store_rows(const T* staged, T* out, index_t stride, int row0,
+                                           int seq, const T* extra, index_t extra_stride,
+                                           float mix, int lane) {
+  constexpr int kChunksPerRow = D / 8;
+  for (int i = lane; i < 16 * kChunksPerRow; i += 32) {
+    const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
+    const int row = row0 + r;
+    if (row >= seq) continue;
+    uint4 chunk = *reinterpret_cast<const uint4*>(staged + r * kPitch + c);
+    if (extra != nullptr) {
+      const uint4 ev = *reinterpret_cast<const uint4*>(extra + row * extra_stride + c);
+      std::uint32_t* oc = reinterpret_cast<std::uint32_t*>(&chunk);
+      const std::uint32_t* ec = reinterpret_cast<const std::uint32_t*>(&ev);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 x = mma::unpack<T>(oc[e]);
+        const float2 y = mma::unpack<T>(ec[e]);
+        oc[e] = mma::pack<T>(x.x + mix * y.x, x.y + mix * y.y);
+      }
+    }
+    *reinterpret_cast<uint4*>(out + row * stride + c) = chunk;
+  }
+}
+
+/// dKf and dV for 64 keys (16 per warp): loops over the query blocks at or below the diagonal.
+/// Per warp, with the key rows as the M dimension:
+///   Sᵀ = K Q̂ᵀ,  Pᵀ = 2^(Sᵀ c - lse₂),  dP'ᵀ = V dO'ᵀ,  dSᵀ = Pᵀ ⊙ (dP'ᵀ - Δ)
+///   dV += Pᵀ dO',  dK += dSᵀ Q̂
+template <class T, int D, int R, bool kGated>
+__global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
+    backward_dkdv_kernel(const __grid_constant__ AttentionBackwardParams p, BackwardScratch s) {
+  using Tile = FlashBackwardTile<D>;
+  constexpr int kKeys = Tile::kRows, kQ = Tile::kCols, kPitch = Tile::kPitch;
+  constexpr int kThreads = Tile::kThreads, kStd = D - R;
+  const AttentionParams& f = p.fwd;
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sK = reinterpret_cast<T*>(smem_raw);  // (kKeys, kPitch)
+  T* sV = sK + kKeys * kPitch;              // (kKeys, kPitch)
+  T* sQ = sV + kKeys * kPitch;              // 2 x (kQ, kPitch), gated in place
+  T* sdO = sQ + 2 * kQ * kPitch;            // 2 x (kQ, kPitch)
+  float* sLse = reinterpret_cast<float*>(sdO + 2 * kQ * kPitch);  // 2 x kQ, log2 units
+  float* sDelta = sLse + 2 * kQ;                                   // 2 x kQ
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4, mi = lane / 8, r = lane % 8;
+  const int bh = blockIdx.x, b = bh / f.heads, h = bh % f.heads;
+  const int n0 = blockIdx.y * kKeys;
+  const int T_ = f.seq;
+
+  const T* q = static_cast<const T*>(f.q) + b * f.q_batch_stride + h * f.q_head_stride;
+  const T* k = static_cast<const T*>(f.k) + b * f.k_batch_stride + h * f.k_head_stride;
+  const T* v = static_cast<const T*>(f.v) + b * f.v_batch_stride + h * f.v_head_stride;
+  const T* d_o = static_cast<const T*>(p.d_out) + b * p.do_batch_stride + h * p.do_head_stride;
+  const float* lse = f.lse + static_cast<index_t>(bh) * T_;
+  const float* delta = s.delta + static_cast<index_t>(bh) * T_;
+  const float2 gate = gates_of<kGated>(f.gates, h);
+  const float scale_log2 = f.scale * 1.44269504088896340736f;
+
+  const int m_first = (n0 / kQ) * kQ;  // first query block that sees these keys
+  const int m_tiles = (T_ - m_first + kQ - 1) / kQ;
+
+  auto load_queries = [&](int m, int buf) {
+    const int m0 = m_first + m * kQ;
+    load_tile<T, D, kPitch, kQ, kThreads>(sQ + buf * kQ * kPitch, q + m0 * f.q_row_stride,
+                                          f.q_row_stride, T_ - m0, tid);
+    load_tile<T, D, kPitch, kQ, kThreads>(sdO + buf * kQ * kPitch, d_o + m0 * p.do_row_stride,
+                                          p.do_row_stride, T_ - m0, tid);
+    for (int i = tid; i < kQ; i += kThreads) {
+      const bool valid = m0 + i < T_;
+      // Rows past T get lse = +inf, so P = 0 there.
+      sLse[buf * kQ + i] = valid ? lse[m0 + i] * 1.44269504088896340736f : INFINITY;
+      sDelta[buf * kQ + i] = valid ? delta[m0 + i] : 0.f;
+    }
+  };
+
+  load_tile<T, D, kPitch, kKeys, kThreads>(sK, k + n0 * f.k_row_stride, f.k_row_stride, T_ - n0,
+                                           tid);
+  load_tile<T, D, kPitch, kKeys, kThreads>(sV, v + n0 * f.v_row_stride, f.v_row_stride, T_ - n0,
+                                           tid);
+  load_queries(0, 0);
+  mma::cp_async_commit();
+
+  float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) dk[j][i] = dv[j][i] = 0.f;
+
+  const int key_row0 = n0 + warp * 16;
+  for (int m = 0; m < m_tiles; ++m) {
+    const int buf = m & 1;
+    const int m0 = m_first + m * kQ;
+    if (m + 1 < m_tiles) {
+      load_queries(m + 1, buf ^ 1);
+      mma::cp_async_commit();
+      mma::cp_async_wait<1>();
+    } else {
+      mma::cp_async_wait<0>();
+    }
+    if constexpr (kGated)
+      gate_tile<T, D, kPitch, kQ, kThreads, kStd>(sQ + buf * kQ * kPitch, gate, tid);
+    __syncthreads();
+
+    // Query blocks wholly above this warp's keys see none of them.
+    if (m0 + kQ - 1 >= key_row0) {
+      const T* sQb = sQ + buf * kQ * kPitch;
+      const T* sdOb = sdO + buf * kQ * kPitch;
+      float st[kQ / 8][4], dpt[kQ / 8][4];
+#pragma unroll
+      for (int j = 0; j < kQ / 8; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) st[j][i] = dpt[j][i] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        std::uint32_t ak[4], av[4];
+        mma::ldmatrix_x4(ak, sK + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
+        mma::ldmatrix_x4(av, sV + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
+#pragma unroll
+        for (int jj = 0; jj < kQ / 16; ++jj) {
+          std::uint32_t bq[4], bo[4];
+          mma::ldmatrix_x4(bq, sQb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
+          mma::ldmatrix_x4(bo, sdOb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
+          mma::mma_16816<T>(st[2 * jj], ak, bq[0], bq[1]);
+          mma::mma_16816<T>(st[2 * jj + 1], ak, bq[2], bq[3]);
+          mma::mma_16816<T>(dpt[2 * jj], av, bo[0], bo[1]);
+          mma::mma_16816<T>(dpt[2 * jj + 1], av, bo[2], bo[3]);
+        }
+      }
+      // Pᵀ and dSᵀ; masked where query < key or query >= T.
+#pragma unroll
+      for (int j = 0; j < kQ / 8; ++j) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int qc = j * 8 + 2 * t + (i & 1);
+          const int kr = key_row0 + g + (i >> 1) * 8;
+          const bool masked = m0 + qc < kr || m0 + qc >= T_;
+          const float pt = masked ? 0.f : mma::exp2_approx(st[j][i] * scale_log2 - sLse[buf * kQ + qc]);
+          st[j][i] = pt;
+          dpt[j][i] = pt * (dpt[j][i] - sDelta[buf * kQ + qc]);
+        }
+      }
+      // dV += Pᵀ dO', dK += dSᵀ Q̂ (queries are the reduction dimension).
+#pragma unroll
+      for (int kk = 0; kk < kQ / 16; ++kk) {
+        const std::uint32_t ap[4] = {mma::pack<T>(st[2 * kk][0], st[2 * kk][1]),
+                                     mma::pack<T>(st[2 * kk][2], st[2 * kk][3]),
+                                     mma::pack<T>(st[2 * kk + 1][0], st[2 * kk + 1][1]),
+                                     mma::pack<T>(st[2 * kk + 1][2], st[2 * kk + 1][3])};
+        const std::uint32_t as[4] = {mma::pack<T>(dpt[2 * kk][0], dpt[2 * kk][1]),
+                                     mma::pack<T>(dpt[2 * kk][2], dpt[2 * kk][3]),
+                                     mma::pack<T>(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]),
+                                     mma::pack<T>(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3])};
+#pragma unroll
+        for (int dd = 0; dd < D / 16; ++dd) {
+          std::uint32_t bo[4], bq[4];
+          mma::ldmatrix_x4_trans(bo, sdOb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
+          mma::ldmatrix_x4_trans(bq, sQb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
+          mma::mma_16816<T>(dv[2 * dd], ap, bo[0], bo[1]);
+          mma::mma_16816<T>(dv[2 * dd + 1], ap, bo[2], bo[3]);
+          mma::mma_16816<T>(dk[2 * dd], as, bq[0], bq[1]);
+          mma::mma_16816<T>(dk[2 * dd + 1], as, bq[2], bq[3]);
+        }
+      }
+    }
+    __syncthreads();  // the buffer just read is refilled next iteration
+  }
+
+  // Epilogue: scale, stage the warp's 16 rows in its own rows of sK / sV, store.
+  const float alpha = restart_alpha(f, h);
+  const float k_scale = f.scale * (1.f - alpha), v_scale = 1.f - alpha;
+  T* stage_k = sK + warp * 16 * kPitch;
+  T* stage_v = sV + warp * 16 * kPitch;
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+    *reinterpret_cast<std::uint32_t*>(stage_k + g * kPitch + j * 8 + 2 * t) =
+        mma::pack<T>(dk[j][0] * k_scale, dk[j][1] * k_scale);
+    *reinterpret_cast<std::uint32_t*>(stage_k + (g + 8) * kPitch + j * 8 + 2 * t) =
+        mma::pack<T>(dk[j][2] * k_scale, dk[j][3] * k_scale);
+    *reinterpret_cast<std::uint32_t*>(stage_v + g * kPitch + j * 8 + 2 * t) =
+        mma::pack<T>(dv[j][0] * v_scale, dv[j][1] * v_scale);
+    *reinterpret_cast<std::uint32_t*>(stage_v + (g + 8) * kPitch + j * 8 + 2 * t) =
+        mma::pack<T>(dv[j][2] * v_scale, dv[j][3] * v_scale);
+  }
+  __syncwarp();
+  T* out_k = static_cast<T*>(p.dk) + b * p.dk_batch_stride + h * p.dk_head_stride;
+  T* out_v = static_cast<T*>(p.dv) + b * p.dv_batch_stride + h * p.dv_head_stride;
+  store_rows<T, D, kPitch>(stage_k, out_k, p.dk_row_stride, key_row0, T_, nullptr, 0, 0.f, lane);
+  store_rows<T, D, kPitch>(stage_v, out_v, p.dv_row_stride, key_row0, T_,
+                           f.restart.enabled() ? d_o : nullptr, p.do_row_stride, alpha, lane);
+}
+
+/// dQf for 64 query rows (16 per warp), recomputing P per key block (no atomics):
+///   S = Q̂ Kᵀ,  P = 2^(S c - lse₂),  dP' = dO' Vᵀ,  dS = P ⊙ (dP' - Δ),  dQ += dS K
+/// and the per-row gate sums Σ dQ̂ ⊙ Qf split at D - R.
+template <class T, int D, int R, bool kGated>
+__global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
+    backward_dq_kernel(const __grid_constant__ AttentionBackwardParams p, BackwardScratch s) {
+  using Tile = FlashBackwardTile<D>;
+  constexpr int kQ = Tile::kRows, kKeys = Tile::kCols, kPitch = Tile::kPitch;
+  constexpr int kThreads = Tile::kThreads, kStd = D - R;
+  const AttentionParams& f = p.fwd;
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);  // (kQ, kPitch), raw Qf
+  T* sdO = sQ + kQ * kPitch;                // (kQ, kPitch)
+  T* sK = sdO + kQ * kPitch;                // 2 x (kKeys, kPitch)
+  T* sV = sK + 2 * kKeys * kPitch;          // 2 x (kKeys, kPitch)
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4, mi = lane / 8, r = lane % 8;
+  const int bh = blockIdx.x, b = bh / f.heads, h = bh % f.heads;
+  const int m0 = (gridDim.y - 1 - blockIdx.y) * kQ;  // heaviest blocks first
+  const int T_ = f.seq;
+
+  const T* q = static_cast<const T*>(f.q) + b * f.q_batch_stride + h * f.q_head_stride;
+  const T* k = static_cast<const T*>(f.k) + b * f.k_batch_stride + h * f.k_head_stride;
+  const T* v = static_cast<const T*>(f.v) + b * f.v_batch_stride + h * f.v_head_stride;
+  const T* d_o = static_cast<const T*>(p.d_out) + b * p.do_batch_stride + h * p.do_head_stride;
+  const float2 gate = gates_of<kGated>(f.gates, h);
+  const float scale_log2 = f.scale * 1.44269504088896340736f;
+
+  const int n_end = min(T_, m0 + kQ);
+  const int n_tiles = (n_end + kKeys - 1) / kKeys;
+
+  load_tile<T, D, kPitch, kQ, kThreads>(sQ, q + m0 * f.q_row_stride, f.q_row_stride, T_ - m0, tid);
+  load_tile<T, D, kPitch, kQ, kThreads>(sdO, d_o + m0 * p.do_row_stride, p.do_row_stride, T_ - m0,
+                                        tid);
+  load_tile<T, D, kPitch, kKeys, kThreads>(sK, k, f.k_row_stride, T_, tid);
+  load_tile<T, D, kPitch, kKeys, kThreads>(sV, v, f.v_row_stride, T_, tid);
+  mma::cp_async_commit();
+
+  const int row0 = m0 + warp * 16 + g;  // this thread's rows: row0, row0 + 8
+  float lse2[2], dlt[2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int row = row0 + hr * 8;
+    const index_t i = static_cast<index_t>(bh) * T_ + row;
+    lse2[hr] = row < T_ ? f.lse[i] * 1.44269504088896340736f : INFINITY;
+    dlt[hr] = row < T_ ? s.delta[i] : 0.f;
+  }
+
+  std::uint32_t qf[D / 16][4], of[D / 16][4];
+  float dq[D / 8][4];
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.f;
+
+  for (int n = 0; n < n_tiles; ++n) {
+    const int n0 = n * kKeys, buf = n & 1;
+    if (n + 1 < n_tiles) {
+      const int nn = n0 + kKeys;
+      load_tile<T, D, kPitch, kKeys, kThreads>(sK + (buf ^ 1) * kKeys * kPitch,
+                                               k + nn * f.k_row_stride, f.k_row_stride, T_ - nn,
+                                               tid);
+      load_tile<T, D, kPitch, kKeys, kThreads>(sV + (buf ^ 1) * kKeys * kPitch,
+                                               v + nn * f.v_row_stride, f.v_row_stride, T_ - nn,
+                                               tid);
+      mma::cp_async_commit();
+      mma::cp_async_wait<1>();
+    } else {
+      mma::cp_async_wait<0>();
+    }
+    __syncthreads();
+
+    if (n == 0) {  // Q̂ (gated in registers) and dO' fragments
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        mma::ldmatrix_x4(qf[kk], sQ + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
+        mma::ldmatrix_x4(of[kk], sdO + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
+        if constexpr (kGated) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int c = kk * 16 + (i >> 1) * 8 + 2 * t;
+            const float2 x = mma::unpack<T>(qf[kk][i]);
+            qf[kk][i] = mma::pack<T>(x.x * (c < kStd ? gate.x : gate.y),
+                                     x.y * (c + 1 < kStd ? gate.x : gate.y));
+          }
+        }
+      }
+    }
+
+    if (n0 <= m0 + warp * 16 + 15) {
+      const T* sKb = sK + buf * kKeys * kPitch;
+      const T* sVb = sV + buf * kKeys * kPitch;
+      float sc[kKeys / 8][4], dp[kKeys / 8][4];
+#pragma unroll
+      for (int j = 0; j < kKeys / 8; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) sc[j][i] = dp[j][i] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+        for (int jj = 0; jj < kKeys / 16; ++jj) {
+          std::uint32_t bk[4], bv[4];
+          mma::ldmatrix_x4(bk, sKb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
+          mma::ldmatrix_x4(bv, sVb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
+          mma::mma_16816<T>(sc[2 * jj], qf[kk], bk[0], bk[1]);
+          mma::mma_16816<T>(sc[2 * jj + 1], qf[kk], bk[2], bk[3]);
+          mma::mma_16816<T>(dp[2 * jj], of[kk], bv[0], bv[1]);
+          mma::mma_16816<T>(dp[2 * jj + 1], of[kk], bv[2], bv[3]);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kKeys / 8; ++j) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int col = n0 + j * 8 + 2 * t + (i & 1);
+          const int row = row0 + (i >> 1) * 8;
+          const bool masked = col > row || col >= T_;
+          const float pv = masked ? 0.f : mma::exp2_approx(sc[j][i] * scale_log2 - lse2[i >> 1]);
+          dp[j][i] = pv * (dp[j][i] - dlt[i >> 1]);
+        }
+      }
+      // dQ += dS · K (keys are the reduction dimension).
+#pragma unroll
+      for (int kk = 0; kk < kKeys / 16; ++kk) {
+        const std::uint32_t as[4] = {mma::pack<T>(dp[2 * kk][0], dp[2 * kk][1]),
+                                     mma::pack<T>(dp[2 * kk][2], dp[2 * kk][3]),
+                                     mma::pack<T>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                                     mma::pack<T>(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+#pragma unroll
+        for (int dd = 0; dd < D / 16; ++dd) {
+          std::uint32_t bk[4];
+          mma::ldmatrix_x4_trans(bk, sKb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
+          mma::mma_16816<T>(dq[2 * dd], as, bk[0], bk[1]);
+          mma::mma_16816<T>(dq[2 * dd + 1], as, bk[2], bk[3]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+  // dQ̂ = (1-α) dQ / √D; gate sums against raw Qf (still in sQ); then dQf = g ⊙ dQ̂.
+  const float alpha = restart_alpha(f, h);
+  const float q_scale = f.scale * (1.f - alpha);
+  float gsum[2] = {0.f, 0.f}, rsum[2] = {0.f, 0.f};
+  T* stage = sQ + warp * 16 * kPitch;
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int c = j * 8 + 2 * t;
+      const float2 qraw = mma::unpack<T>(
+          *reinterpret_cast<const std::uint32_t*>(stage + (g + hr * 8) * kPitch + c));
+      const float d0 = dq[j][2 * hr] * q_scale, d1 = dq[j][2 * hr + 1] * q_scale;
+      gsum[hr] += (c < kStd ? d0 * qraw.x : 0.f) + (c + 1 < kStd ? d1 * qraw.y : 0.f);
+      rsum[hr] += (c < kStd ? 0.f : d0 * qraw.x) + (c + 1 < kStd ? 0.f : d1 * qraw.y);
+      dq[j][2 * hr] = d0 * (c < kStd ? gate.x : gate.y);
+      dq[j][2 * hr + 1] = d1 * (c + 1 < kStd ? gate.x : gate.y);
+    }
+  }
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    gsum[hr] += __shfl_xor_sync(0xffffffffu, gsum[hr], 1);
+    gsum[hr] += __shfl_xor_sync(0xffffffffu, gsum[hr], 2);
+    rsum[hr] += __shfl_xor_sync(0xffffffffu, rsum[hr], 1);
+    rsum[hr] += __shfl_xor_sync(0xffffffffu, rsum[hr], 2);
+    const int row = row0 + hr * 8;
+    if (t == 0 && row < T_) {
+      s.gs[static_cast<index_t>(bh) * T_ + row] = gsum[hr];
+      s.gr[static_cast<index_t>(bh) * T_ + row] = rsum[hr];
+    }
+  }
+  __syncwarp();  // every lane has read its raw Qf before the rows are overwritten
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+    *reinterpret_cast<std::uint32_t*>(stage + g * kPitch + j * 8 + 2 * t) =
+        mma::pack<T>(dq[j][0], dq[j][1]);
+    *reinterpret_cast<std::uint32_t*>(stage + (g + 8) * kPitch + j * 8 + 2 * t) =
+        mma::pack<T>(dq[j][2], dq[j][3]);
+  }
+  __syncwarp();
+  T* out = static_cast<T*>(p.dq) + b * p.dq_batch_stride + h * p.dq_head_stride;
+  store_rows<T, D, kPitch>(stage, out, p.dq_row_stride, m0 + warp * 16, T_, nullptr, 0, 0.f, lane);
+}
+
+/// fp32: dQf and the gate sums, one warp per query row.
+template <int D, int R, bool kGated>
+__global__ void __launch_bounds__(128) backward_dq_simt_kernel(const __grid_constant__ AttentionBackwardParams p,
+                                                               BackwardScratch s) {
+  constexpr int kPerLane = (D + 31) / 32, kStd = D - R;
+  const AttentionParams& f = p.fwd;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row = blockIdx.y * 4 + warp;
+  const int bh = blockIdx.x, b = bh / f.heads, h = bh % f.heads;
+  if (row >= f.seq) return;
+  const float* q = static_cast<const float*>(f.q) + b * f.q_batch_stride + h * f.q_head_stride;
+  const float* k = static_cast<const float*>(f.k) + b * f.k_batch_stride + h * f.k_head_stride;
+  const float* v = static_cast<const float*>(f.v) + b * f.v_batch_stride + h * f.v_head_stride;
+  const float* d_o = static_cast<const float*>(p.d_out) + b * p.do_batch_stride + h * p.do_head_stride;
+  const float2 gate = gates_of<kGated>(f.gates, h);
+  const index_t ri = static_cast<index_t>(bh) * f.seq + row;
+  const float lse = f.lse[ri], dlt = s.delta[ri];
+  float qr[kPerLane], qh[kPerLane], od[kPerLane], acc[kPerLane];
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int d = lane + 32 * i;
+    qr[i] = d < D ? q[row * f.q_row_stride + d] : 0.f;
+    qh[i] = qr[i] * (d < kStd ? gate.x : gate.y);
+    od[i] = d < D ? d_o[row * p.do_row_stride + d] : 0.f;
+    acc[i] = 0.f;
+  }
+  for (int j = 0; j <= row; ++j) {
+    float sc = 0.f, dp = 0.f;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) {
+        sc += qh[i] * k[j * f.k_row_stride + d];
+        dp += od[i] * v[j * f.v_row_stride + d];
+      }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) {
+      sc += __shfl_xor_sync(0xffffffffu, sc, off);
+      dp += __shfl_xor_sync(0xffffffffu, dp, off);
+    }
+    const float ds = expf(sc * f.scale - lse) * (dp - dlt);
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) acc[i] += ds * k[j * f.k_row_stride + d];
+    }
+  }
+  const float q_scale = f.scale * (1.f - restart_alpha(f, h));
+  float gsum = 0.f, rsum = 0.f;
+  float* out = static_cast<float*>(p.dq) + b * p.dq_batch_stride + h * p.dq_head_stride;
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < D) {
+      const float dqh = acc[i] * q_scale;
+      (d < kStd ? gsum : rsum) += dqh * qr[i];
+      out[row * p.dq_row_stride + d] = dqh * (d < kStd ? gate.x : gate.y);
+    }
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    gsum += __shfl_xor_sync(0xffffffffu, gsum, off);
+    rsum += __shfl_xor_sync(0xffffffffu, rsum, off);
+  }
+  if (lane == 0) {
+    s.gs[ri] = gsum;
+    s.gr[ri] = rsum;
+  }
+}
+
+/// fp32: dKf and dV, one warp per key row.
+template <int D, int R, bool kGated>
+__global__ void __launch_bounds__(128) backward_dkdv_simt_kernel(const __grid_constant__ AttentionBackwardParams p,
+                                                                 BackwardScratch s) {
+  constexpr int kPerLane = (D + 31) / 32, kStd = D - R;
+  const AttentionParams& f = p.fwd;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int col = blockIdx.y * 4 + warp;  // key row j
+  const int bh = blockIdx.x, b = bh / f.heads, h = bh % f.heads;
+  if (col >= f.seq) return;
+  const float* q = static_cast<const float*>(f.q) + b * f.q_batch_stride + h * f.q_head_stride;
+  const float* k = static_cast<const float*>(f.k) + b * f.k_batch_stride + h * f.k_head_stride;
+  const float* v = static_cast<const float*>(f.v) + b * f.v_batch_stride + h * f.v_head_stride;
+  const float* d_o = static_cast<const float*>(p.d_out) + b * p.do_batch_stride + h * p.do_head_stride;
+  const float2 gate = gates_of<kGated>(f.gates, h);
+  float kj[kPerLane], vj[kPerLane], dk[kPerLane], dv[kPerLane], gd[kPerLane];
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int d = lane + 32 * i;
+    kj[i] = d < D ? k[col * f.k_row_stride + d] : 0.f;
+    vj[i] = d < D ? v[col * f.v_row_stride + d] : 0.f;
+    gd[i] = d < kStd ? gate.x : gate.y;
+    dk[i] = dv[i] = 0.f;
+  }
+  for (int row = col; row < f.seq; ++row) {
+    float sc = 0.f, dp = 0.f;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) {
+        sc += q[row * f.q_row_stride + d] * gd[i] * kj[i];
+        dp += d_o[row * p.do_row_stride + d] * vj[i];
+      }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) {
+      sc += __shfl_xor_sync(0xffffffffu, sc, off);
+      dp += __shfl_xor_sync(0xffffffffu, dp, off);
+    }
+    const index_t ri = static_cast<index_t>(bh) * f.seq + row;
+    const float pv = expf(sc * f.scale - f.lse[ri]);
+    const float ds = pv * (dp - s.delta[ri]);
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) {
+        dk[i] += ds * q[row * f.q_row_stride + d] * gd[i];
+        dv[i] += pv * d_o[row * p.do_row_stride + d];
+      }
+    }
+  }
+  const float alpha = restart_alpha(f, h);
+  float* out_k = static_cast<float*>(p.dk) + b * p.dk_batch_stride + h * p.dk_head_stride;
+  float* out_v = static_cast<float*>(p.dv) + b * p.dv_batch_stride + h * p.dv_head_stride;
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < D) {
+      out_k[col * p.dk_row_stride + d] = dk[i] * f.scale * (1.f - alpha);
+      const float y = dv[i] * (1.f - alpha) + alpha * d_o[col * p.do_row_stride + d];
+      out_v[col * p.dv_row_stride + d] = y;
+    }
+  }
+}
+
+/// Per-head sums of gs, gr, rho over (b, t), in a fixed order (one block per head).
+/// (A template only so that this header-only kernel has one definition per program.)
+template <class T>
+__global__ void __launch_bounds__(256) backward_head_sums_kernel(int batch, int heads, int seq,
+                                                                 BackwardScratch s) {
+  __shared__ float red[3][256];
+  const int h = blockIdx.x;
+  float acc[3] = {0.f, 0.f, 0.f};
+  for (int b = 0; b < batch; ++b) {
+    const index_t base = (static_cast<index_t>(b) * heads + h) * seq;
+    for (int t = threadIdx.x; t < seq; t += blockDim.x) {
+      acc[0] += s.gs[base + t];
+      acc[1] += s.gr[base + t];
+      acc[2] += s.rho[base + t];
+    }
+  }
+  for (int i = 0; i < 3; ++i) red[i][threadIdx.x] = acc[i];
+  __syncthreads();
+  for (int w = blockDim.x / 2; w > 0; w /= 2) {
+    if (threadIdx.x < w)
+      for (int i = 0; i < 3; ++i) red[i][threadIdx.x] += red[i][threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0)
+    for (int i = 0; i < 3; ++i) s.heads[3 * h + i] = red[i][0];
+}
+
+/// Parameter gradients from the head sums (per layer: summed over heads in order).
+template <class T>
+__global__ void backward_parameter_grads_kernel(const __grid_constant__ AttentionBackwardParams p,
+                                                BackwardScratch s) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  const AttentionParams& f = p.fwd;
+  const Gates& gates = f.gates;
+  if (gates.enabled()) {
+    const int n = gates.mode == GateMode::per_head ? f.heads : 1;
+    for (int i = 0; i < n; ++i) {
+      float sum_std = 0.f, sum_rec = 0.f;
+      for (int h = (n == 1 ? 0 : i); h < (n == 1 ? f.heads : i + 1); ++h) {
+        sum_std += s.heads[3 * h];
+        sum_rec += s.heads[3 * h + 1];
+      }
+      if (p.d_w_std) p.d_w_std[i] = effective_gate_grad(gates.w_std[i], gates.param) * sum_std;
+      if (p.d_w_rec) p.d_w_rec[i] = effective_gate_grad(gates.w_rec[i], gates.param) * sum_rec;
+    }
+  }
+  if (f.restart.enabled() && p.d_a)
+    for (int h = 0; h < f.heads; ++h)
+      p.d_a[h] = effective_restart_grad(f.restart.a[h]) * s.heads[3 * h + 2];
+}
+
+template <class Kernel>
+void set_smem_limit(Kernel kernel, int bytes) {
+  RA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+}
+
+}  // namespace detail
+
+/// Launches the backward specialised for <T, D, R, gated>; p must be validated. Gate mode
+/// (per layer / per head) and self-restart are run-time values here: they only choose which
+/// gate to read and scale the epilogue, so more instantiations would buy nothing.
+template <class T, int D, int R, bool kGated>
+void flash_backward(const AttentionBackwardParams& p, cudaStream_t stream) {
+  static_assert(R >= 0 && R < D, "0 <= R < D");
+  const AttentionParams& f = p.fwd;
+  const detail::BackwardScratch s = detail::scratch_of(p);
+  const int bh = f.batch * f.heads;
+  detail::backward_rows_kernel<T, D><<<dim3(bh, (f.seq + 3) / 4), 128, 0, stream>>>(p, s);
+  RA_CUDA_CHECK_LAUNCH();
+  if constexpr (std::is_same_v<T, float>) {
+    const dim3 grid(bh, (f.seq + 3) / 4);
+    detail::backward_dkdv_simt_kernel<D, R, kGated><<<grid, 128, 0, stream>>>(p, s);
+    RA_CUDA_CHECK_LAUNCH();
+    detail::backward_dq_simt_kernel<D, R, kGated><<<grid, 128, 0, stream>>>(p, s);
+    RA_CUDA_CHECK_LAUNCH();
+  } else {
+    using Tile = detail::FlashBackwardTile<D>;
+    constexpr int kPitchBytes = Tile::kPitch * static_cast<int>(sizeof(T));
+    constexpr int kSmemKv = (2 * Tile::kRows + 4 * Tile::kCols) * kPitchBytes + 4 * Tile::kCols * 4;
+    constexpr int kSmemQ = (2 * Tile::kRows + 4 * Tile::kCols) * kPitchBytes;
+    auto dkdv = detail::backward_dkdv_kernel<T, D, R, kGated>;
+    auto dq = detail::backward_dq_kernel<T, D, R, kGated>;
+    static const bool configured = [&] {
+      detail::set_smem_limit(dkdv, kSmemKv);
+      detail::set_smem_limit(dq, kSmemQ);
+      return true;
+    }();
+    (void)configured;
+    dkdv<<<dim3(bh, (f.seq + Tile::kRows - 1) / Tile::kRows), Tile::kThreads, kSmemKv, stream>>>(p, s);
+    RA_CUDA_CHECK_LAUNCH();
+    dq<<<dim3(bh, (f.seq + Tile::kRows - 1) / Tile::kRows), Tile::kThreads, kSmemQ, stream>>>(p, s);
+    RA_CUDA_CHECK_LAUNCH();
+  }
+  detail::backward_head_sums_kernel<T><<<f.heads, 256, 0, stream>>>(f.batch, f.heads, f.seq, s);
+  RA_CUDA_CHECK_LAUNCH();
+  detail::backward_parameter_grads_kernel<T><<<1, 32, 0, stream>>>(p, s);
+  RA_CUDA_CHECK_LAUNCH();
+}
+
+/// Checks a backward params struct; throws ra::error naming the bad field.
+inline void validate(const AttentionBackwardParams& p) {
+  constexpr const char* where = "attention_backward";
+  validate(p.fwd, where);
+  require_arg(p.fwd.lse != nullptr, where, "fwd.lse", "a null pointer",
+              "the forward's log-sum-exp (B*H*T floats)");
+  require_arg(p.d_out && p.dq && p.dk && p.dv, where, "d_out/dq/dk/dv", "a null pointer",
+              "device pointers to dO', dQf, dKf and dV");
+  require_arg(p.workspace != nullptr, where, "workspace", "a null pointer",
+              "backward_workspace_floats(B, H, T) floats");
+  const index_t align = 16 / static_cast<index_t>(size_of(p.fwd.dtype));
+  const index_t strides[] = {p.do_batch_stride, p.do_head_stride, p.do_row_stride,
+                             p.dq_batch_stride, p.dq_head_stride, p.dq_row_stride,
+                             p.dk_batch_stride, p.dk_head_stride, p.dk_row_stride,
+                             p.dv_batch_stride, p.dv_head_stride, p.dv_row_stride};
+  for (index_t st : strides)
+    require_arg(st % align == 0, where, "gradient stride", st,
+                ra::detail::concat("a multiple of ", align, " elements (16-byte rows)"));
+  const void* ptrs[] = {p.d_out, p.dq, p.dk, p.dv};
+  for (const void* ptr : ptrs)
+    require_arg(reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0, where, "gradient pointer", ptr,
+                "16-byte alignment");
+}
+
+namespace detail {
+
+/// Launches the backward of <T, D> for p's rank, gate mode and restart flag.
+template <class T, int D>
+void flash_backward_dispatch(const AttentionBackwardParams& p, cudaStream_t stream);
+
+/// Launches the backward of <T, D, R> for p's gates.
+template <class T, int D, int R>
+void flash_backward_rank(const AttentionBackwardParams& p, cudaStream_t stream);
+
+}  // namespace detail
+
+/// Backward params for a folded-attention node whose forward wrote o (B,H,T,D) and lse;
+/// gradients go to (B,H,T,D) views dq, dk, dv (any strides with a unit last stride).
+template <int R, class Q, class K, class V, View O, View DO, View DQ, View DK, View DV>
+AttentionBackwardParams make_backward_params(const FoldedAttention<R, Q, K, V>& node, const O& o,
+                                             float* lse, const DO& d_out, const DQ& dq,
+                                             const DK& dk, const DV& dv, float* d_w_std,
+                                             float* d_w_rec, float* d_a, float* workspace) {
+  constexpr const char* where = "attention_backward";
+  require_same_extents(where, "Qf", node.q, "dO'", d_out);
+  require_same_extents(where, "Qf", node.q, "dQf", dq);
+  require_same_extents(where, "Qf", node.q, "dKf", dk);
+  require_same_extents(where, "Qf", node.q, "dV", dv);
+  AttentionBackwardParams p;
+  p.fwd = make_params(node, o, lse);
+  p.d_out = d_out.data();
+  p.dq = dq.data();
+  p.dk = dk.data();
+  p.dv = dv.data();
+  detail::set_strides(d_out, p.do_batch_stride, p.do_head_stride, p.do_row_stride, "dO'");
+  detail::set_strides(dq, p.dq_batch_stride, p.dq_head_stride, p.dq_row_stride, "dQf");
+  detail::set_strides(dk, p.dk_batch_stride, p.dk_head_stride, p.dk_row_stride, "dKf");
+  detail::set_strides(dv, p.dv_batch_stride, p.dv_head_stride, p.dv_row_stride, "dV");
+  p.d_w_std = d_w_std;
+  p.d_w_rec = d_w_rec;
+  p.d_a = d_a;
+  p.workspace = workspace;
+  return p;
+}
+
+/// Gradients of folded attention (see the top of this header) on `stream`. Deterministic.
+/// Throws ra::error on bad parameters, ra::unsupported outside the supported lists.
+inline void attention_backward(const AttentionBackwardParams& p, cudaStream_t stream) {
+  validate(p);
+  if (p.fwd.batch == 0 || p.fwd.seq == 0) return;
+  dispatch_dtype(p.fwd.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    dispatch_head_dim(p.fwd.head_dim, [&](auto d) {
+      detail::flash_backward_dispatch<T, static_cast<int>(decltype(d)::value)>(p, stream);
+    });
+  });
+}
+
+}  // namespace ra::cuda
+
+#ifndef RA_CUDA_EXTERN_FLASH
+#include <ra/cuda/flash_backward_dispatch.cuh>
+#include <ra/cuda/flash_backward_rank.cuh>
+#endif

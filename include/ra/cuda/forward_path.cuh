@@ -1,0 +1,31 @@
+// ra/cuda/forward_path.cuh — the process-wide choice of tensor-core path for the fp16/bf16
+// attention forward (tests and benchmarks run both on Hopper).
+#pragma once
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+namespace ra::cuda {
+
+/// Which tensor-core path the fp16/bf16 forward takes. automatic = wgmma where the binary
+/// holds sm_90a code for the kernel and the device runs it, mma.sync otherwise. The initial
+/// value comes from the environment variable RA_FLASH_PATH (auto | mma | wgmma).
+enum class ForwardPath { automatic, mma_sync, wgmma };
+
+inline std::atomic<ForwardPath>& forward_path_setting() {
+  static std::atomic<ForwardPath> path{[] {
+    const char* env = std::getenv("RA_FLASH_PATH");
+    if (env && std::strcmp(env, "mma") == 0) return ForwardPath::mma_sync;
+    if (env && std::strcmp(env, "wgmma") == 0) return ForwardPath::wgmma;
+    return ForwardPath::automatic;
+  }()};
+  return path;
+}
+
+/// Selects the tensor-core path for later calls (tests and benchmarks compare both).
+inline void set_forward_path(ForwardPath p) {
+  forward_path_setting().store(p);
+}
+
+}  // namespace ra::cuda
