@@ -29,6 +29,7 @@ struct Result {
   std::string variant;
   int D, T;
   double median_us, tflops;
+  double max_diff;  // vs the mma.sync default tiles on the same inputs
 };
 
 __global__ void fill_normal(ra::fp16* x, index_t n, unsigned seed) {
@@ -69,6 +70,24 @@ Result time_variant(const char* name, int B, int H, int T, int iters) {
                                      ra::gates::per_layer(gates.data(), gates.data() + 1));
     params.push_back(ra::cuda::make_params(node, o, nullptr));
   }
+  // Correctness first: this variant against the default mma.sync tiles on input set 0.
+  auto snapshot = [&] {
+    std::vector<ra::fp16> h(out.size());
+    RA_CUDA_CHECK(cudaMemcpy(h.data(), out.data(), out.bytes(), cudaMemcpyDeviceToHost));
+    return h;
+  };
+  ra::cuda::launch_flash_forward<ra::fp16, D, 4, ra::GateMode::per_layer, false,
+                                 ra::cuda::FlashForwardTraits<D>>(params[0], nullptr);
+  const auto want = snapshot();
+  RA_CUDA_CHECK(cudaMemset(out.data(), 0xff, out.bytes()));
+  ra::cuda::launch_flash_forward<ra::fp16, D, 4, ra::GateMode::per_layer, false, Tile>(params[0],
+                                                                                      nullptr);
+  const auto got = snapshot();
+  double max_diff = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double d = std::abs(static_cast<float>(got[i]) - static_cast<float>(want[i]));
+    max_diff = std::isfinite(d) ? std::max(max_diff, d) : INFINITY;
+  }
   for (int i = 0; i < 5; ++i)
     ra::cuda::launch_flash_forward<ra::fp16, D, 4, ra::GateMode::per_layer, false, Tile>(params[i % sets],
                                                                                   nullptr);
@@ -89,7 +108,7 @@ Result time_variant(const char* name, int B, int H, int T, int iters) {
   std::nth_element(ms.begin(), ms.begin() + iters / 2, ms.end());
   const double us = ms[iters / 2] * 1e3;
   const double flops = 2.0 * B * H * double(T) * T * D;  // causal forward
-  return {name, D, T, us, flops / (us * 1e-6) / 1e12};
+  return {name, D, T, us, flops / (us * 1e-6) / 1e12, max_diff};
 }
 
 }  // namespace
@@ -107,8 +126,9 @@ int main(int argc, char** argv) {
   std::vector<Result> rs;
   for (int T : {1024, 2048, 4096}) {
     using namespace ra::cuda;
-    rs.push_back(time_variant<64, FlashTile<64, 128, 64, 2, true>>("d64 wgmma 128x64 b2 (default)", B, H, T, iters));
-    rs.push_back(time_variant<64, FlashTile<64, 128, 128, 1, true>>("d64 wgmma 128x128 b1", B, H, T, iters));
+    rs.push_back(time_variant<64, FlashTile<64, 128, 64, 2, true>>("d64 wgmma 128x64 b2", B, H, T, iters));
+    rs.push_back(time_variant<64, FlashTile<64, 128, 64, 1, true>>("d64 wgmma 128x64 b1", B, H, T, iters));
+    rs.push_back(time_variant<64, FlashTile<64, 128, 128, 1, true>>("d64 wgmma 128x128 b1 (default)", B, H, T, iters));
     rs.push_back(time_variant<64, FlashTile<64, 192, 64, 1, true>>("d64 wgmma 192x64 b1", B, H, T, iters));
     rs.push_back(time_variant<64, FlashTile<64, 64, 64, 4, true>>("d64 wgmma 64x64 b4", B, H, T, iters));
     rs.push_back(time_variant<64, FlashTile<64, 128, 64, 2>>("d64 mma 128x64 w8 b2 (default)", B, H, T, iters));
@@ -117,6 +137,8 @@ int main(int argc, char** argv) {
     rs.push_back(time_variant<64, FlashTile<64, 64, 64, 4>>("d64 mma 64x64 w4 b4", B, H, T, iters));
     rs.push_back(time_variant<64, FlashTile<64, 64, 128, 2>>("d64 mma 64x128 w4 b2", B, H, T, iters));
     rs.push_back(time_variant<64, FlashTile<64, 192, 64, 1>>("d64 mma 192x64 w12 b1", B, H, T, iters));
+    rs.push_back(time_variant<32, FlashTile<32, 128, 64, 2, true>>("d32 wgmma 128x64 b2 (default)", B, H * 2, T, iters));
+    rs.push_back(time_variant<32, FlashTile<32, 128, 64, 2>>("d32 mma 128x64 w8 b2 (default)", B, H * 2, T, iters));
     rs.push_back(time_variant<128, FlashTile<128, 128, 64, 1, true>>("d128 wgmma 128x64 b1 (default)", B, H / 2, T, iters));
     rs.push_back(time_variant<128, FlashTile<128, 128, 64, 1>>("d128 mma 128x64 w8 b1 (default)", B, H / 2, T, iters));
     rs.push_back(time_variant<128, FlashTile<128, 64, 64, 2>>("d128 mma 64x64 w4 b2", B, H / 2, T, iters));
@@ -125,9 +147,11 @@ int main(int argc, char** argv) {
   std::printf("\nflash forward tile variants on %s (fp16, causal, R=4, per-layer gates, B=8, "
               "C=768)\n",
               prop.name);
-  std::printf("%-30s %6s %6s %10s %8s\n", "variant", "D", "T", "median us", "TFLOP/s");
+  std::printf("%-32s %5s %6s %10s %8s %10s\n", "variant", "D", "T", "median us", "TFLOP/s",
+              "max |diff|");
   for (const auto& r : rs)
-    std::printf("%-30s %6d %6d %10.1f %8.1f\n", r.variant.c_str(), r.D, r.T, r.median_us, r.tflops);
+    std::printf("%-32s %5d %6d %10.1f %8.1f %10.2e\n", r.variant.c_str(), r.D, r.T, r.median_us,
+                r.tflops, r.max_diff);
   if (json) {
     FILE* f = std::fopen(json, "w");
     if (!f) {
@@ -136,8 +160,8 @@ int main(int argc, char** argv) {
     }
     std::fprintf(f, "{\"device\": \"%s\", \"records\": [\n", prop.name);
     for (std::size_t i = 0; i < rs.size(); ++i)
-      std::fprintf(f, "  {\"variant\": \"%s\", \"D\": %d, \"T\": %d, \"median_us\": %.3f, \"tflops\": %.2f}%s\n",
-                   rs[i].variant.c_str(), rs[i].D, rs[i].T, rs[i].median_us, rs[i].tflops,
+      std::fprintf(f, "  {\"variant\": \"%s\", \"D\": %d, \"T\": %d, \"median_us\": %.3f, \"tflops\": %.2f, \"max_diff\": %.3e}%s\n",
+                   rs[i].variant.c_str(), rs[i].D, rs[i].T, rs[i].median_us, rs[i].tflops, rs[i].max_diff,
                    i + 1 < rs.size() ? "," : "");
     std::fprintf(f, "]}\n");
     std::fclose(f);

@@ -68,6 +68,20 @@ __device__ __forceinline__ void fence_proxy_async() {
 #endif
 }
 
+/// Pins registers in place across an asynchronous wgmma: an empty asm that "reads and writes"
+/// each one, so the compiler can neither read accumulators before wgmma.wait nor reuse the
+/// A operand's registers while the tensor cores may still read them.
+template <int N>
+__device__ __forceinline__ void fence_operand(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int N>
+__device__ __forceinline__ void fence_operand(std::uint32_t (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
+}
+
 /// d (+)= a · B, m64nNk16; kTransB = 1 reads B as N-major (MN-major), 0 as K-major.
 template <class T, int N, int kTransB>
 __device__ void wgmma_rs(float (&d)[N / 2], const std::uint32_t (&a)[4], std::uint64_t desc,

@@ -27,7 +27,7 @@ while (( $# )); do
   shift
 done
 summary=()
-note() { summary+=("$1"); echo "== $1"; }
+note() { summary+=("$1"); echo "== $1"; pack; }
 pack() {
   if [[ -n "${OUT:-}" ]]; then
     tar czf "$OUT/gpu-logs.tgz" -C "$PWD" gpu-logs 2>/dev/null
@@ -73,10 +73,12 @@ fi
 if (( run_tune )); then
   "$(find build-gpu -name flash_tune -type f | head -1)" --json "$logs/flash_tune.json" \
     >"$logs/flash_tune.log" 2>&1 || status=1
-  tail -45 "$logs/flash_tune.log"
+  tail -60 "$logs/flash_tune.log"
+  pack
 fi
 if (( run_bench )); then
   RA_BENCH_BUILD=build-gpu bash bench/run.sh >"$logs/bench.log" 2>&1 || status=1
+  pack
 fi
 echo
 echo "================ summary ================"

@@ -97,7 +97,7 @@ Errors run_case(const Case& c, std::mt19937_64& rng) {
   if (c.restart) RA_CUDA_CHECK(cudaMemcpy(a.data(), pb.a.data(), H * 4, cudaMemcpyHostToDevice));
 
   auto dfused = ra::make_view(fused.data(), ra::shape(B, T_, 3 * C));  // (B,T,3C)
-  auto qkv = ra::folded_views(dfused, H, D);          // 3 x (B,H,T,D) strides (3TC,D,3C,1)
+  auto qkv = ra::folded_views(dfused, H, D);  // 3 x (B,H,T,D) strides (3TC,D,3C,1)
   auto o = ra::heads(ra::make_view(out.data(), ra::shape(B, T_, C)), H, D);  // strides (TC,D,C,1)
   ra::Gates g{c.gates, c.param, w_std.data(), w_rec.data()};
   ra::Restart r{c.restart ? a.data() : nullptr};
@@ -124,8 +124,8 @@ Errors run_case(const Case& c, std::mt19937_64& rng) {
     RA_CUDA_CHECK(cudaMemcpy(v_sep.data(), hv.data(), v_sep.bytes(), cudaMemcpyHostToDevice));
     auto shape4 = ra::shape(B, H, T_, D);
     auto node = ra::folded_attention(ra::make_view(q_sep.data(), shape4),
-                                      ra::make_view(k_sep.data(), shape4),
-                                      ra::make_view(v_sep.data(), shape4), c.R, g, ra::causal, r);
+                                     ra::make_view(k_sep.data(), shape4),
+                                     ra::make_view(v_sep.data(), shape4), c.R, g, ra::causal, r);
     ra::cuda::attention_forward(ra::cuda::make_params(node, o, lse.data()), nullptr);
   } else {
     RA_CUDA_CHECK(
@@ -188,9 +188,15 @@ void for_each_supported(F&& f) {
 void run_and_check(const Case& c, std::mt19937_64& rng) {
   Errors e;
   switch (c.dtype) {
-    case DType::f16: e = run_case<ra::fp16>(c, rng); break;
-    case DType::bf16: e = run_case<ra::bf16>(c, rng); break;
-    case DType::f32: e = run_case<float>(c, rng); break;
+    case DType::f16:
+      e = run_case<ra::fp16>(c, rng);
+      break;
+    case DType::bf16:
+      e = run_case<ra::bf16>(c, rng);
+      break;
+    case DType::f32:
+      e = run_case<float>(c, rng);
+      break;
   }
   check(c, e);
 }
@@ -205,48 +211,69 @@ struct PathScope {
 };
 
 const char* path_name(ra::cuda::ForwardPath p) {
-  return p == ra::cuda::ForwardPath::mma_sync ? "mma.sync" : "automatic (wgmma on sm_90a)";
+  return p == ra::cuda::ForwardPath::mma_sync ? "mma.sync"
+         : p == ra::cuda::ForwardPath::wgmma  ? "wgmma"
+                                              : "automatic";
+}
+
+// The wgmma path runs where this binary holds sm_90a code for the device.
+bool wgmma_built() {
+  return ra::cuda::has_wgmma_code<ra::fp16, ra::SupportedHeadDims::values[0], 0, GateMode::none,
+                                  false>();
+}
+
+// The paths to test: mma.sync everywhere, wgmma where built; fp32 has one (SIMT) path.
+std::vector<ra::cuda::ForwardPath> paths_for(DType dtype) {
+  std::vector<ra::cuda::ForwardPath> paths{ra::cuda::ForwardPath::mma_sync};
+  if (dtype != DType::f32 && wgmma_built()) paths.push_back(ra::cuda::ForwardPath::wgmma);
+  return paths;
 }
 
 TEST_CASE("flash forward matches the CPU backend over the (D, R) matrix", "[flash][cuda]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
-  const auto path = GENERATE(ra::cuda::ForwardPath::automatic, ra::cuda::ForwardPath::mma_sync);
-  PathScope scope(path);
-  INFO("path " << path_name(path));
   std::mt19937_64 rng(test_seed() + static_cast<int>(dtype));
   UNSCOPED_INFO("seed " << test_seed());
-  for_each_supported([&](int D, int R) {
-    for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head}) {
-      for (bool restart : {false, true}) {
-        for (int T : {1, 7, 130}) {
-          const GateParam param = (T == 7) ? GateParam::softplus : GateParam::clamp;
-          run_and_check({dtype, 2, T, 3, D, R, gm, param, restart, false}, rng);
+  for (auto path : paths_for(dtype)) {
+    PathScope scope(path);
+    INFO("path " << path_name(path));
+    for_each_supported([&](int D, int R) {
+      for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head}) {
+        for (bool restart : {false, true}) {
+          for (int T : {1, 7, 130}) {
+            const GateParam param = (T == 7) ? GateParam::softplus : GateParam::clamp;
+            run_and_check({dtype, 2, T, 3, D, R, gm, param, restart, false}, rng);
+          }
         }
       }
-    }
-  });
+    });
+  }
 }
 
 TEST_CASE("flash forward at long ragged T", "[flash][cuda][long]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
-  const auto path = GENERATE(ra::cuda::ForwardPath::automatic, ra::cuda::ForwardPath::mma_sync);
-  PathScope scope(path);
-  INFO("path " << path_name(path));
   std::mt19937_64 rng(test_seed() + 100 + static_cast<int>(dtype));
-  for_each_supported([&](int D, int R) {
-    if (R != 0 && R != 4) return;
-    for (int T : {1000, 1025}) run_and_check({dtype, 1, T, 2, D, R, GateMode::per_head,
-                                              GateParam::clamp, R == 4, false},
-                                             rng);
-  });
+  for (auto path : paths_for(dtype)) {
+    PathScope scope(path);
+    INFO("path " << path_name(path));
+    for_each_supported([&](int D, int R) {
+      if (R != 0 && R != 4) return;
+      for (int T : {1000, 1025})
+        run_and_check({dtype, 1, T, 2, D, R, GateMode::per_head, GateParam::clamp, R == 4, false},
+                      rng);
+    });
+  }
 }
 
 TEST_CASE("flash forward reads any strides", "[flash][cuda]") {
   std::mt19937_64 rng(test_seed() + 200);
   for (DType dtype : {DType::f16, DType::bf16})
-    for (int T : {7, 200})
-      run_and_check({dtype, 2, T, 2, 64, 4, GateMode::per_layer, GateParam::clamp, true, true},
-                    rng);
+    for (auto path : paths_for(dtype)) {
+      PathScope scope(path);
+      INFO("path " << path_name(path));
+      for (int T : {7, 200})
+        run_and_check({dtype, 2, T, 2, 64, 4, GateMode::per_layer, GateParam::clamp, true, true},
+                      rng);
+    }
 }
 
 TEST_CASE("R = 0 without gates is bit-for-bit the R = 0 path with unit gates", "[flash][cuda]") {
@@ -313,17 +340,18 @@ TEST_CASE("attention_forward rejects bad parameters with a clear error", "[flash
 TEST_CASE("flash forward, a small set for compute-sanitizer", "[sanitize]") {
   // Run under memcheck and racecheck on the GPU machine (scripts/gpu_check.sh): every D and
   // dtype once, ragged T, all features on, both tensor-core paths.
-  const auto path = GENERATE(ra::cuda::ForwardPath::automatic, ra::cuda::ForwardPath::mma_sync);
-  PathScope scope(path);
-  INFO("path " << path_name(path));
   std::mt19937_64 rng(test_seed() + 400);
   for (DType dtype : {DType::f16, DType::bf16, DType::f32})
-    for (int D : ra::SupportedHeadDims::values)
-      for (int T : {7, 130}) {
-        const int R = ra::SupportedRanks::contains(4) ? 4 : 0;
-        run_and_check({dtype, 1, T, 2, D, R, GateMode::per_head, GateParam::clamp, true, false},
-                      rng);
-      }
+    for (auto path : paths_for(dtype)) {
+      PathScope scope(path);
+      INFO("path " << path_name(path));
+      for (int D : ra::SupportedHeadDims::values)
+        for (int T : {7, 130}) {
+          const int R = ra::SupportedRanks::contains(4) ? 4 : 0;
+          run_and_check({dtype, 1, T, 2, D, R, GateMode::per_head, GateParam::clamp, true, false},
+                        rng);
+        }
+    }
 }
 
 TEST_CASE("the wgmma path is present where it should be", "[flash][cuda]") {
@@ -331,8 +359,7 @@ TEST_CASE("the wgmma path is present where it should be", "[flash][cuda]") {
   // cannot silently test mma.sync twice.
   cudaDeviceProp prop{};
   RA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const bool has = ra::cuda::has_wgmma_code<ra::fp16, ra::SupportedHeadDims::values[0], 0,
-                                            GateMode::none, false>();
+  const bool has = wgmma_built();
   WARN("device sm_" << prop.major << prop.minor << ": wgmma forward path "
                     << (has ? "available" : "not available"));
   const char* expect = std::getenv("RA_TEST_EXPECT_WGMMA");

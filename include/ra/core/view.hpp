@@ -176,8 +176,7 @@ constexpr auto view(const V& t, const ShapeT& new_shape) {
   constexpr int N = V::rank;
   while (oi < N || ni < M) {
     if (ni < M && new_ext[ni] == 1) {
-      new_str[ni] = 1;  // any stride is fine for an extent-1 mode
-      ++ni;
+      ++ni;  // extent-1 modes get their stride in the pass below
       continue;
     }
     if (oi < N && old_ext[oi] == 1) {
@@ -214,12 +213,16 @@ constexpr auto view(const V& t, const ShapeT& new_shape) {
       }
     index_t acc = base;
     for (int k = n_end; k-- > ni;) {
-      new_str[k] = new_ext[k] == 1 ? 1 : acc;
+      new_str[k] = acc;
       acc *= new_ext[k];
     }
     oi = o_end;
     ni = n_end;
   }
+  // Any stride addresses an extent-1 mode correctly; give it the one a compact layout would
+  // (next inner stride times extent), so e.g. a batch of one keeps the batch stride of many.
+  for (int k = M; k-- > 0;)
+    if (new_ext[k] == 1) new_str[k] = k + 1 < M ? new_str[k + 1] * new_ext[k + 1] : 1;
   return TensorView<typename V::element_type, S>{t.data(), Layout<S>{s, new_str}};
 }
 

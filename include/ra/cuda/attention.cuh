@@ -17,8 +17,23 @@
 #include <ra/expr/attention.hpp>
 
 #include <cmath>
+#include <initializer_list>
 
 namespace ra::cuda {
+
+/// Requires 16-byte-aligned rows: each (batch, head, row) stride triple a multiple of 16
+/// bytes, except along modes of extent 1, which are never stepped.
+inline void check_strides(const char* where, const char* what, DType dtype, int batch,
+                          int heads, int seq, std::initializer_list<index_t> strides) {
+  const index_t align = 16 / static_cast<index_t>(size_of(dtype));
+  const int extents[3] = {batch, heads, seq};
+  int i = 0;
+  for (index_t s : strides) {
+    if (extents[i++ % 3] > 1)
+      require_arg(s % align == 0, where, what, s,
+                  ra::detail::concat("a multiple of ", align, " elements (16-byte rows)"));
+  }
+}
 
 /// Checks a params struct; throws ra::error naming the bad field.
 inline void validate(const AttentionParams& p, const char* where = "attention_forward") {
@@ -31,14 +46,10 @@ inline void validate(const AttentionParams& p, const char* where = "attention_fo
   if (p.gates.enabled())
     require_arg(p.gates.w_std && p.gates.w_rec, where, "gates", "a null pointer",
                 "device pointers to the gate values");
-  const index_t align = 16 / static_cast<index_t>(size_of(p.dtype));
-  const index_t strides[] = {p.q_batch_stride, p.q_head_stride, p.q_row_stride,
-                             p.k_batch_stride, p.k_head_stride, p.k_row_stride,
-                             p.v_batch_stride, p.v_head_stride, p.v_row_stride,
-                             p.o_batch_stride, p.o_head_stride, p.o_row_stride};
-  for (index_t s : strides)
-    require_arg(s % align == 0, where, "stride", s,
-                ra::detail::concat("a multiple of ", align, " elements (16-byte rows)"));
+  check_strides(where, "stride", p.dtype, p.batch, p.heads, p.seq,
+                {p.q_batch_stride, p.q_head_stride, p.q_row_stride, p.k_batch_stride,
+                 p.k_head_stride, p.k_row_stride, p.v_batch_stride, p.v_head_stride,
+                 p.v_row_stride, p.o_batch_stride, p.o_head_stride, p.o_row_stride});
   const void* ptrs[] = {p.q, p.k, p.v, p.o};
   for (const void* ptr : ptrs)
     require_arg(reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0, where, "pointer", ptr,

@@ -794,14 +794,10 @@ inline void validate(const AttentionBackwardParams& p) {
               "device pointers to dO', dQf, dKf and dV");
   require_arg(p.workspace != nullptr, where, "workspace", "a null pointer",
               "backward_workspace_floats(B, H, T) floats");
-  const index_t align = 16 / static_cast<index_t>(size_of(p.fwd.dtype));
-  const index_t strides[] = {p.do_batch_stride, p.do_head_stride, p.do_row_stride,
-                             p.dq_batch_stride, p.dq_head_stride, p.dq_row_stride,
-                             p.dk_batch_stride, p.dk_head_stride, p.dk_row_stride,
-                             p.dv_batch_stride, p.dv_head_stride, p.dv_row_stride};
-  for (index_t st : strides)
-    require_arg(st % align == 0, where, "gradient stride", st,
-                ra::detail::concat("a multiple of ", align, " elements (16-byte rows)"));
+  check_strides(where, "gradient stride", p.fwd.dtype, p.fwd.batch, p.fwd.heads, p.fwd.seq,
+                {p.do_batch_stride, p.do_head_stride, p.do_row_stride, p.dq_batch_stride,
+                 p.dq_head_stride, p.dq_row_stride, p.dk_batch_stride, p.dk_head_stride,
+                 p.dk_row_stride, p.dv_batch_stride, p.dv_head_stride, p.dv_row_stride});
   const void* ptrs[] = {p.d_out, p.dq, p.dk, p.dv};
   for (const void* ptr : ptrs)
     require_arg(reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0, where, "gradient pointer", ptr,

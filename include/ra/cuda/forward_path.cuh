@@ -8,9 +8,10 @@
 
 namespace ra::cuda {
 
-/// Which tensor-core path the fp16/bf16 forward takes. automatic = wgmma where the binary
-/// holds sm_90a code for the kernel and the device runs it, mma.sync otherwise. The initial
-/// value comes from the environment variable RA_FLASH_PATH (auto | mma | wgmma).
+/// Which tensor-core path the fp16/bf16 forward takes: automatic (the measured faster one,
+/// today mma.sync everywhere; see flash_forward.cuh), mma_sync, or wgmma (needs sm_90a code
+/// for the device: a build with CMAKE_CUDA_ARCHITECTURES=90a). The initial value comes from
+/// the environment variable RA_FLASH_PATH (auto | mma | wgmma).
 enum class ForwardPath { automatic, mma_sync, wgmma };
 
 inline std::atomic<ForwardPath>& forward_path_setting() {
