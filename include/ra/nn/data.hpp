@@ -1,0 +1,235 @@
+// ra/nn/data.hpp — token files and the batch loader.
+//
+// Token file (what examples/prepare_data writes; all integers little-endian):
+//   bytes  0..7   magic "RATOKENS"
+//          8..11  version (1)
+//         12..15  vocab: every token is < vocab (257 for the byte tokenizer)
+//         16..23  token count n
+//         24..31  reserved (0)
+//         32..    n tokens, uint16
+// read_tokens() checks all of it and throws ra::error naming the file and the problem:
+// missing or unreadable, shorter than the header, bad magic, unknown version, truncated (or
+// trailing bytes), a token >= vocab.
+//
+// BatchLoader cuts the tokens into W = ⌊(n − 1) / T⌋ windows of T + 1 tokens (window w starts
+// at w·T; consecutive windows share one token, the last target of one is the first input of
+// the next) and yields batches of B windows, (B, T+1) int32: inputs are columns [0, T),
+// targets columns [1, T+1). Training order: each epoch visits every window once, in a
+// permutation drawn from (seed, epoch) alone — so both arms of a comparison, and a run
+// resumed from a checkpoint, see the same batches. The position is a Cursor (epoch, index
+// into the epoch's permutation) that a checkpoint stores. Evaluation uses shuffle = false:
+// windows in file order, from the start each time (reset()).
+#pragma once
+
+#include <array>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <ra/core/error.hpp>
+#include <ra/core/tensor.hpp>
+#include <ra/nn/dropout.hpp>
+
+namespace ra::nn {
+
+inline constexpr std::array<char, 8> kTokenMagic = {'R', 'A', 'T', 'O', 'K', 'E', 'N', 'S'};
+inline constexpr std::uint32_t kTokenVersion = 1;
+inline constexpr std::size_t kTokenHeaderBytes = 32;
+
+/// The tokens of one file, with the vocabulary its header declares.
+struct TokenFile {
+  std::string path;
+  std::uint32_t vocab = 0;
+  std::vector<std::uint16_t> tokens;
+};
+
+namespace detail {
+
+inline void put_le(std::string& out, std::uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xffu));
+}
+
+inline std::uint64_t get_le(const unsigned char* p, int bytes) {
+  std::uint64_t v = 0;
+  for (int i = bytes; i-- > 0;) v = (v << 8) | p[i];
+  return v;
+}
+
+inline std::string printable(const unsigned char* p, std::size_t n) {
+  std::string s;
+  for (std::size_t i = 0; i < n; ++i)
+    s += (p[i] >= 32 && p[i] < 127) ? static_cast<char>(p[i]) : '?';
+  return s;
+}
+
+}  // namespace detail
+
+/// Writes tokens (each < vocab) to `path` in the token-file format. Throws ra::error naming
+/// the path when it cannot be written, or the first token >= vocab.
+inline void write_tokens(const std::string& path, std::span<const std::uint16_t> tokens,
+                         std::uint32_t vocab) {
+  require_arg(vocab >= 1 && vocab <= 65536, "write_tokens", "vocab", vocab,
+              "a vocabulary of 1..65536 tokens (uint16 storage)");
+  for (std::size_t i = 0; i < tokens.size(); ++i)
+    require(tokens[i] < vocab, "write_tokens: token ", i, " is ", tokens[i],
+            ", expected a token < vocab = ", vocab);
+  std::string header(kTokenMagic.begin(), kTokenMagic.end());
+  detail::put_le(header, kTokenVersion, 4);
+  detail::put_le(header, vocab, 4);
+  detail::put_le(header, tokens.size(), 8);
+  detail::put_le(header, 0, 8);
+  std::string body;
+  body.reserve(2 * tokens.size());
+  for (std::uint16_t t : tokens) detail::put_le(body, t, 2);
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  require(static_cast<bool>(f), "write_tokens: cannot open '", path,
+          "' for writing: ", std::strerror(errno));
+  f.write(header.data(), static_cast<std::streamsize>(header.size()));
+  f.write(body.data(), static_cast<std::streamsize>(body.size()));
+  f.close();
+  require(static_cast<bool>(f), "write_tokens: writing '", path, "' failed");
+}
+
+/// Reads and checks a token file (see the top of this header for each error).
+inline TokenFile read_tokens(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f)
+    throw error(ra::detail::concat("data: cannot open '", path, "': ", std::strerror(errno),
+                                   " (expected a token file; scripts/prepare_data.sh writes "
+                                   "train.bin and val.bin)"));
+  const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  require(bytes.size() >= kTokenHeaderBytes, "data: '", path, "' is ", bytes.size(),
+          " bytes, shorter than the ", kTokenHeaderBytes,
+          "-byte header: truncated, expected a token file");
+  require(std::memcmp(p, kTokenMagic.data(), kTokenMagic.size()) == 0, "data: '", path,
+          "' has bad magic '", detail::printable(p, 8),
+          "', expected 'RATOKENS' (not a token file)");
+  const auto version = static_cast<std::uint32_t>(detail::get_le(p + 8, 4));
+  require(version == kTokenVersion, "data: '", path, "' has version ", version,
+          ", expected version ", kTokenVersion);
+  TokenFile t;
+  t.path = path;
+  t.vocab = static_cast<std::uint32_t>(detail::get_le(p + 12, 4));
+  require(t.vocab >= 1 && t.vocab <= 65536, "data: '", path, "' declares vocab ", t.vocab,
+          ", expected 1..65536");
+  const std::uint64_t n = detail::get_le(p + 16, 8);
+  const std::uint64_t want = kTokenHeaderBytes + 2 * n;
+  require(n <= (bytes.size() - kTokenHeaderBytes) / 2 && bytes.size() == want, "data: '", path,
+          "' is ", bytes.size(), " bytes but its header promises ", n, " tokens (", want,
+          " bytes): ", bytes.size() < want ? "truncated" : "trailing bytes",
+          ", expected a complete token file");
+  t.tokens.resize(n);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    const auto v = static_cast<std::uint16_t>(detail::get_le(p + kTokenHeaderBytes + 2 * i, 2));
+    require(v < t.vocab, "data: '", path, "' has token ", v, " at index ", i,
+            ", expected tokens < vocab = ", t.vocab, " (corrupt file)");
+    t.tokens[i] = v;
+  }
+  return t;
+}
+
+/// Batches of (B, T+1) windows in a seeded order (see the top of this header).
+class BatchLoader {
+ public:
+  /// Where the loader is: the epoch and the index into that epoch's window order.
+  struct Cursor {
+    std::uint64_t epoch = 0;
+    std::uint64_t position = 0;
+    bool operator==(const Cursor&) const = default;
+  };
+
+  /// Batches of B windows of T + 1 tokens from `data` (shared, so copies of a loader stay
+  /// valid). Throws ra::error when B or T is not positive or the file holds no window.
+  BatchLoader(std::shared_ptr<const TokenFile> data, index_t B, index_t T, std::uint64_t seed,
+              bool shuffle = true)
+      : data_(std::move(data)), B_(B), T_(T), seed_(seed), shuffle_(shuffle) {
+    constexpr const char* where = "nn::BatchLoader";
+    require(data_ != nullptr, where, ": no token file given, expected a loaded TokenFile");
+    require_arg(B >= 1, where, "B", B, "a positive batch size");
+    require_arg(T >= 1, where, "T", T, "a positive sequence length");
+    const auto n = static_cast<index_t>(data_->tokens.size());
+    windows_ = n >= 1 ? (n - 1) / T : 0;
+    require(windows_ >= 1, where, ": '", data_->path, "' has ", n,
+            " tokens, expected at least T + 1 = ", T + 1, " for one window");
+    seek({});
+  }
+
+  index_t batch() const { return B_; }
+  index_t seq() const { return T_; }
+  std::uint64_t seed() const { return seed_; }
+  /// Number of (T+1)-token windows per epoch.
+  index_t windows() const { return windows_; }
+  const TokenFile& data() const { return *data_; }
+
+  Cursor cursor() const { return cursor_; }
+  /// Moves to a cursor saved by cursor(). Throws ra::error when its position is past the
+  /// epoch's windows.
+  void seek(Cursor c) {
+    require(c.position < static_cast<std::uint64_t>(windows_), "nn::BatchLoader::seek: position ",
+            c.position, " is past the ", windows_,
+            " windows of an epoch, expected a cursor of "
+            "this data with this T");
+    cursor_ = c;
+    make_order(c.epoch);
+  }
+  /// Back to the first batch (epoch 0, position 0).
+  void reset() { seek({}); }
+
+  /// Writes the next batch into `out` (resized to B·(T+1), row-major (B, T+1)).
+  void next(std::vector<std::int32_t>& out) {
+    out.resize(static_cast<std::size_t>(B_ * (T_ + 1)));
+    for (index_t b = 0; b < B_; ++b) {
+      const index_t start = order_[static_cast<std::size_t>(cursor_.position)] * T_;
+      for (index_t t = 0; t <= T_; ++t)
+        out[static_cast<std::size_t>(b * (T_ + 1) + t)] =
+            data_->tokens[static_cast<std::size_t>(start + t)];
+      if (++cursor_.position == static_cast<std::uint64_t>(windows_)) {
+        cursor_.position = 0;
+        make_order(++cursor_.epoch);
+      }
+    }
+  }
+
+  /// The inputs (B,T) of a batch from next(): strides (T+1, 1), no copy.
+  StridedView<const std::int32_t, 2> inputs(const std::vector<std::int32_t>& batch) const {
+    return make_view(batch.data(), shape(B_, T_), {T_ + 1, 1});  // (B,T) strides (T+1,1)
+  }
+  /// The targets (B,T) of a batch: the inputs shifted by one token.
+  StridedView<const std::int32_t, 2> targets(const std::vector<std::int32_t>& batch) const {
+    return make_view(batch.data() + 1, shape(B_, T_), {T_ + 1, 1});  // (B,T) strides (T+1,1)
+  }
+
+ private:
+  // The window order of an epoch: Fisher-Yates from (seed, epoch) with an explicit index
+  // draw (std::shuffle and std::uniform_int_distribution differ between standard libraries).
+  void make_order(std::uint64_t epoch) {
+    order_.resize(static_cast<std::size_t>(windows_));
+    for (index_t i = 0; i < windows_; ++i) order_[static_cast<std::size_t>(i)] = i;
+    if (!shuffle_) return;
+    std::mt19937_64 rng(mix64(seed_ ^ mix64(epoch)));
+    for (std::uint64_t i = order_.size(); i > 1; --i) {
+      // Uniform in [0, i) by rejection: no modulo bias.
+      const std::uint64_t limit = ~std::uint64_t{0} - ~std::uint64_t{0} % i;
+      std::uint64_t r = rng();
+      while (r >= limit) r = rng();
+      std::swap(order_[i - 1], order_[r % i]);
+    }
+  }
+
+  std::shared_ptr<const TokenFile> data_;
+  index_t B_, T_;
+  std::uint64_t seed_;
+  bool shuffle_;
+  index_t windows_ = 0;
+  Cursor cursor_{};
+  std::vector<index_t> order_;
+};
+
+}  // namespace ra::nn

@@ -1,0 +1,193 @@
+// tests/cpu/test_data.cpp — the byte tokenizer (round trip), token files (round trip and
+// every error: missing, bad magic, bad version, truncated, trailing bytes, token out of
+// range) and the batch loader (windows, seeded order per epoch, inputs/targets shift, cursor).
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <ra/nn/data.hpp>
+#include <ra/nn/tokenizer.hpp>
+
+namespace {
+
+using namespace ra;
+
+// A fresh temporary directory per test case, removed afterwards.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    path = std::filesystem::temp_directory_path() /
+           ("ra_test_data_" + std::to_string(std::random_device{}()));
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  std::string file(const char* name) const { return (path / name).string(); }
+};
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::shared_ptr<nn::TokenFile> counting(std::size_t n, std::uint32_t vocab = 65536) {
+  auto t = std::make_shared<nn::TokenFile>();
+  t->path = "counting";
+  t->vocab = vocab;
+  for (std::size_t i = 0; i < n; ++i) t->tokens.push_back(static_cast<std::uint16_t>(i));
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("byte tokenizer: every byte string round-trips and EOT decodes to its marker",
+          "[data][tokenizer]") {
+  std::string all;
+  for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
+  const std::string text = "Reciprocal attention — ü, \xff\xfe not UTF-8\n" + all;
+  const auto t = nn::ByteTokenizer::encode(text);
+  REQUIRE(t.size() == text.size());
+  CHECK(t[0] == 'R');
+  CHECK(*std::max_element(t.begin(), t.end()) == 255);
+  CHECK(nn::ByteTokenizer::decode(t) == text);
+  const std::vector<int> with_eot{'h', 'i', nn::ByteTokenizer::kEot, 'x'};
+  CHECK(nn::ByteTokenizer::decode(with_eot) == "hi<|endoftext|>x");
+  CHECK(nn::ByteTokenizer::kVocab == 257);
+  const std::vector<int> bad{'a', 300};
+  CHECK_THROWS_WITH(nn::ByteTokenizer::decode(bad),
+                    Catch::Contains("token 1 is 300") && Catch::Contains("EOT"));
+}
+
+TEST_CASE("token files round-trip and every corruption gives an error naming it", "[data][file]") {
+  TempDir dir;
+  const auto path = dir.file("ok.bin");
+  const std::vector<std::uint16_t> tokens{0, 1, 256, 255, 7, 256};
+  nn::write_tokens(path, tokens, 257);
+  const auto bytes = read_bytes(path);
+  CHECK(bytes.size() == 32 + 2 * tokens.size());
+  CHECK(bytes.substr(0, 8) == "RATOKENS");
+  const auto t = nn::read_tokens(path);
+  CHECK(t.vocab == 257);
+  CHECK(t.tokens == tokens);
+  CHECK(t.path == path);
+
+  SECTION("missing") {
+    CHECK_THROWS_WITH(nn::read_tokens(dir.file("nope.bin")), Catch::Contains("cannot open") &&
+                                                                 Catch::Contains("nope.bin") &&
+                                                                 Catch::Contains("prepare_data"));
+  }
+  SECTION("bad magic") {
+    auto b = bytes;
+    b[0] = 'X';
+    write_bytes(dir.file("magic.bin"), b);
+    CHECK_THROWS_WITH(nn::read_tokens(dir.file("magic.bin")),
+                      Catch::Contains("bad magic 'XATOKENS'") && Catch::Contains("magic.bin"));
+  }
+  SECTION("unknown version") {
+    auto b = bytes;
+    b[8] = 9;
+    write_bytes(dir.file("version.bin"), b);
+    CHECK_THROWS_WITH(nn::read_tokens(dir.file("version.bin")),
+                      Catch::Contains("version 9") && Catch::Contains("expected version 1"));
+  }
+  SECTION("truncated header") {
+    write_bytes(dir.file("short.bin"), bytes.substr(0, 20));
+    CHECK_THROWS_WITH(nn::read_tokens(dir.file("short.bin")),
+                      Catch::Contains("20 bytes") && Catch::Contains("truncated"));
+  }
+  SECTION("truncated tokens") {
+    write_bytes(dir.file("cut.bin"), bytes.substr(0, bytes.size() - 3));
+    CHECK_THROWS_WITH(nn::read_tokens(dir.file("cut.bin")),
+                      Catch::Contains("promises 6 tokens") && Catch::Contains("truncated"));
+  }
+  SECTION("trailing bytes") {
+    write_bytes(dir.file("long.bin"), bytes + "zz");
+    CHECK_THROWS_WITH(nn::read_tokens(dir.file("long.bin")), Catch::Contains("trailing bytes"));
+  }
+  SECTION("token out of range") {
+    auto b = bytes;
+    b[32 + 2 * 4] = 1;  // token 4 becomes 257 (0x0101)
+    b[32 + 2 * 4 + 1] = 1;
+    write_bytes(dir.file("range.bin"), b);
+    CHECK_THROWS_WITH(nn::read_tokens(dir.file("range.bin")),
+                      Catch::Contains("token 257 at index 4") && Catch::Contains("vocab = 257"));
+  }
+  SECTION("writing refuses a token >= vocab") {
+    CHECK_THROWS_WITH(nn::write_tokens(dir.file("w.bin"), tokens, 256),
+                      Catch::Contains("token 2 is 256"));
+  }
+}
+
+TEST_CASE("batch loader: windows, seeded order per epoch, inputs/targets shift, cursor",
+          "[data][loader]") {
+  const auto data = counting(101);  // tokens 0..100
+  nn::BatchLoader a(data, 3, 10, 5), b(data, 3, 10, 5), c(data, 3, 10, 6);
+  CHECK(a.windows() == 10);  // (101 - 1) / 10
+  std::vector<std::int32_t> x, y, z;
+  std::map<std::int32_t, int> seen;  // window start -> times seen
+  std::vector<std::int32_t> order_a, order_c;
+  for (int i = 0; i < 10; ++i) {  // 30 windows: three epochs
+    a.next(x);
+    b.next(y);
+    c.next(z);
+    CHECK(x == y);  // same seed, same batches
+    REQUIRE(x.size() == 3 * 11);
+    for (int r = 0; r < 3; ++r) {
+      const std::int32_t start = x[r * 11];
+      CHECK(start % 10 == 0);
+      for (int t = 0; t <= 10; ++t) CHECK(x[r * 11 + t] == start + t);  // contiguous window
+      // targets are the inputs shifted by one token
+      CHECK(a.targets(x)(r, 0) == a.inputs(x)(r, 1));
+      ++seen[start];
+      order_a.push_back(start);
+      order_c.push_back(z[r * 11]);
+    }
+  }
+  CHECK(seen.size() == 10);
+  for (const auto& [start, n] : seen) CHECK(n == 3);  // every window once per epoch
+  CHECK(order_a != order_c);                          // another seed, another order
+  // Epochs differ in order (with 10! orders, equal ones would be a broken shuffle).
+  CHECK(!std::equal(order_a.begin(), order_a.begin() + 10, order_a.begin() + 10));
+  CHECK(a.cursor() == nn::BatchLoader::Cursor{3, 0});
+
+  // A saved cursor reproduces the rest of the stream.
+  nn::BatchLoader d(data, 3, 10, 5);
+  d.next(x);
+  const auto cur = d.cursor();
+  CHECK(cur == nn::BatchLoader::Cursor{0, 3});
+  d.next(x);
+  d.next(y);
+  nn::BatchLoader e(data, 3, 10, 5);
+  e.seek(cur);
+  e.next(z);
+  CHECK(z == x);
+  e.next(z);
+  CHECK(z == y);
+
+  // Evaluation order: the file's order, restarted by reset().
+  nn::BatchLoader v(data, 4, 10, 5, false);
+  v.next(x);
+  CHECK(x[0] == 0);
+  CHECK(x[11] == 10);
+  v.reset();
+  v.next(y);
+  CHECK(x == y);
+
+  CHECK_THROWS_WITH(nn::BatchLoader(counting(10), 2, 10, 1),
+                    Catch::Contains("10 tokens") && Catch::Contains("T + 1 = 11"));
+  CHECK_THROWS_WITH(e.seek({0, 10}), Catch::Contains("position 10"));
+  CHECK_THROWS_WITH(nn::BatchLoader(data, 0, 10, 1), Catch::Contains("'B'"));
+}
