@@ -17,7 +17,7 @@
 // so repeated runs do not measure the cache. A block reads one input x, as in a model where x
 // was just produced; its workspace is its own and reused, as in a real forward.
 // Memory: peak_bytes of a kernel = its inputs + outputs (it allocates nothing); of a block =
-// AttentionBlock::device_bytes() (weights + planned workspace) + x + y. allocs_per_call =
+// AttentionBlock::device_bytes() (weights + workspace planned for that path alone) + x + y. allocs_per_call =
 // growth of ra::cuda::allocation_count() over all forwards / their number (must be 0).
 //
 // Usage: ra_bench [--B 8] [--H 12] [--D 64] [--R 4] [--T 1024,2048,4096] [--dtype fp16|bf16]
@@ -28,6 +28,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <cstdlib>
 #include <ctime>
 #include <exception>
@@ -441,11 +442,18 @@ void bench_block(const Options& opt, index_t seq, bool ra_config, cudaStream_t s
   fill_uniform(x.data(), x.size(), 0xb10c0000ull + seq, 1.f, s);
   RA_CUDA_CHECK(cudaStreamSynchronize(s));
 
-  const std::size_t used_before = used_device_bytes();
-  ra::cuda::AttentionBlock<T> block(cfg, B, seq, /*plan_unfused=*/opt.unfused);
-  block.load(weights);
-  RA_CUDA_CHECK(cudaDeviceSynchronize());
-  const std::size_t used_after = used_device_bytes();
+  // Each path runs on a block planned for it alone, so a fused block's memory does not
+  // include the unfused path's score buffers.
+  std::size_t used_before = 0, used_after = 0;
+  auto plan = [&](bool unfused) {
+    used_before = used_device_bytes();
+    auto b = std::make_unique<ra::cuda::AttentionBlock<T>>(cfg, B, seq, unfused);
+    b->load(weights);
+    RA_CUDA_CHECK(cudaDeviceSynchronize());
+    used_after = used_device_bytes();
+    return b;
+  };
+  std::unique_ptr<ra::cuda::AttentionBlock<T>> block;
 
   auto record = [&](const char* path, double us, double allocs, long long change) {
     Record r;
@@ -458,7 +466,7 @@ void bench_block(const Options& opt, index_t seq, bool ra_config, cudaStream_t s
     r.median_us = us;
     r.flops = 2.0 * B * seq * C * (3.0 * C) + 2.0 * B * seq * C * C + attention_flops(B, H, seq, D);
     r.tflops = r.flops / (us * 1e-6) / 1e12;
-    r.device_bytes = block.device_bytes();
+    r.device_bytes = block->device_bytes();
     r.peak_bytes = r.device_bytes + x.bytes() + y.bytes();
     r.allocs_per_call = allocs;
     r.mem_info_delta_bytes =
@@ -484,11 +492,14 @@ void bench_block(const Options& opt, index_t seq, bool ra_config, cudaStream_t s
   std::vector<float> y_unfused;
   if (opt.unfused) {
     stage = "unfused";
+    block = plan(true);
     out.push_back(measure(
-        "unfused", [&] { block.forward(x.data(), y.data(), B, seq, s, AttentionPath::unfused); }));
+        "unfused", [&] { block->forward(x.data(), y.data(), B, seq, s, AttentionPath::unfused); }));
     RA_CUDA_CHECK(cudaStreamSynchronize(s));
     y_unfused = to_float(y);
+    block.reset();
   }
+  block = plan(false);
   // Outputs are poisoned between paths, so a path that writes nothing cannot pass the check.
   auto poison = [&] { RA_CUDA_CHECK(cudaMemsetAsync(y.data(), 0xff, y.bytes(), s)); };
   auto check = [&](Record& r) {
@@ -503,13 +514,13 @@ void bench_block(const Options& opt, index_t seq, bool ra_config, cudaStream_t s
   stage = "fused";
   poison();
   Record fused =
-      measure("fused", [&] { block.forward(x.data(), y.data(), B, seq, s, AttentionPath::fused); });
+      measure("fused", [&] { block->forward(x.data(), y.data(), B, seq, s, AttentionPath::fused); });
   check(fused);
   out.push_back(fused);
 
   stage = "graph";
   const auto graph = ra::cuda::Graph::capture(s, [&](cudaStream_t cs) {
-    block.forward(x.data(), y.data(), B, seq, cs, AttentionPath::fused);
+    block->forward(x.data(), y.data(), B, seq, cs, AttentionPath::fused);
   });
   graph.upload(s);
   poison();

@@ -171,8 +171,7 @@ void run_case(const Case& c, std::mt19937_64& rng) {
   // a floor for sums whose exact value is 0 (T = 1: dS = P (dP - Δ) vanishes) but whose
   // float terms carry the rounding of O' and V.
   const double tol_sum = std::max(8 * u, 1e-5);
-  const double floor =
-      1e-2 * std::max(u, 0x1p-20) * std::sqrt(static_cast<double>(B * H * T_ * D)) + 1e-6;
+  const double floor = 8 * u * std::sqrt(static_cast<double>(B * H * T_ * D)) + 1e-6;
   if (c.gates != GateMode::none) {
     for (int i = 0; i < n_gates; ++i) {
       INFO("d w_std[" << i << "] got " << got.d_w_std[i] << " want " << ref.d_w_std[i]

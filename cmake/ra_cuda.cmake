@@ -1,0 +1,218 @@
+# ra_cuda.cmake — CMake helpers for the CUDA backend, used in this tree and installed with the
+# package (raConfig.cmake includes it when the CUDA targets were exported).
+#
+#   ra_cuda_cxx20(<target>)                 CUDA units linking <target> compile as C++20
+#   ra_cuda_lists(<dims_var> <ranks_var>)   the head dims and ranks our CUDA code instantiates
+#   ra_cuda_narrow(<target> <scope>)        compile <target> with those lists
+#   ra_add_flash_instantiations(<target>)   the flash kernels: a dispatch unit per dtype and a
+#                                           unit per (dtype, D, R) and direction
+#   ra_flash_kernels(<name>)                a static library holding those instantiations
+#
+# Supported values live in ONE list, in include/ra/core/dispatch.hpp; this file reads them from
+# there rather than repeating them. RA_HEAD_DIMS / RA_RANKS narrow the whole package (they
+# become compile definitions of ra::core); RA_CUDA_HEAD_DIMS / RA_CUDA_RANKS narrow only the
+# CUDA targets passed to these functions, so a CI machine can compile few kernels while the
+# CPU tests still cover every (D, R).
+include_guard(GLOBAL)
+include("${CMAKE_CURRENT_LIST_DIR}/ra_lists.cmake")
+
+if(NOT DEFINED RA_DISPATCH_HEADER)
+  set(RA_DISPATCH_HEADER "${CMAKE_CURRENT_LIST_DIR}/../include/ra/core/dispatch.hpp")
+endif()
+
+# The default list `#define <macro> a, b, c` of dispatch.hpp, as a CMake list.
+function(_ra_dispatch_default macro out_var)
+  file(STRINGS "${RA_DISPATCH_HEADER}" _line REGEX "^#define ${macro} ")
+  if(NOT _line)
+    message(FATAL_ERROR "ra: no '#define ${macro}' in ${RA_DISPATCH_HEADER}")
+  endif()
+  string(REGEX REPLACE "^#define ${macro} +" "" _vals "${_line}")
+  string(REGEX REPLACE " *, *" ";" _vals "${_vals}")
+  string(STRIP "${_vals}" _vals)
+  set(${out_var} "${_vals}" PARENT_SCOPE)
+endfunction()
+
+# The list ra::core is compiled with: the one the package was narrowed to (its RA_HEAD_DIMS /
+# RA_RANKS property), else dispatch.hpp's default.
+function(_ra_core_list macro out_var)
+  _ra_dispatch_default(${macro} _vals)
+  if(TARGET ra::core)
+    get_target_property(_narrowed ra::core ${macro})
+    if(_narrowed)
+      set(_vals "${_narrowed}")
+    endif()
+  endif()
+  set(${out_var} "${_vals}" PARENT_SCOPE)
+endfunction()
+
+# <narrow> if set, else <core>; <narrow> must be a subset of <core>.
+function(_ra_pick what core narrow out_var)
+  if(NOT narrow)
+    set(${out_var} "${core}" PARENT_SCOPE)
+    return()
+  endif()
+  foreach(_v IN LISTS narrow)
+    if(NOT _v IN_LIST core)
+      message(FATAL_ERROR "ra: ${what} contains ${_v}, expected a subset of the supported "
+                          "values ${core}")
+    endif()
+  endforeach()
+  set(${out_var} "${narrow}" PARENT_SCOPE)
+endfunction()
+
+## Makes the CUDA translation units of whatever links <target> compile as C++20 (the core
+## headers use concepts). CMake learnt cuda_std_20 for nvcc only after 3.25, so where it is
+## unknown nvcc gets -std=c++20 directly. Decided where the package is used: in this tree the
+## requirement is BUILD_INTERFACE-only, and raConfig.cmake calls this again for ra::cuda.
+function(ra_cuda_cxx20 target)
+  get_target_property(_imported ${target} IMPORTED)
+  get_target_property(_features ${target} INTERFACE_COMPILE_FEATURES)
+  get_target_property(_options ${target} INTERFACE_COMPILE_OPTIONS)
+  if("${_features};${_options}" MATCHES "cuda_std_20|-std=c\\+\\+20")
+    return()  # already set (find_package(ra) ran twice)
+  endif()
+  if(CMAKE_CUDA_COMPILE_FEATURES AND "cuda_std_20" IN_LIST CMAKE_CUDA_COMPILE_FEATURES)
+    set(_feature cuda_std_20)
+    if(NOT _imported)
+      set(_feature "$<BUILD_INTERFACE:cuda_std_20>")
+    endif()
+    target_compile_features(${target} INTERFACE "${_feature}")
+  else()
+    set(_flag "$<$<COMPILE_LANGUAGE:CUDA>:-std=c++20>")
+    if(NOT _imported)
+      set(_flag "$<BUILD_INTERFACE:${_flag}>")
+    endif()
+    target_compile_options(${target} INTERFACE "${_flag}")
+  endif()
+endfunction()
+
+## Sets <dims_var> and <ranks_var> to the head dims and ranks of our CUDA targets.
+function(ra_cuda_lists dims_var ranks_var)
+  _ra_core_list(RA_HEAD_DIMS _core_dims)
+  _ra_core_list(RA_RANKS _core_ranks)
+  _ra_pick(RA_CUDA_HEAD_DIMS "${_core_dims}" "${RA_CUDA_HEAD_DIMS}" _dims)
+  _ra_pick(RA_CUDA_RANKS "${_core_ranks}" "${RA_CUDA_RANKS}" _ranks)
+  set(${dims_var} "${_dims}" PARENT_SCOPE)
+  set(${ranks_var} "${_ranks}" PARENT_SCOPE)
+endfunction()
+
+## Compiles <target> (all its translation units, CUDA and C++) with the CUDA lists, so that
+## dispatch in it only reaches instantiated kernels. <scope>: PRIVATE, PUBLIC or INTERFACE.
+function(ra_cuda_narrow target scope)
+  _ra_core_list(RA_HEAD_DIMS _core_dims)
+  _ra_core_list(RA_RANKS _core_ranks)
+  ra_cuda_lists(_dims _ranks)
+  # ra::core already defines the package-wide lists; a second definition is only needed when
+  # the CUDA lists are narrower, and only correct when ra::core defines none (a macro must not
+  # be defined twice).
+  if(NOT _dims STREQUAL _core_dims)
+    get_target_property(_narrowed ra::core RA_HEAD_DIMS)
+    if(_narrowed)
+      message(FATAL_ERROR "ra: RA_CUDA_HEAD_DIMS (${_dims}) and RA_HEAD_DIMS (${_core_dims}) "
+                          "are both set; expected at most one of them")
+    endif()
+    ra_list_definitions(${target} ${scope} RA_HEAD_DIMS "${_dims}")
+  endif()
+  if(NOT _ranks STREQUAL _core_ranks)
+    get_target_property(_narrowed ra::core RA_RANKS)
+    if(_narrowed)
+      message(FATAL_ERROR "ra: RA_CUDA_RANKS (${_ranks}) and RA_RANKS (${_core_ranks}) are "
+                          "both set; expected at most one of them")
+    endif()
+    ra_list_definitions(${target} ${scope} RA_RANKS "${_ranks}")
+  endif()
+endfunction()
+
+## Adds to <target> generated .cu files that explicitly instantiate the flash kernel family:
+## per dtype, the dispatch ra::cuda::detail::flash_{forward,backward}_dispatch<T, D>; per
+## supported (dtype, D, R), the kernels flash_{forward,backward}_rank<T, D, R> (every gate
+## mode and restart flag); and defines RA_CUDA_EXTERN_FLASH so the target's other translation
+## units see declarations only and instantiate nothing: the kernel family compiles once, in
+## parallel.
+## On a library the definitions are PUBLIC, so whatever links it dispatches consistently.
+function(ra_add_flash_instantiations target)
+  if(NOT TARGET ${target})
+    message(FATAL_ERROR "ra_add_flash_instantiations: '${target}' is not a target")
+  endif()
+  get_target_property(_type ${target} TYPE)
+  if(_type STREQUAL "EXECUTABLE")
+    set(_scope PRIVATE)
+  elseif(_type MATCHES "^(STATIC_LIBRARY|SHARED_LIBRARY|OBJECT_LIBRARY|MODULE_LIBRARY)$")
+    set(_scope PUBLIC)
+  else()
+    message(FATAL_ERROR "ra_add_flash_instantiations: '${target}' is a ${_type}, expected an "
+                        "executable or a static, shared or object library")
+  endif()
+  ra_cuda_lists(_dims _ranks)
+  string(REPLACE ";" ", " _dim_text "${_dims}")
+  set(_type_fp32 "float")
+  set(_type_fp16 "ra::fp16")
+  set(_type_bf16 "ra::bf16")
+  set(_dir "${CMAKE_CURRENT_BINARY_DIR}/ra_flash/${target}")
+  set(_sources "")
+  foreach(_dtype IN ITEMS fp32 fp16 bf16)
+    # The runtime R -> rank launcher maps of this dtype: cheap, no kernel in them.
+    set(_dispatch "")
+    foreach(_d IN LISTS _dims)
+      string(APPEND _dispatch
+"template void ra::cuda::detail::flash_forward_dispatch<${_type_${_dtype}}, ${_d}>(
+    const ra::cuda::AttentionParams&, cudaStream_t);
+template void ra::cuda::detail::flash_backward_dispatch<${_type_${_dtype}}, ${_d}>(
+    const ra::cuda::AttentionBackwardParams&, cudaStream_t);
+")
+    endforeach()
+    set(_file "${_dir}/flash_dispatch_${_dtype}.cu")
+    # file(CONFIGURE) rewrites only on change, so reconfiguring does not recompile kernels.
+    file(CONFIGURE OUTPUT "${_file}" CONTENT
+"// Generated by ra_add_flash_instantiations (cmake/ra_cuda.cmake): the ${_dtype} dispatch of
+// the flash kernel family over head dims {${_dim_text}}; the kernels live in the rank units.
+#include <ra/cuda/flash_backward_dispatch.cuh>
+#include <ra/cuda/flash_dispatch.cuh>
+
+${_dispatch}")
+    list(APPEND _sources "${_file}")
+    # One unit per (D, R) and direction: all gate modes and restart flags of that rank.
+    foreach(_d IN LISTS _dims)
+      foreach(_r IN LISTS _ranks)
+        if(NOT _r LESS _d)
+          continue()
+        endif()
+        foreach(_dir_name IN ITEMS forward backward)
+          if(_dir_name STREQUAL "forward")
+            set(_header "ra/cuda/flash_rank.cuh")
+            set(_fn "flash_forward_rank")
+            set(_params "AttentionParams")
+          else()
+            set(_header "ra/cuda/flash_backward_rank.cuh")
+            set(_fn "flash_backward_rank")
+            set(_params "AttentionBackwardParams")
+          endif()
+          set(_file "${_dir}/flash_${_dir_name}_${_dtype}_d${_d}_r${_r}.cu")
+          file(CONFIGURE OUTPUT "${_file}" CONTENT
+"// Generated by ra_add_flash_instantiations (cmake/ra_cuda.cmake): the ${_dir_name} kernels
+// of dtype ${_dtype}, D = ${_d}, R = ${_r} (every gate mode, with and without self-restart).
+#include <${_header}>
+
+template void ra::cuda::detail::${_fn}<${_type_${_dtype}}, ${_d}, ${_r}>(
+    const ra::cuda::${_params}&, cudaStream_t);
+")
+          list(APPEND _sources "${_file}")
+        endforeach()
+      endforeach()
+    endforeach()
+  endforeach()
+  target_sources(${target} PRIVATE ${_sources})
+  target_link_libraries(${target} ${_scope} ra::cuda)
+  target_compile_definitions(${target} ${_scope} RA_CUDA_EXTERN_FLASH)
+  ra_cuda_narrow(${target} ${_scope})
+endfunction()
+
+## A static library <name> with the flash instantiations, linked by every CUDA target of a
+## project so the kernels compile once (a second call with the same name does nothing).
+function(ra_flash_kernels name)
+  if(TARGET ${name})
+    return()
+  endif()
+  add_library(${name} STATIC)
+  ra_add_flash_instantiations(${name})
+endfunction()

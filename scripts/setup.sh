@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# scripts/setup.sh — one command for a fresh machine: installs what ra needs (when missing),
+# then configures, builds and runs the main job, the GPT-2 attention block example
+# (examples/gpt2_attention_block.cpp: baseline and RA blocks, forward and backward, on the CPU).
+#
+#   bash scripts/setup.sh               install if needed, build into build/, run the example
+#   bash scripts/setup.sh --deps-only   only the install step (scripts/test.sh calls this)
+#
+# Needs: cmake >= 3.25, g++ >= 12 (C++20), make, Eigen 3.4, Catch2 2.13. On Debian/Ubuntu as
+# root the missing ones are installed with apt-get; otherwise the script says what is missing.
+# CUDA is optional: where nvcc exists the CUDA targets are configured too (see scripts/test.sh).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+deps_only=0
+if [[ "${1:-}" == "--deps-only" ]]; then
+  deps_only=1
+  shift
+fi
+
+# ---- dependencies ---------------------------------------------------------------------------
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v make >/dev/null 2>&1 || missing+=(make)
+[[ -f /usr/include/eigen3/Eigen/Core ]] || missing+=(libeigen3-dev)
+[[ -f /usr/include/catch2/catch.hpp ]] || missing+=(catch2)
+
+if ((${#missing[@]} == 0)); then
+  echo "setup.sh: cmake, g++, make, Eigen and Catch2 are installed; not running apt-get"
+elif [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup.sh: installing ${missing[*]} with apt-get"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+else
+  echo "setup.sh: missing ${missing[*]}, and not root (or no apt-get): not installing." >&2
+  echo "setup.sh: install them first, e.g.: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+if ((deps_only)); then exit 0; fi
+
+# ---- configure, build and run the main job -----------------------------------------------------
+build_dir="${RA_BUILD_DIR:-build}"
+if ! command -v nvcc >/dev/null 2>&1 && [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
+echo "setup.sh: configuring ${build_dir}/ (Release)"
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release "$@"
+echo "setup.sh: building the GPT-2 attention block example"
+cmake --build "$build_dir" --target gpt2_attention_block -j "$(nproc)"
+echo "setup.sh: running ${build_dir}/examples/gpt2_attention_block"
+"${build_dir}/examples/gpt2_attention_block"
