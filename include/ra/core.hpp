@@ -1,6 +1,7 @@
 // ra/core.hpp — plain C++ core: element types, shapes, layouts, views, dispatch, errors.
 #pragma once
 
+#include <ra/core/any_view.hpp>
 #include <ra/core/config.hpp>
 #include <ra/core/dispatch.hpp>
 #include <ra/core/dtype.hpp>

@@ -330,6 +330,16 @@ TEST_CASE("attention_forward rejects bad parameters with a clear error", "[flash
     p.gates = {GateMode::per_head, GateParam::clamp, nullptr, nullptr};
     REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr), Catch::Contains("gates"));
   }
+  SECTION("mismatched dtypes in type-erased views") {
+    ra::cuda::DeviceBuffer<ra::bf16> other(64 * 64);
+    const auto shape4 = ra::shape(1, 1, 64, 64);
+    const ra::AnyView q = ra::erase(ra::make_view(buf.data(), shape4));
+    const ra::AnyView v_bf16 = ra::erase(ra::make_view(other.data(), shape4));
+    REQUIRE_THROWS_WITH(ra::cuda::make_params(q, q, v_bf16, q, 4, ra::gates::none(),
+                                              ra::restart::none(), nullptr),
+                        Catch::Contains("'V' has dtype bf16") &&
+                            Catch::Contains("expected fp16 like 'Qf'"));
+  }
   SECTION("non-unit head-dim stride in a view") {
     auto v4 = ra::make_view(buf.data(), ra::shape(1, 1, 64, 64), {4096, 4096, 1, 64});
     auto node = ra::folded_attention(v4, v4, v4, 4);

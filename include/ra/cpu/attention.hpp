@@ -20,6 +20,8 @@
 #include <limits>
 #include <vector>
 
+#include <ra/core/any_view.hpp>
+#include <ra/core/dispatch.hpp>
 #include <ra/core/error.hpp>
 #include <ra/core/tensor.hpp>
 #include <ra/core/view.hpp>
@@ -161,6 +163,24 @@ void attention_forward(const FoldedAttention<R, QV, KV, VV>& node, const OV& o,
         for (index_t t = 0; t < T; ++t) lse[(b * H + h) * T + t] = static_cast<float>(f.lse(t));
     }
   }
+}
+
+/// Folded attention on type-erased (B,H,T,D) views, the element type read at run time
+/// (for callers that hold views before knowing their type). Same result as the typed form.
+/// Throws ra::error when Qf, Kf, V and O do not share one dtype (the message names the
+/// first view that differs) or are not of rank 4, and as the typed form otherwise.
+inline void attention_forward(const AnyView& q, const AnyView& k, const AnyView& v,
+                              const AnyView& o, int R, Gates g = gates::none(),
+                              Restart r = restart::none(), float* lse = nullptr) {
+  constexpr const char* where = "cpu::attention_forward";
+  require_same_dtype(where, {{"Qf", &q}, {"Kf", &k}, {"V", &v}, {"O", &o}});
+  dispatch_dtype(q.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    auto node = folded_attention(as_view<const T, 4>(q, where, "Qf"),
+                                 as_view<const T, 4>(k, where, "Kf"),
+                                 as_view<const T, 4>(v, where, "V"), R, g, causal, r);
+    attention_forward(node, as_view<T, 4>(o, where, "O"), lse);
+  });
 }
 
 /// Gradients of a FoldedAttention node given d_out = dO' (B,H,T,D): writes dQf, dKf, dV into

@@ -9,6 +9,7 @@
 // kernel family in parallel.
 #pragma once
 
+#include <ra/core/any_view.hpp>
 #include <ra/core/dispatch.hpp>
 #include <ra/core/tensor.hpp>
 #include <ra/cuda/attention_params.cuh>
@@ -124,6 +125,22 @@ AttentionParams make_params(const FoldedAttention<R, Q, K, V>& node, const O& o,
   p.gates = node.gates;
   p.restart = node.restart;
   return p;
+}
+
+/// Params for folded attention over type-erased (B,H,T,D) device views (element type read
+/// at run time). Throws ra::error when Qf, Kf, V and O do not share one dtype (naming the
+/// first that differs) or are not of rank 4, and as the typed form otherwise.
+inline AttentionParams make_params(const AnyView& q, const AnyView& k, const AnyView& v,
+                                   const AnyView& o, int R, Gates g, Restart r, float* lse) {
+  constexpr const char* where = "attention_forward";
+  require_same_dtype(where, {{"Qf", &q}, {"Kf", &k}, {"V", &v}, {"O", &o}});
+  return dispatch_dtype(q.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    auto node = folded_attention(as_view<const T, 4>(q, where, "Qf"),
+                                 as_view<const T, 4>(k, where, "Kf"),
+                                 as_view<const T, 4>(v, where, "V"), R, g, causal, r);
+    return make_params(node, as_view<T, 4>(o, where, "O"), lse);
+  });
 }
 
 }  // namespace ra::cuda
