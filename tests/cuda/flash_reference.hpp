@@ -2,6 +2,7 @@
 // tests, behind a plain interface so that Eigen stays out of every .cu translation unit.
 #pragma once
 
+#include <random>
 #include <vector>
 
 #include <ra/core/dtype.hpp>
@@ -19,6 +20,22 @@ struct FoldedProblem {
   std::vector<float> a;             // restart values (H) or empty
   const void* fused = nullptr;      // (B,T,3C) host, elements of `dtype`
 };
+
+/// Draws fresh gate values (raw, in [0.05, 1.5): both clamp and softplus regimes) and, when
+/// `restart`, restart values in [-0.1, 0.6) (inside and outside the clamp to [0, 0.5]).
+inline void randomize_parameters(FoldedProblem& pb, bool restart, std::mt19937_64& rng) {
+  std::uniform_real_distribution<float> gate(0.05f, 1.5f), mix(-0.1f, 0.6f);
+  const int n_gates = pb.gate_mode == GateMode::per_head ? pb.heads : 1;
+  pb.w_std.clear();
+  pb.w_rec.clear();
+  pb.a.clear();
+  for (int i = 0; i < n_gates; ++i) {
+    pb.w_std.push_back(gate(rng));
+    pb.w_rec.push_back(gate(rng));
+  }
+  if (restart)
+    for (int i = 0; i < pb.heads; ++i) pb.a.push_back(mix(rng));
+}
 
 /// Reference O' (B,T,C) and lse (B,H,T) in double/float, computed by ra::cpu in double.
 void reference_folded_attention(const FoldedProblem& pb, std::vector<double>& o,

@@ -18,6 +18,7 @@
 #include <ra/cuda/buffer.cuh>
 #include <ra/cuda/flash_backward.cuh>
 
+#include "cuda_test_utils.cuh"
 #include "flash_reference.hpp"
 
 namespace {
@@ -26,14 +27,6 @@ using ra::DType;
 using ra::GateMode;
 using ra::GateParam;
 using ra::index_t;
-
-std::uint64_t seed() {
-  static const std::uint64_t s = [] {
-    const char* env = std::getenv("RA_TEST_SEED");
-    return env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-  }();
-  return s;
-}
 
 struct Case {
   DType dtype;
@@ -46,16 +39,9 @@ struct Case {
 std::string describe(const Case& c) {
   std::ostringstream os;
   os << c.dtype << " B=" << c.B << " T=" << c.T << " H=" << c.H << " D=" << c.D << " R=" << c.R
-     << " gates=" << c.gates << "/" << c.param << " restart=" << c.restart << " seed=" << seed();
+     << " gates=" << c.gates << "/" << c.param << " restart=" << c.restart
+     << " seed=" << ra::test::seed();
   return os.str();
-}
-
-template <class T>
-std::vector<T> random_elements(std::size_t n, std::mt19937_64& rng) {
-  std::normal_distribution<float> dist(0.f, 1.f);
-  std::vector<T> v(n);
-  for (auto& x : v) x = T(dist(rng));
-  return v;
 }
 
 struct Outputs {
@@ -71,8 +57,7 @@ Outputs run_gpu(const Case& c, const ra::test::FoldedProblem& pb, const std::vec
   ra::cuda::DeviceBuffer<T> fused(B * T_ * 3 * C), out(B * T_ * C), dout(B * T_ * C),
       dfused(B * T_ * 3 * C);
   ra::cuda::DeviceBuffer<float> lse(B * H * T_), w_std(n_gates), w_rec(n_gates), a(H),
-      dw_std(n_gates), dw_rec(n_gates), da(H),
-      ws(ra::cuda::backward_workspace_floats(B, H, T_));
+      dw_std(n_gates), dw_rec(n_gates), da(H), ws(ra::cuda::backward_workspace_floats(B, H, T_));
   RA_CUDA_CHECK(cudaMemcpy(fused.data(), fused_h.data(), fused.bytes(), cudaMemcpyHostToDevice));
   RA_CUDA_CHECK(cudaMemcpy(dout.data(), dout_h.data(), dout.bytes(), cudaMemcpyHostToDevice));
   RA_CUDA_CHECK(cudaMemcpy(w_std.data(), pb.w_std.data(), n_gates * 4, cudaMemcpyHostToDevice));
@@ -134,21 +119,15 @@ double part_error(const std::vector<double>& got, const std::vector<double>& ref
 template <class T>
 void run_case(const Case& c, std::mt19937_64& rng) {
   const index_t B = c.B, T_ = c.T, H = c.H, D = c.D, C = H * D;
-  auto fused = random_elements<T>(B * T_ * 3 * C, rng);
-  auto dout = random_elements<T>(B * T_ * C, rng);
+  auto fused = ra::test::random_vector<T>(B * T_ * 3 * C, rng);
+  auto dout = ra::test::random_vector<T>(B * T_ * C, rng);
   ra::test::FoldedProblem pb;
   pb.dtype = c.dtype;
   pb.batch = c.B, pb.seq = c.T, pb.heads = c.H, pb.head_dim = c.D, pb.rank = c.R;
   pb.gate_mode = c.gates;
   pb.gate_param = c.param;
-  std::uniform_real_distribution<float> gate_dist(0.05f, 1.5f), restart_dist(-0.1f, 0.6f);
-  const int n_gates = c.gates == GateMode::per_head ? c.H : 1;
-  for (int i = 0; i < n_gates; ++i) {
-    pb.w_std.push_back(gate_dist(rng));
-    pb.w_rec.push_back(gate_dist(rng));
-  }
-  if (c.restart)
-    for (int i = 0; i < c.H; ++i) pb.a.push_back(restart_dist(rng));
+  ra::test::randomize_parameters(pb, c.restart, rng);
+  const int n_gates = static_cast<int>(pb.w_std.size());
   pb.fused = fused.data();
   ra::test::ReferenceGrads ref;
   ra::test::reference_folded_attention_backward(pb, dout.data(), ref);
@@ -193,32 +172,39 @@ void run_case(const Case& c, std::mt19937_64& rng) {
 
 void run_and_check(const Case& c, std::mt19937_64& rng) {
   switch (c.dtype) {
-    case DType::f16: run_case<ra::fp16>(c, rng); break;
-    case DType::bf16: run_case<ra::bf16>(c, rng); break;
-    case DType::f32: run_case<float>(c, rng); break;
+    case DType::f16:
+      run_case<ra::fp16>(c, rng);
+      break;
+    case DType::bf16:
+      run_case<ra::bf16>(c, rng);
+      break;
+    case DType::f32:
+      run_case<float>(c, rng);
+      break;
   }
 }
 
 }  // namespace
 
-TEST_CASE("flash backward matches the CPU backend over the (D, R) matrix", "[flash_backward][cuda]") {
+TEST_CASE("flash backward matches the CPU backend over the (D, R) matrix",
+          "[flash_backward][cuda]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
-  std::mt19937_64 rng(seed() + 10 + static_cast<int>(dtype));
+  std::mt19937_64 rng(ra::test::seed() + 10 + static_cast<int>(dtype));
   for (int D : ra::SupportedHeadDims::values)
     for (int R : ra::SupportedRanks::values) {
       if (R >= D) continue;
       for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
         for (bool restart : {false, true})
           for (int T : {1, 7, 130})
-            run_and_check({dtype, 2, T, 3, D, R, gm, T == 7 ? GateParam::softplus : GateParam::clamp,
-                           restart},
+            run_and_check({dtype, 2, T, 3, D, R, gm,
+                           T == 7 ? GateParam::softplus : GateParam::clamp, restart},
                           rng);
     }
 }
 
 TEST_CASE("flash backward at long ragged T", "[flash_backward][cuda][long]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
-  std::mt19937_64 rng(seed() + 20 + static_cast<int>(dtype));
+  std::mt19937_64 rng(ra::test::seed() + 20 + static_cast<int>(dtype));
   for (int D : ra::SupportedHeadDims::values)
     for (int T : {1000, 1025})
       run_and_check({dtype, 1, T, 2, D, ra::SupportedRanks::contains(4) ? 4 : 0,
@@ -227,11 +213,18 @@ TEST_CASE("flash backward at long ragged T", "[flash_backward][cuda][long]") {
 }
 
 TEST_CASE("flash backward is deterministic", "[flash_backward][cuda]") {
-  const Case c{DType::bf16, 2, 300, 2, 64, ra::SupportedRanks::contains(4) ? 4 : 0,
-               GateMode::per_head, GateParam::clamp, true};
-  std::mt19937_64 rng(seed() + 30);
-  auto fused = random_elements<ra::bf16>(2 * 300 * 3 * 128, rng);
-  auto dout = random_elements<ra::bf16>(2 * 300 * 128, rng);
+  const Case c{DType::bf16,
+               2,
+               300,
+               2,
+               64,
+               ra::SupportedRanks::contains(4) ? 4 : 0,
+               GateMode::per_head,
+               GateParam::clamp,
+               true};
+  std::mt19937_64 rng(ra::test::seed() + 30);
+  auto fused = ra::test::random_vector<ra::bf16>(2 * 300 * 3 * 128, rng);
+  auto dout = ra::test::random_vector<ra::bf16>(2 * 300 * 128, rng);
   ra::test::FoldedProblem pb;
   pb.dtype = c.dtype;
   pb.batch = c.B, pb.seq = c.T, pb.heads = c.H, pb.head_dim = c.D, pb.rank = c.R;
@@ -247,7 +240,8 @@ TEST_CASE("flash backward is deterministic", "[flash_backward][cuda]") {
   CHECK(first.d_a == second.d_a);
 }
 
-TEST_CASE("attention_backward rejects bad parameters with a clear error", "[flash_backward][cuda]") {
+TEST_CASE("attention_backward rejects bad parameters with a clear error",
+          "[flash_backward][cuda]") {
   ra::cuda::DeviceBuffer<ra::fp16> buf(4 * 64 * 64);
   ra::cuda::DeviceBuffer<float> lse(64), ws(ra::cuda::backward_workspace_floats(1, 1, 64));
   ra::cuda::AttentionBackwardParams p;
@@ -278,7 +272,7 @@ TEST_CASE("attention_backward rejects bad parameters with a clear error", "[flas
 }
 
 TEST_CASE("flash backward, a small set for compute-sanitizer", "[sanitize]") {
-  std::mt19937_64 rng(seed() + 40);
+  std::mt19937_64 rng(ra::test::seed() + 40);
   for (DType dtype : {DType::f16, DType::bf16, DType::f32})
     for (int D : ra::SupportedHeadDims::values)
       run_and_check({dtype, 1, 70, 2, D, ra::SupportedRanks::contains(4) ? 4 : 0,

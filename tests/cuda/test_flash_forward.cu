@@ -18,6 +18,7 @@
 #include <ra/cuda/buffer.cuh>
 #include <ra/cuda/flash_forward.cuh>
 
+#include "cuda_test_utils.cuh"
 #include "flash_reference.hpp"
 
 namespace {
@@ -25,22 +26,6 @@ namespace {
 using ra::DType;
 using ra::GateMode;
 using ra::GateParam;
-
-std::uint64_t test_seed() {
-  static const std::uint64_t seed = [] {
-    const char* env = std::getenv("RA_TEST_SEED");
-    return env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-  }();
-  return seed;
-}
-
-template <class T>
-std::vector<T> random_elements(std::size_t n, std::mt19937_64& rng) {
-  std::normal_distribution<float> dist(0.f, 1.f);
-  std::vector<T> v(n);
-  for (auto& x : v) x = T(dist(rng));
-  return v;
-}
 
 struct Case {
   DType dtype;
@@ -55,7 +40,7 @@ std::string describe(const Case& c) {
   std::ostringstream os;
   os << c.dtype << " B=" << c.B << " T=" << c.T << " H=" << c.H << " D=" << c.D << " R=" << c.R
      << " gates=" << c.gates << "/" << c.param << " restart=" << c.restart
-     << (c.separate_inputs ? " separate" : " fused") << " seed=" << test_seed();
+     << (c.separate_inputs ? " separate" : " fused") << " seed=" << ra::test::seed();
   return os.str();
 }
 
@@ -68,21 +53,15 @@ struct Errors {
 template <class T>
 Errors run_case(const Case& c, std::mt19937_64& rng) {
   const ra::index_t B = c.B, T_ = c.T, H = c.H, D = c.D, C = H * D;
-  auto host_fused = random_elements<T>(static_cast<std::size_t>(B * T_ * 3 * C), rng);
+  auto host_fused = ra::test::random_vector<T>(static_cast<std::size_t>(B * T_ * 3 * C), rng);
 
   ra::test::FoldedProblem pb;
   pb.dtype = c.dtype;
   pb.batch = c.B, pb.seq = c.T, pb.heads = c.H, pb.head_dim = c.D, pb.rank = c.R;
   pb.gate_mode = c.gates;
   pb.gate_param = c.param;
-  std::uniform_real_distribution<float> gate_dist(0.05f, 1.5f), restart_dist(-0.1f, 0.6f);
-  const int n_gates = c.gates == GateMode::per_head ? c.H : 1;
-  for (int i = 0; i < n_gates; ++i) {
-    pb.w_std.push_back(gate_dist(rng));
-    pb.w_rec.push_back(gate_dist(rng));
-  }
-  if (c.restart)
-    for (int i = 0; i < c.H; ++i) pb.a.push_back(restart_dist(rng));
+  ra::test::randomize_parameters(pb, c.restart, rng);
+  const int n_gates = static_cast<int>(pb.w_std.size());
   pb.fused = host_fused.data();
   std::vector<double> ref_o;
   std::vector<float> ref_lse;
@@ -231,8 +210,8 @@ std::vector<ra::cuda::ForwardPath> paths_for(DType dtype) {
 
 TEST_CASE("flash forward matches the CPU backend over the (D, R) matrix", "[flash][cuda]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
-  std::mt19937_64 rng(test_seed() + static_cast<int>(dtype));
-  UNSCOPED_INFO("seed " << test_seed());
+  std::mt19937_64 rng(ra::test::seed() + static_cast<int>(dtype));
+  UNSCOPED_INFO("seed " << ra::test::seed());
   for (auto path : paths_for(dtype)) {
     PathScope scope(path);
     INFO("path " << path_name(path));
@@ -251,7 +230,7 @@ TEST_CASE("flash forward matches the CPU backend over the (D, R) matrix", "[flas
 
 TEST_CASE("flash forward at long ragged T", "[flash][cuda][long]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
-  std::mt19937_64 rng(test_seed() + 100 + static_cast<int>(dtype));
+  std::mt19937_64 rng(ra::test::seed() + 100 + static_cast<int>(dtype));
   for (auto path : paths_for(dtype)) {
     PathScope scope(path);
     INFO("path " << path_name(path));
@@ -265,7 +244,7 @@ TEST_CASE("flash forward at long ragged T", "[flash][cuda][long]") {
 }
 
 TEST_CASE("flash forward reads any strides", "[flash][cuda]") {
-  std::mt19937_64 rng(test_seed() + 200);
+  std::mt19937_64 rng(ra::test::seed() + 200);
   for (DType dtype : {DType::f16, DType::bf16})
     for (auto path : paths_for(dtype)) {
       PathScope scope(path);
@@ -279,8 +258,8 @@ TEST_CASE("flash forward reads any strides", "[flash][cuda]") {
 TEST_CASE("R = 0 without gates is bit-for-bit the R = 0 path with unit gates", "[flash][cuda]") {
   // The baseline and RA share one kernel family: gates of exactly 1 change no bit.
   const ra::index_t B = 2, T = 300, H = 2, D = 64, C = H * D;
-  std::mt19937_64 rng(test_seed() + 300);
-  auto host = random_elements<ra::fp16>(B * T * 3 * C, rng);
+  std::mt19937_64 rng(ra::test::seed() + 300);
+  auto host = ra::test::random_vector<ra::fp16>(B * T * 3 * C, rng);
   ra::cuda::DeviceBuffer<ra::fp16> fused(B * T * 3 * C), o1(B * T * C), o2(B * T * C);
   ra::cuda::DeviceBuffer<float> ones(2);
   const float one[2] = {1.f, 1.f};
@@ -335,10 +314,9 @@ TEST_CASE("attention_forward rejects bad parameters with a clear error", "[flash
     const auto shape4 = ra::shape(1, 1, 64, 64);
     const ra::AnyView q = ra::erase(ra::make_view(buf.data(), shape4));
     const ra::AnyView v_bf16 = ra::erase(ra::make_view(other.data(), shape4));
-    REQUIRE_THROWS_WITH(ra::cuda::make_params(q, q, v_bf16, q, 4, ra::gates::none(),
-                                              ra::restart::none(), nullptr),
-                        Catch::Contains("'V' has dtype bf16") &&
-                            Catch::Contains("expected fp16 like 'Qf'"));
+    REQUIRE_THROWS_WITH(
+        ra::cuda::make_params(q, q, v_bf16, q, 4, ra::gates::none(), ra::restart::none(), nullptr),
+        Catch::Contains("'V' has dtype bf16") && Catch::Contains("expected fp16 like 'Qf'"));
   }
   SECTION("non-unit head-dim stride in a view") {
     auto v4 = ra::make_view(buf.data(), ra::shape(1, 1, 64, 64), {4096, 4096, 1, 64});
@@ -350,7 +328,7 @@ TEST_CASE("attention_forward rejects bad parameters with a clear error", "[flash
 TEST_CASE("flash forward, a small set for compute-sanitizer", "[sanitize]") {
   // Run under memcheck and racecheck on the GPU machine (scripts/gpu_check.sh): every D and
   // dtype once, ragged T, all features on, both tensor-core paths.
-  std::mt19937_64 rng(test_seed() + 400);
+  std::mt19937_64 rng(ra::test::seed() + 400);
   for (DType dtype : {DType::f16, DType::bf16, DType::f32})
     for (auto path : paths_for(dtype)) {
       PathScope scope(path);
