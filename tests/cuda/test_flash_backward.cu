@@ -53,21 +53,15 @@ template <class T>
 Outputs run_gpu(const Case& c, const ra::test::FoldedProblem& pb, const std::vector<T>& fused_h,
                 const std::vector<T>& dout_h) {
   const index_t B = c.B, T_ = c.T, H = c.H, D = c.D, C = H * D;
-  const int n_gates = c.gates == GateMode::per_head ? c.H : 1;
-  ra::cuda::DeviceBuffer<T> fused(B * T_ * 3 * C), out(B * T_ * C), dout(B * T_ * C),
-      dfused(B * T_ * 3 * C);
-  ra::cuda::DeviceBuffer<float> lse(B * H * T_), w_std(n_gates), w_rec(n_gates), a(H),
-      dw_std(n_gates), dw_rec(n_gates), da(H), ws(ra::cuda::backward_workspace_floats(B, H, T_));
-  RA_CUDA_CHECK(cudaMemcpy(fused.data(), fused_h.data(), fused.bytes(), cudaMemcpyHostToDevice));
-  RA_CUDA_CHECK(cudaMemcpy(dout.data(), dout_h.data(), dout.bytes(), cudaMemcpyHostToDevice));
-  RA_CUDA_CHECK(cudaMemcpy(w_std.data(), pb.w_std.data(), n_gates * 4, cudaMemcpyHostToDevice));
-  RA_CUDA_CHECK(cudaMemcpy(w_rec.data(), pb.w_rec.data(), n_gates * 4, cudaMemcpyHostToDevice));
-  if (c.restart) RA_CUDA_CHECK(cudaMemcpy(a.data(), pb.a.data(), H * 4, cudaMemcpyHostToDevice));
-  RA_CUDA_CHECK(cudaMemset(dw_std.data(), 0xff, dw_std.bytes()));
-  RA_CUDA_CHECK(cudaMemset(dw_rec.data(), 0xff, dw_rec.bytes()));
-  RA_CUDA_CHECK(cudaMemset(da.data(), 0xff, da.bytes()));
-  RA_CUDA_CHECK(cudaMemset(dfused.data(), 0xff, dfused.bytes()));  // NaN in every dtype
-  RA_CUDA_CHECK(cudaMemset(ws.data(), 0xff, ws.bytes()));
+  const auto n_gates = static_cast<index_t>(pb.w_std.size());
+  const auto fused = ra::test::to_device(fused_h), dout = ra::test::to_device(dout_h);
+  const auto w_std = ra::test::to_device(pb.w_std), w_rec = ra::test::to_device(pb.w_rec),
+             a = ra::test::to_device(pb.a);
+  ra::cuda::DeviceBuffer<T> out(B * T_ * C), dfused(B * T_ * 3 * C);
+  ra::cuda::DeviceBuffer<float> lse(B * H * T_), dw_std(n_gates), dw_rec(n_gates), da(H),
+      ws(ra::cuda::backward_workspace_floats(B, H, T_));
+  for (auto* buf : {&dw_std, &dw_rec, &da, &ws}) ra::test::poison(buf->data(), buf->size());
+  ra::test::poison(dfused.data(), dfused.size());
 
   auto qkv = ra::folded_views(ra::make_view(fused.data(), ra::shape(B, T_, 3 * C)), H, D);
   auto grads = ra::folded_views(ra::make_view(dfused.data(), ra::shape(B, T_, 3 * C)), H, D);

@@ -61,19 +61,17 @@ Errors run_case(const Case& c, std::mt19937_64& rng) {
   pb.gate_mode = c.gates;
   pb.gate_param = c.param;
   ra::test::randomize_parameters(pb, c.restart, rng);
-  const int n_gates = static_cast<int>(pb.w_std.size());
   pb.fused = host_fused.data();
   std::vector<double> ref_o;
   std::vector<float> ref_lse;
   ra::test::reference_folded_attention(pb, ref_o, ref_lse);
 
   ra::cuda::DeviceBuffer<T> fused(B * T_ * 3 * C), out(B * T_ * C);
-  ra::cuda::DeviceBuffer<float> lse(B * H * T_), w_std(n_gates), w_rec(n_gates), a(H);
-  RA_CUDA_CHECK(cudaMemset(out.data(), 0xff, out.bytes()));  // NaN in every dtype
-  RA_CUDA_CHECK(cudaMemset(lse.data(), 0xff, lse.bytes()));
-  RA_CUDA_CHECK(cudaMemcpy(w_std.data(), pb.w_std.data(), n_gates * 4, cudaMemcpyHostToDevice));
-  RA_CUDA_CHECK(cudaMemcpy(w_rec.data(), pb.w_rec.data(), n_gates * 4, cudaMemcpyHostToDevice));
-  if (c.restart) RA_CUDA_CHECK(cudaMemcpy(a.data(), pb.a.data(), H * 4, cudaMemcpyHostToDevice));
+  ra::cuda::DeviceBuffer<float> lse(B * H * T_);
+  ra::test::poison(out.data(), out.size());
+  ra::test::poison(lse.data(), lse.size());
+  const auto w_std = ra::test::to_device(pb.w_std), w_rec = ra::test::to_device(pb.w_rec),
+             a = ra::test::to_device(pb.a);
 
   auto dfused = ra::make_view(fused.data(), ra::shape(B, T_, 3 * C));  // (B,T,3C)
   auto qkv = ra::folded_views(dfused, H, D);  // 3 x (B,H,T,D) strides (3TC,D,3C,1)

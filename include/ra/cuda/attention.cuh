@@ -24,8 +24,8 @@ namespace ra::cuda {
 
 /// Requires 16-byte-aligned rows: each (batch, head, row) stride triple a multiple of 16
 /// bytes, except along modes of extent 1, which are never stepped.
-inline void check_strides(const char* where, const char* what, DType dtype, int batch,
-                          int heads, int seq, std::initializer_list<index_t> strides) {
+inline void check_strides(const char* where, const char* what, DType dtype, int batch, int heads,
+                          int seq, std::initializer_list<index_t> strides) {
   const index_t align = 16 / static_cast<index_t>(size_of(dtype));
   const int extents[3] = {batch, heads, seq};
   int i = 0;
@@ -34,6 +34,14 @@ inline void check_strides(const char* where, const char* what, DType dtype, int 
       require_arg(s % align == 0, where, what, s,
                   ra::detail::concat("a multiple of ", align, " elements (16-byte rows)"));
   }
+}
+
+/// Requires 16-byte-aligned base pointers (the kernels move 16-byte chunks).
+inline void check_aligned(const char* where, const char* what,
+                          std::initializer_list<const void*> pointers) {
+  for (const void* ptr : pointers)
+    require_arg(reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0, where, what, ptr,
+                "16-byte alignment");
 }
 
 /// Checks a params struct; throws ra::error naming the bad field.
@@ -49,12 +57,9 @@ inline void validate(const AttentionParams& p, const char* where = "attention_fo
                 "device pointers to the gate values");
   check_strides(where, "stride", p.dtype, p.batch, p.heads, p.seq,
                 {p.q_batch_stride, p.q_head_stride, p.q_row_stride, p.k_batch_stride,
-                 p.k_head_stride, p.k_row_stride, p.v_batch_stride, p.v_head_stride,
-                 p.v_row_stride, p.o_batch_stride, p.o_head_stride, p.o_row_stride});
-  const void* ptrs[] = {p.q, p.k, p.v, p.o};
-  for (const void* ptr : ptrs)
-    require_arg(reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0, where, "pointer", ptr,
-                "16-byte alignment");
+                 p.k_head_stride, p.k_row_stride, p.v_batch_stride, p.v_head_stride, p.v_row_stride,
+                 p.o_batch_stride, p.o_head_stride, p.o_row_stride});
+  check_aligned(where, "pointer", {p.q, p.k, p.v, p.o});
 }
 
 namespace detail {
@@ -136,9 +141,9 @@ inline AttentionParams make_params(const AnyView& q, const AnyView& k, const Any
   require_same_dtype(where, {{"Qf", &q}, {"Kf", &k}, {"V", &v}, {"O", &o}});
   return dispatch_dtype(q.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    auto node = folded_attention(as_view<const T, 4>(q, where, "Qf"),
-                                 as_view<const T, 4>(k, where, "Kf"),
-                                 as_view<const T, 4>(v, where, "V"), R, g, causal, r);
+    auto node =
+        folded_attention(as_view<const T, 4>(q, where, "Qf"), as_view<const T, 4>(k, where, "Kf"),
+                         as_view<const T, 4>(v, where, "V"), R, g, causal, r);
     return make_params(node, as_view<T, 4>(o, where, "O"), lse);
   });
 }

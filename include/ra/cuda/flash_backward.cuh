@@ -94,23 +94,10 @@ __device__ __forceinline__ float restart_alpha(const AttentionParams& p, int h) 
   return p.restart.enabled() ? effective_restart(p.restart.a[h]) : 0.f;
 }
 
-/// Effective (g_std, g_rec) of head h, (1, 1) without gates; the per-layer / per-head
-/// choice is a run-time index here (it only picks which value to read).
-template <bool kGated>
-__device__ __forceinline__ float2 gates_of(const Gates& gates, int h) {
-  if constexpr (kGated) {
-    const int i = gates.index(h);
-    return make_float2(effective_gate(gates.w_std[i], gates.param),
-                       effective_gate(gates.w_rec[i], gates.param));
-  } else {
-    return make_float2(1.f, 1.f);
-  }
-}
-
 /// Row pass: Δ_i and ρ_i, one warp per row.
 template <class T, int D>
-__global__ void __launch_bounds__(128) backward_rows_kernel(const __grid_constant__ AttentionBackwardParams p,
-                                                            BackwardScratch s) {
+__global__ void __launch_bounds__(128)
+    backward_rows_kernel(const __grid_constant__ AttentionBackwardParams p, BackwardScratch s) {
   constexpr int kPerLane = (D + 31) / 32;
   const AttentionParams& f = p.fwd;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -161,39 +148,7 @@ __device__ __forceinline__ void gate_tile(T* smem, float2 gate, int tid) {
     const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
     std::uint32_t* w = reinterpret_cast<std::uint32_t*>(smem + r * kPitch + c);
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float2 x = mma::unpack<T>(w[e]);
-      const int col = c + 2 * e;
-      w[e] = mma::pack<T>(x.x * (col < kStd ? gate.x : gate.y),
-                          x.y * (col + 1 < kStd ? gate.x : gate.y));
-    }
-  }
-}
-
-/// Writes a warp's 16 staged rows (pitch kPitch) to global memory as 16-byte chunks, adding
-/// `mix` · extra[row] when extra is not null (dV's α dO' term).
-template <class T, int D, int kPitch>
-__device__ __forceinline__ void store_rows(const T* staged, T* out, index_t stride, int row0,
-                                           int seq, const T* extra, index_t extra_stride,
-                                           float mix, int lane) {
-  constexpr int kChunksPerRow = D / 8;
-  for (int i = lane; i < 16 * kChunksPerRow; i += 32) {
-    const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
-    const int row = row0 + r;
-    if (row >= seq) continue;
-    uint4 chunk = *reinterpret_cast<const uint4*>(staged + r * kPitch + c);
-    if (extra != nullptr) {
-      const uint4 ev = *reinterpret_cast<const uint4*>(extra + row * extra_stride + c);
-      std::uint32_t* oc = reinterpret_cast<std::uint32_t*>(&chunk);
-      const std::uint32_t* ec = reinterpret_cast<const std::uint32_t*>(&ev);
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 x = mma::unpack<T>(oc[e]);
-        const float2 y = mma::unpack<T>(ec[e]);
-        oc[e] = mma::pack<T>(x.x + mix * y.x, x.y + mix * y.y);
-      }
-    }
-    *reinterpret_cast<uint4*>(out + row * stride + c) = chunk;
+    for (int e = 0; e < 4; ++e) w[e] = gate_pair<T, kStd>(w[e], c + 2 * e, gate);
   }
 }
 
@@ -211,11 +166,11 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sK = reinterpret_cast<T*>(smem_raw);  // (kKeys, kPitch)
-  T* sV = sK + kKeys * kPitch;              // (kKeys, kPitch)
-  T* sQ = sV + kKeys * kPitch;              // 2 x (kQ, kPitch), gated in place
-  T* sdO = sQ + 2 * kQ * kPitch;            // 2 x (kQ, kPitch)
+  T* sV = sK + kKeys * kPitch;             // (kKeys, kPitch)
+  T* sQ = sV + kKeys * kPitch;             // 2 x (kQ, kPitch), gated in place
+  T* sdO = sQ + 2 * kQ * kPitch;           // 2 x (kQ, kPitch)
   float* sLse = reinterpret_cast<float*>(sdO + 2 * kQ * kPitch);  // 2 x kQ, log2 units
-  float* sDelta = sLse + 2 * kQ;                                   // 2 x kQ
+  float* sDelta = sLse + 2 * kQ;                                  // 2 x kQ
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4, mi = lane / 8, r = lane % 8;
@@ -229,7 +184,7 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
   const T* d_o = static_cast<const T*>(p.d_out) + b * p.do_batch_stride + h * p.do_head_stride;
   const float* lse = f.lse + static_cast<index_t>(bh) * T_;
   const float* delta = s.delta + static_cast<index_t>(bh) * T_;
-  const float2 gate = gates_of<kGated>(f.gates, h);
+  const float2 gate = load_gates<kGated>(f.gates, h);
   const float scale_log2 = f.scale * 1.44269504088896340736f;
 
   const int m_first = (n0 / kQ) * kQ;  // first query block that sees these keys
@@ -289,13 +244,17 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
         std::uint32_t ak[4], av[4];
-        mma::ldmatrix_x4(ak, sK + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
-        mma::ldmatrix_x4(av, sV + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
+        mma::ldmatrix_x4(ak,
+                         sK + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
+        mma::ldmatrix_x4(av,
+                         sV + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
 #pragma unroll
         for (int jj = 0; jj < kQ / 16; ++jj) {
           std::uint32_t bq[4], bo[4];
-          mma::ldmatrix_x4(bq, sQb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
-          mma::ldmatrix_x4(bo, sdOb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
+          mma::ldmatrix_x4(bq,
+                           sQb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
+          mma::ldmatrix_x4(bo,
+                           sdOb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
           mma::mma_16816<T>(st[2 * jj], ak, bq[0], bq[1]);
           mma::mma_16816<T>(st[2 * jj + 1], ak, bq[2], bq[3]);
           mma::mma_16816<T>(dpt[2 * jj], av, bo[0], bo[1]);
@@ -310,7 +269,8 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
           const int qc = j * 8 + 2 * t + (i & 1);
           const int kr = key_row0 + g + (i >> 1) * 8;
           const bool masked = m0 + qc < kr || m0 + qc >= T_;
-          const float pt = masked ? 0.f : mma::exp2_approx(st[j][i] * scale_log2 - sLse[buf * kQ + qc]);
+          const float pt =
+              masked ? 0.f : mma::exp2_approx(st[j][i] * scale_log2 - sLse[buf * kQ + qc]);
           st[j][i] = pt;
           dpt[j][i] = pt * (dpt[j][i] - sDelta[buf * kQ + qc]);
         }
@@ -329,8 +289,10 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
 #pragma unroll
         for (int dd = 0; dd < D / 16; ++dd) {
           std::uint32_t bo[4], bq[4];
-          mma::ldmatrix_x4_trans(bo, sdOb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
-          mma::ldmatrix_x4_trans(bq, sQb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
+          mma::ldmatrix_x4_trans(
+              bo, sdOb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
+          mma::ldmatrix_x4_trans(
+              bq, sQb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
           mma::mma_16816<T>(dv[2 * dd], ap, bo[0], bo[1]);
           mma::mma_16816<T>(dv[2 * dd + 1], ap, bo[2], bo[3]);
           mma::mma_16816<T>(dk[2 * dd], as, bq[0], bq[1]);
@@ -346,23 +308,15 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
   const float k_scale = f.scale * (1.f - alpha), v_scale = 1.f - alpha;
   T* stage_k = sK + warp * 16 * kPitch;
   T* stage_v = sV + warp * 16 * kPitch;
-#pragma unroll
-  for (int j = 0; j < D / 8; ++j) {
-    *reinterpret_cast<std::uint32_t*>(stage_k + g * kPitch + j * 8 + 2 * t) =
-        mma::pack<T>(dk[j][0] * k_scale, dk[j][1] * k_scale);
-    *reinterpret_cast<std::uint32_t*>(stage_k + (g + 8) * kPitch + j * 8 + 2 * t) =
-        mma::pack<T>(dk[j][2] * k_scale, dk[j][3] * k_scale);
-    *reinterpret_cast<std::uint32_t*>(stage_v + g * kPitch + j * 8 + 2 * t) =
-        mma::pack<T>(dv[j][0] * v_scale, dv[j][1] * v_scale);
-    *reinterpret_cast<std::uint32_t*>(stage_v + (g + 8) * kPitch + j * 8 + 2 * t) =
-        mma::pack<T>(dv[j][2] * v_scale, dv[j][3] * v_scale);
-  }
+  stage_rows<T, D, kPitch>(stage_k, dk, k_scale, k_scale, lane);
+  stage_rows<T, D, kPitch>(stage_v, dv, v_scale, v_scale, lane);
   __syncwarp();
   T* out_k = static_cast<T*>(p.dk) + b * p.dk_batch_stride + h * p.dk_head_stride;
   T* out_v = static_cast<T*>(p.dv) + b * p.dv_batch_stride + h * p.dv_head_stride;
-  store_rows<T, D, kPitch>(stage_k, out_k, p.dk_row_stride, key_row0, T_, nullptr, 0, 0.f, lane);
+  store_rows<T, D, kPitch>(stage_k, out_k, p.dk_row_stride, key_row0, T_, nullptr, 0, 1.f, 0.f,
+                           lane);
   store_rows<T, D, kPitch>(stage_v, out_v, p.dv_row_stride, key_row0, T_,
-                           f.restart.enabled() ? d_o : nullptr, p.do_row_stride, alpha, lane);
+                           f.restart.enabled() ? d_o : nullptr, p.do_row_stride, 1.f, alpha, lane);
 }
 
 /// dQf for 64 query rows (16 per warp), recomputing P per key block (no atomics):
@@ -378,9 +332,9 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);  // (kQ, kPitch), raw Qf
-  T* sdO = sQ + kQ * kPitch;                // (kQ, kPitch)
-  T* sK = sdO + kQ * kPitch;                // 2 x (kKeys, kPitch)
-  T* sV = sK + 2 * kKeys * kPitch;          // 2 x (kKeys, kPitch)
+  T* sdO = sQ + kQ * kPitch;               // (kQ, kPitch)
+  T* sK = sdO + kQ * kPitch;               // 2 x (kKeys, kPitch)
+  T* sV = sK + 2 * kKeys * kPitch;         // 2 x (kKeys, kPitch)
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4, mi = lane / 8, r = lane % 8;
@@ -392,7 +346,7 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
   const T* k = static_cast<const T*>(f.k) + b * f.k_batch_stride + h * f.k_head_stride;
   const T* v = static_cast<const T*>(f.v) + b * f.v_batch_stride + h * f.v_head_stride;
   const T* d_o = static_cast<const T*>(p.d_out) + b * p.do_batch_stride + h * p.do_head_stride;
-  const float2 gate = gates_of<kGated>(f.gates, h);
+  const float2 gate = load_gates<kGated>(f.gates, h);
   const float scale_log2 = f.scale * 1.44269504088896340736f;
 
   const int n_end = min(T_, m0 + kQ);
@@ -424,12 +378,10 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
     const int n0 = n * kKeys, buf = n & 1;
     if (n + 1 < n_tiles) {
       const int nn = n0 + kKeys;
-      load_tile<T, D, kPitch, kKeys, kThreads>(sK + (buf ^ 1) * kKeys * kPitch,
-                                               k + nn * f.k_row_stride, f.k_row_stride, T_ - nn,
-                                               tid);
-      load_tile<T, D, kPitch, kKeys, kThreads>(sV + (buf ^ 1) * kKeys * kPitch,
-                                               v + nn * f.v_row_stride, f.v_row_stride, T_ - nn,
-                                               tid);
+      load_tile<T, D, kPitch, kKeys, kThreads>(
+          sK + (buf ^ 1) * kKeys * kPitch, k + nn * f.k_row_stride, f.k_row_stride, T_ - nn, tid);
+      load_tile<T, D, kPitch, kKeys, kThreads>(
+          sV + (buf ^ 1) * kKeys * kPitch, v + nn * f.v_row_stride, f.v_row_stride, T_ - nn, tid);
       mma::cp_async_commit();
       mma::cp_async_wait<1>();
     } else {
@@ -438,20 +390,11 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
     __syncthreads();
 
     if (n == 0) {  // Q̂ (gated in registers) and dO' fragments
+      load_q_fragments<T, D, kPitch, kStd, kGated>(qf, sQ, warp * 16, gate, lane);
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        mma::ldmatrix_x4(qf[kk], sQ + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
-        mma::ldmatrix_x4(of[kk], sdO + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
-        if constexpr (kGated) {
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int c = kk * 16 + (i >> 1) * 8 + 2 * t;
-            const float2 x = mma::unpack<T>(qf[kk][i]);
-            qf[kk][i] = mma::pack<T>(x.x * (c < kStd ? gate.x : gate.y),
-                                     x.y * (c + 1 < kStd ? gate.x : gate.y));
-          }
-        }
-      }
+      for (int kk = 0; kk < D / 16; ++kk)
+        mma::ldmatrix_x4(of[kk],
+                         sdO + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
     }
 
     if (n0 <= m0 + warp * 16 + 15) {
@@ -467,8 +410,10 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
 #pragma unroll
         for (int jj = 0; jj < kKeys / 16; ++jj) {
           std::uint32_t bk[4], bv[4];
-          mma::ldmatrix_x4(bk, sKb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
-          mma::ldmatrix_x4(bv, sVb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
+          mma::ldmatrix_x4(bk,
+                           sKb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
+          mma::ldmatrix_x4(bv,
+                           sVb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
           mma::mma_16816<T>(sc[2 * jj], qf[kk], bk[0], bk[1]);
           mma::mma_16816<T>(sc[2 * jj + 1], qf[kk], bk[2], bk[3]);
           mma::mma_16816<T>(dp[2 * jj], of[kk], bv[0], bv[1]);
@@ -496,7 +441,8 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
 #pragma unroll
         for (int dd = 0; dd < D / 16; ++dd) {
           std::uint32_t bk[4];
-          mma::ldmatrix_x4_trans(bk, sKb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
+          mma::ldmatrix_x4_trans(
+              bk, sKb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
           mma::mma_16816<T>(dq[2 * dd], as, bk[0], bk[1]);
           mma::mma_16816<T>(dq[2 * dd + 1], as, bk[2], bk[3]);
         }
@@ -537,22 +483,17 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
     }
   }
   __syncwarp();  // every lane has read its raw Qf before the rows are overwritten
-#pragma unroll
-  for (int j = 0; j < D / 8; ++j) {
-    *reinterpret_cast<std::uint32_t*>(stage + g * kPitch + j * 8 + 2 * t) =
-        mma::pack<T>(dq[j][0], dq[j][1]);
-    *reinterpret_cast<std::uint32_t*>(stage + (g + 8) * kPitch + j * 8 + 2 * t) =
-        mma::pack<T>(dq[j][2], dq[j][3]);
-  }
+  stage_rows<T, D, kPitch>(stage, dq, 1.f, 1.f, lane);
   __syncwarp();
   T* out = static_cast<T*>(p.dq) + b * p.dq_batch_stride + h * p.dq_head_stride;
-  store_rows<T, D, kPitch>(stage, out, p.dq_row_stride, m0 + warp * 16, T_, nullptr, 0, 0.f, lane);
+  store_rows<T, D, kPitch>(stage, out, p.dq_row_stride, m0 + warp * 16, T_, nullptr, 0, 1.f, 0.f,
+                           lane);
 }
 
 /// fp32: dQf and the gate sums, one warp per query row.
 template <int D, int R, bool kGated>
-__global__ void __launch_bounds__(128) backward_dq_simt_kernel(const __grid_constant__ AttentionBackwardParams p,
-                                                               BackwardScratch s) {
+__global__ void __launch_bounds__(128)
+    backward_dq_simt_kernel(const __grid_constant__ AttentionBackwardParams p, BackwardScratch s) {
   constexpr int kPerLane = (D + 31) / 32, kStd = D - R;
   const AttentionParams& f = p.fwd;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -562,8 +503,9 @@ __global__ void __launch_bounds__(128) backward_dq_simt_kernel(const __grid_cons
   const float* q = static_cast<const float*>(f.q) + b * f.q_batch_stride + h * f.q_head_stride;
   const float* k = static_cast<const float*>(f.k) + b * f.k_batch_stride + h * f.k_head_stride;
   const float* v = static_cast<const float*>(f.v) + b * f.v_batch_stride + h * f.v_head_stride;
-  const float* d_o = static_cast<const float*>(p.d_out) + b * p.do_batch_stride + h * p.do_head_stride;
-  const float2 gate = gates_of<kGated>(f.gates, h);
+  const float* d_o =
+      static_cast<const float*>(p.d_out) + b * p.do_batch_stride + h * p.do_head_stride;
+  const float2 gate = load_gates<kGated>(f.gates, h);
   const index_t ri = static_cast<index_t>(bh) * f.seq + row;
   const float lse = f.lse[ri], dlt = s.delta[ri];
   float qr[kPerLane], qh[kPerLane], od[kPerLane], acc[kPerLane];
@@ -622,8 +564,9 @@ __global__ void __launch_bounds__(128) backward_dq_simt_kernel(const __grid_cons
 
 /// fp32: dKf and dV, one warp per key row.
 template <int D, int R, bool kGated>
-__global__ void __launch_bounds__(128) backward_dkdv_simt_kernel(const __grid_constant__ AttentionBackwardParams p,
-                                                                 BackwardScratch s) {
+__global__ void __launch_bounds__(128)
+    backward_dkdv_simt_kernel(const __grid_constant__ AttentionBackwardParams p,
+                              BackwardScratch s) {
   constexpr int kPerLane = (D + 31) / 32, kStd = D - R;
   const AttentionParams& f = p.fwd;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -633,8 +576,9 @@ __global__ void __launch_bounds__(128) backward_dkdv_simt_kernel(const __grid_co
   const float* q = static_cast<const float*>(f.q) + b * f.q_batch_stride + h * f.q_head_stride;
   const float* k = static_cast<const float*>(f.k) + b * f.k_batch_stride + h * f.k_head_stride;
   const float* v = static_cast<const float*>(f.v) + b * f.v_batch_stride + h * f.v_head_stride;
-  const float* d_o = static_cast<const float*>(p.d_out) + b * p.do_batch_stride + h * p.do_head_stride;
-  const float2 gate = gates_of<kGated>(f.gates, h);
+  const float* d_o =
+      static_cast<const float*>(p.d_out) + b * p.do_batch_stride + h * p.do_head_stride;
+  const float2 gate = load_gates<kGated>(f.gates, h);
   float kj[kPerLane], vj[kPerLane], dk[kPerLane], dv[kPerLane], gd[kPerLane];
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) {
@@ -688,8 +632,8 @@ __global__ void __launch_bounds__(128) backward_dkdv_simt_kernel(const __grid_co
 /// Per-head sums of gs, gr, rho over (b, t), in a fixed order (one block per head).
 /// (A template only so that this header-only kernel has one definition per program.)
 template <class T>
-__global__ void __launch_bounds__(256) backward_head_sums_kernel(int batch, int heads, int seq,
-                                                                 BackwardScratch s) {
+__global__ void __launch_bounds__(256)
+    backward_head_sums_kernel(int batch, int heads, int seq, BackwardScratch s) {
   __shared__ float red[3][256];
   const int h = blockIdx.x;
   float acc[3] = {0.f, 0.f, 0.f};
@@ -773,7 +717,8 @@ void flash_backward(const AttentionBackwardParams& p, cudaStream_t stream) {
       return true;
     }();
     (void)configured;
-    dkdv<<<dim3(bh, (f.seq + Tile::kRows - 1) / Tile::kRows), Tile::kThreads, kSmemKv, stream>>>(p, s);
+    dkdv<<<dim3(bh, (f.seq + Tile::kRows - 1) / Tile::kRows), Tile::kThreads, kSmemKv, stream>>>(p,
+                                                                                                 s);
     RA_CUDA_CHECK_LAUNCH();
     dq<<<dim3(bh, (f.seq + Tile::kRows - 1) / Tile::kRows), Tile::kThreads, kSmemQ, stream>>>(p, s);
     RA_CUDA_CHECK_LAUNCH();
@@ -798,10 +743,7 @@ inline void validate(const AttentionBackwardParams& p) {
                 {p.do_batch_stride, p.do_head_stride, p.do_row_stride, p.dq_batch_stride,
                  p.dq_head_stride, p.dq_row_stride, p.dk_batch_stride, p.dk_head_stride,
                  p.dk_row_stride, p.dv_batch_stride, p.dv_head_stride, p.dv_row_stride});
-  const void* ptrs[] = {p.d_out, p.dq, p.dk, p.dv};
-  for (const void* ptr : ptrs)
-    require_arg(reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0, where, "gradient pointer", ptr,
-                "16-byte alignment");
+  check_aligned(where, "gradient pointer", {p.d_out, p.dq, p.dk, p.dv});
 }
 
 namespace detail {

@@ -80,15 +80,85 @@ using FlashForwardTraitsSm90 =
 
 namespace detail {
 
-/// Effective gates (g_std, g_rec) of head h; (1, 1) without gates.
-template <GateMode G>
+/// Effective gates (g_std, g_rec) of head h; (1, 1) without gates. Per layer or per head
+/// only chooses which value is read (Gates::index), once per CTA.
+template <bool kGated>
 __device__ __forceinline__ float2 load_gates(const Gates& gates, int h) {
-  if constexpr (G == GateMode::none) {
-    return make_float2(1.f, 1.f);
-  } else {
-    const int i = G == GateMode::per_head ? h : 0;
+  if constexpr (kGated) {
+    const int i = gates.index(h);
     return make_float2(effective_gate(gates.w_std[i], gates.param),
                        effective_gate(gates.w_rec[i], gates.param));
+  } else {
+    return make_float2(1.f, 1.f);
+  }
+}
+
+/// A packed pair of Qf elements at columns (col, col + 1) times their gates: g_std before
+/// column kStd = D - R, g_rec from there on. This is where Q̂ = Qf ⊙ g is formed.
+template <class T, int kStd>
+__device__ __forceinline__ std::uint32_t gate_pair(std::uint32_t pair, int col, float2 gate) {
+  const float2 x = mma::unpack<T>(pair);
+  return mma::pack<T>(x.x * (col < kStd ? gate.x : gate.y),
+                      x.y * (col + 1 < kStd ? gate.x : gate.y));
+}
+
+/// Q̂ as the A fragments of one warp's 16 rows (row0 in a shared tile of pitch kPitch),
+/// gated once in registers.
+template <class T, int D, int kPitch, int kStd, bool kGated>
+__device__ __forceinline__ void load_q_fragments(std::uint32_t (&qf)[D / 16][4], const T* tile,
+                                                 int row0, float2 gate, int lane) {
+  const int mi = lane / 8, r = lane % 8, t = lane % 4;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    mma::ldmatrix_x4(qf[kk], tile + (row0 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
+    if constexpr (kGated) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        qf[kk][i] = gate_pair<T, kStd>(qf[kk][i], kk * 16 + (i >> 1) * 8 + 2 * t, gate);
+    }
+  }
+}
+
+/// Writes a warp's 16 x D accumulators (fragment layout) into its rows of a shared tile,
+/// rows g and g + 8 scaled by s0 and s1, rounded to T.
+template <class T, int D, int kPitch>
+__device__ __forceinline__ void stage_rows(T* rows, const float (&acc)[D / 8][4], float s0,
+                                           float s1, int lane) {
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+    *reinterpret_cast<std::uint32_t*>(rows + g * kPitch + j * 8 + 2 * t) =
+        mma::pack<T>(acc[j][0] * s0, acc[j][1] * s0);
+    *reinterpret_cast<std::uint32_t*>(rows + (g + 8) * kPitch + j * 8 + 2 * t) =
+        mma::pack<T>(acc[j][2] * s1, acc[j][3] * s1);
+  }
+}
+
+/// Stores a warp's 16 staged rows (pitch kPitch) from row row0 on as 16-byte chunks, each
+/// element keep · x + mix · extra[row] where extra is not null (self-restart's V, dV's
+/// α dO'); rows at or past seq are skipped.
+template <class T, int D, int kPitch>
+__device__ __forceinline__ void store_rows(const T* staged, T* out, index_t stride, int row0,
+                                           int seq, const T* extra, index_t extra_stride,
+                                           float keep, float mix, int lane) {
+  constexpr int kChunksPerRow = D / 8;
+  for (int i = lane; i < 16 * kChunksPerRow; i += 32) {
+    const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
+    const int row = row0 + r;
+    if (row >= seq) continue;
+    uint4 chunk = *reinterpret_cast<const uint4*>(staged + r * kPitch + c);
+    if (extra != nullptr) {
+      const uint4 ev = *reinterpret_cast<const uint4*>(extra + row * extra_stride + c);
+      std::uint32_t* oc = reinterpret_cast<std::uint32_t*>(&chunk);
+      const std::uint32_t* ec = reinterpret_cast<const std::uint32_t*>(&ev);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 x = mma::unpack<T>(oc[e]);
+        const float2 y = mma::unpack<T>(ec[e]);
+        oc[e] = mma::pack<T>(keep * x.x + mix * y.x, keep * x.y + mix * y.y);
+      }
+    }
+    *reinterpret_cast<uint4*>(out + row * stride + c) = chunk;
   }
 }
 
@@ -132,8 +202,8 @@ __device__ __forceinline__ void load_tile_core(T* smem, const T* gmem, index_t s
 /// from `smem` with descriptor strides (lbo, sbo) and `step` bytes between k-steps. N is the
 /// accumulator width; kAccumulate = false overwrites acc. Waits for completion.
 template <class T, int N, int kTransB, bool kAccumulate = false, int K>
-__device__ __forceinline__ void wgmma_product(float (&acc)[N / 8][4], std::uint32_t (&a)[K][4], const T* smem,
-                                              std::uint32_t lbo, std::uint32_t sbo,
+__device__ __forceinline__ void wgmma_product(float (&acc)[N / 8][4], std::uint32_t (&a)[K][4],
+                                              const T* smem, std::uint32_t lbo, std::uint32_t sbo,
                                               std::uint32_t step) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   auto& flat = reinterpret_cast<float(&)[N / 2]>(acc);
@@ -207,7 +277,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   load_kv_tile<T, D, Tr>(sV, v, p.v_row_stride, T_, tid);
   mma::cp_async_commit();
 
-  const float2 gate = load_gates<G>(p.gates, h);
+  const float2 gate = load_gates<G != GateMode::none>(p.gates, h);
   const float scale_log2 = p.scale * 1.44269504088896340736f;
   const int row0 = m0 + warp * 16 + g;  // this thread's rows: row0 and row0 + 8
 
@@ -235,23 +305,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     if constexpr (Tr::kWgmma) wgmma::fence_proxy_async();  // cp.async data -> async proxy
     __syncthreads();
 
-    if (n == 0) {  // Q̂ fragments, gated once
-      const int mi = lane / 8, r = lane % 8;
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        mma::ldmatrix_x4(qf[kk],
-                         sQ + (warp * 16 + (mi & 1) * 8 + r) * kPitch + kk * 16 + (mi >> 1) * 8);
-        if constexpr (G != GateMode::none) {
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const int c = kk * 16 + (i >> 1) * 8 + 2 * t;
-            const float2 x = mma::unpack<T>(qf[kk][i]);
-            qf[kk][i] = mma::pack<T>(x.x * (c < kStd ? gate.x : gate.y),
-                                     x.y * (c + 1 < kStd ? gate.x : gate.y));
-          }
-        }
-      }
-    }
+    if (n == 0)  // Q̂ fragments, gated once
+      load_q_fragments<T, D, kPitch, kStd, G != GateMode::none>(qf, sQ, warp * 16, gate, lane);
 
     // Tiles wholly above the diagonal of this warp (warpgroup, for wgmma) add nothing.
     const int rows_active = Tr::kWgmma ? 64 : 16;  // rows that branch together
@@ -371,38 +426,12 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     }
   }
   T* sO = sQ + warp * 16 * kPitch;
-#pragma unroll
-  for (int j = 0; j < D / 8; ++j) {
-    *reinterpret_cast<std::uint32_t*>(sO + g * kPitch + j * 8 + 2 * t) =
-        mma::pack<T>(o[j][0] * inv_l[0], o[j][1] * inv_l[0]);
-    *reinterpret_cast<std::uint32_t*>(sO + (g + 8) * kPitch + j * 8 + 2 * t) =
-        mma::pack<T>(o[j][2] * inv_l[1], o[j][3] * inv_l[1]);
-  }
+  stage_rows<T, D, kPitch>(sO, o, inv_l[0], inv_l[1], lane);
   __syncwarp();
-
-  float alpha = 0.f;
-  if constexpr (kRestart) alpha = effective_restart(p.restart.a[h]);
+  const float alpha = kRestart ? effective_restart(p.restart.a[h]) : 0.f;
   T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
-  constexpr int kChunksPerRow = D / 8;
-#pragma unroll
-  for (int i = lane; i < 16 * kChunksPerRow; i += 32) {
-    const int r = i / kChunksPerRow, c = (i % kChunksPerRow) * 8;
-    const int row = m0 + warp * 16 + r;
-    if (row >= T_) continue;
-    uint4 chunk = *reinterpret_cast<const uint4*>(sO + r * kPitch + c);
-    if constexpr (kRestart) {
-      const uint4 vv = *reinterpret_cast<const uint4*>(v + row * p.v_row_stride + c);
-      std::uint32_t* oc = reinterpret_cast<std::uint32_t*>(&chunk);
-      const std::uint32_t* vc = reinterpret_cast<const std::uint32_t*>(&vv);
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 x = mma::unpack<T>(oc[e]);
-        const float2 y = mma::unpack<T>(vc[e]);
-        oc[e] = mma::pack<T>((1.f - alpha) * x.x + alpha * y.x, (1.f - alpha) * x.y + alpha * y.y);
-      }
-    }
-    *reinterpret_cast<uint4*>(out + row * p.o_row_stride + c) = chunk;
-  }
+  store_rows<T, D, kPitch>(sO, out, p.o_row_stride, m0 + warp * 16, T_, kRestart ? v : nullptr,
+                           p.v_row_stride, 1.f - alpha, alpha, lane);
 }
 
 /// fp32 path: one warp per query row, lanes across D, online softmax over keys 0..row.
@@ -418,7 +447,7 @@ __global__ void __launch_bounds__(128)
   const float* q = static_cast<const float*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
   const float* k = static_cast<const float*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride;
   const float* v = static_cast<const float*>(p.v) + b * p.v_batch_stride + h * p.v_head_stride;
-  const float2 gate = load_gates<G>(p.gates, h);
+  const float2 gate = load_gates<G != GateMode::none>(p.gates, h);
 
   float qd[kPerLane], acc[kPerLane];
 #pragma unroll
