@@ -11,43 +11,17 @@
 
 #include <ra/core/dtype.hpp>
 #include <ra/core/error.hpp>
+#include <ra/core/folded.hpp>
 #include <ra/core/tensor.hpp>
 #include <ra/cpu/matrix.hpp>
 
 namespace ra::cpu {
 
-/// Which baseline matrix feeds a row of W_attn, and which of its rows.
-struct RepackSource {
-  enum Which : int { q = 0, k = 1, v = 2 };
-  Which matrix = q;
-  index_t row = 0;
-};
-
-/// Checks C > 0, H > 0, C divisible by H and 0 <= R < D = C/H; throws ra::error naming the
-/// argument.
-inline void check_repack_config(const char* where, index_t C, index_t H, int R) {
-  require_arg(C > 0, where, "C", C, "a positive channel count");
-  require_arg(H > 0, where, "H", H, "a positive head count");
-  require_arg(C % H == 0, where, "C", C, ra::detail::concat("a multiple of H = ", H));
-  const index_t D = C / H;
-  require_arg(R >= 0 && R < D, where, "R", R, ra::detail::concat("0 <= R < D = ", D));
-}
-
-/// The baseline source of row `row` (in [0, 3C)) of the repacked W_attn.
-/// Throws ra::error on a bad configuration or a row outside [0, 3C).
-inline RepackSource repack_source(index_t C, index_t H, int R, index_t row) {
-  check_repack_config("repack_source", C, H, R);
-  require_arg(row >= 0 && row < 3 * C, "repack_source", "row", row,
-              ra::detail::concat("in [0, 3C = ", 3 * C, ")"));
-  const index_t D = C / H;
-  const index_t block = row / C, r = row % C;  // block 0: Qf, 1: Kf, 2: V
-  if (block == 2) return {RepackSource::v, r};
-  // Rows [b-R, b) of a head are its own last R rows: the low dims keep their row index and
-  // come from the other matrix (Qf's from W_k, Kf's from W_q).
-  const bool low = r % D >= D - R;
-  const bool from_q = (block == 0) != low;
-  return {from_q ? RepackSource::q : RepackSource::k, r};
-}
+// The row map (RepackSource, repack_source, check_repack_config) lives in ra/core/folded.hpp:
+// the GPU model's initialisation uses it without the CPU backend.
+using ra::check_repack_config;
+using ra::repack_source;
+using ra::RepackSource;
 
 /// Writes the folded W_attn (3C,C) and b_attn (3C) from baseline W_q, W_k, W_v (C,C) and
 /// b_q, b_k, b_v (C). Any element types and strides. Pass a null b_attn (a

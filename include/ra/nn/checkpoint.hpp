@@ -33,7 +33,7 @@
 #include <ra/core/error.hpp>
 #include <ra/nn/adamw.hpp>
 #include <ra/nn/data.hpp>
-#include <ra/nn/gpt2.hpp>
+#include <ra/nn/gpt2_config.hpp>
 
 namespace ra::nn {
 
@@ -62,10 +62,19 @@ struct StepResult {
   double lr = 0.0;
 };
 
+/// The optimizer step of a model whose parameters() and gradients() are host spans (the CPU
+/// model); returns the gradient norm before clipping. The GPU model brings its own overload
+/// (ra::cuda::optimizer_step), which train_step finds by argument-dependent lookup.
+template <class Model>
+double optimizer_step(Model& model, AdamW& opt, double lr) {
+  return opt.step(model.parameters(), model.gradients(), lr).grad_norm;
+}
+
 /// One training step at learning rate lr (see the top of this header). `batch` is scratch
-/// space (reused across steps). Throws what the model and optimizer throw.
-template <class T>
-StepResult train_step(GPT2<T>& model, AdamW& opt, BatchLoader& loader, TrainingState& state,
+/// space (reused across steps). Works for any model with the GPT2 interface (CPU or GPU) and
+/// its optimizer. Throws what the model and optimizer throw.
+template <class Model, class Optimizer>
+StepResult train_step(Model& model, Optimizer& opt, BatchLoader& loader, TrainingState& state,
                       double lr, std::vector<std::int32_t>& batch) {
   loader.next(batch);
   model.set_training(true);
@@ -74,7 +83,7 @@ StepResult train_step(GPT2<T>& model, AdamW& opt, BatchLoader& loader, TrainingS
   r.lr = lr;
   r.loss = model.forward(loader.inputs(batch), loader.targets(batch));
   model.backward();
-  r.grad_norm = opt.step(model.parameters(), model.gradients(), lr).grad_norm;
+  r.grad_norm = optimizer_step(model, opt, lr);
   ++state.step;
   state.tokens += static_cast<std::uint64_t>(loader.batch() * loader.seq());
   return r;
@@ -82,8 +91,8 @@ StepResult train_step(GPT2<T>& model, AdamW& opt, BatchLoader& loader, TrainingS
 
 /// Mean loss over the first `batches` batches of `val` (from its start, dropout off).
 /// Throws ra::error unless batches >= 1.
-template <class T>
-double evaluate(GPT2<T>& model, BatchLoader& val, index_t batches) {
+template <class Model>
+double evaluate(Model& model, BatchLoader& val, index_t batches) {
   require_arg(batches >= 1, "nn::evaluate", "batches", batches, "a positive batch count");
   const bool was_training = model.training();
   model.set_training(false);
@@ -241,8 +250,8 @@ inline std::string config_difference(const GPT2Config& a, const GPT2Config& b) {
 
 /// Writes model, optimizer, state and the loader's cursor to `path` (atomically, via
 /// path.tmp). Throws ra::error naming the path when it cannot be written.
-template <class T>
-void save_checkpoint(const std::string& path, const GPT2<T>& model, const AdamW& opt,
+template <class Model, class Optimizer>
+void save_checkpoint(const std::string& path, const Model& model, const Optimizer& opt,
                      const TrainingState& state, const BatchLoader& loader) {
   detail::Writer w;
   w.bytes().append(kCheckpointMagic.begin(), kCheckpointMagic.end());
@@ -289,8 +298,8 @@ inline GPT2Config read_checkpoint_config(const std::string& path) {
 /// Restores model parameters, optimizer state, training state and the loader's cursor from
 /// `path`. The model's config must equal the stored one and the loader must have the stored
 /// seed, B, T and window count. Throws ra::error naming the file and the first mismatch.
-template <class T>
-void load_checkpoint(const std::string& path, GPT2<T>& model, AdamW& opt, TrainingState& state,
+template <class Model, class Optimizer>
+void load_checkpoint(const std::string& path, Model& model, Optimizer& opt, TrainingState& state,
                      BatchLoader& loader) {
   auto r = detail::open_checkpoint(path);
   const GPT2Config cfg = detail::get_config(r);
@@ -323,7 +332,7 @@ void load_checkpoint(const std::string& path, GPT2<T>& model, AdamW& opt, Traini
       ", T = ", loader.seq(), " and ", loader.windows(),
       " windows, expected the same (same --seed, --batch, --seq and data)");
 
-  std::copy(params.begin(), params.end(), model.parameters().begin());
+  model.set_parameters(params);
   opt.restore(m, v, t);
   state = std::move(s);
   loader.seek(c);

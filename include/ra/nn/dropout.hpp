@@ -5,13 +5,14 @@
 //
 // u is a hash of (seed, site, flat index i) mapped to [0, 1): the mask needs no stored state
 // and no generator to checkpoint, is the same in forward and backward, and is reproducible on
-// any device that computes the same hash. `site` tells the places of one step apart (the
-// model uses one site per residual branch and one for the embeddings); the trainer draws a
-// fresh seed per step. p = 0 (the default) is the identity.
+// any device that computes the same hash (the GPU model's kernel calls uniform()). `site`
+// tells the places of one step apart (the model uses one site per residual branch and one for
+// the embeddings); the trainer draws a fresh seed per step. p = 0 (the default) is the identity.
 #pragma once
 
 #include <cstdint>
 
+#include <ra/core/config.hpp>
 #include <ra/core/dtype.hpp>
 #include <ra/core/error.hpp>
 #include <ra/core/tensor.hpp>
@@ -19,7 +20,7 @@
 namespace ra::nn {
 
 /// SplitMix64's finaliser: a bijective 64-bit mix (also the data loader's seed mixer).
-inline std::uint64_t mix64(std::uint64_t x) {
+RA_HOST_DEVICE inline std::uint64_t mix64(std::uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
@@ -36,7 +37,7 @@ struct Dropout {
   }
 
   /// The uniform number in [0, 1) that decides element i of `site` under `seed`.
-  static double uniform(std::uint64_t seed, std::uint64_t site, std::uint64_t i) {
+  RA_HOST_DEVICE static double uniform(std::uint64_t seed, std::uint64_t site, std::uint64_t i) {
     const std::uint64_t h = mix64(mix64(seed ^ mix64(site)) + i);
     return static_cast<double>(h >> 11) * 0x1p-53;
   }
