@@ -19,6 +19,21 @@
 // of Y, broadcast over the M rows of Y: exactly nn.Linear's bias. No transpose is ever
 // materialised.
 //
+// Training needs the other two products of a linear layer, Y = dY·W and dW = dYᵀ·X; the
+// shape flags say how A and W are stored, so neither is ever transposed in memory:
+//   w_kn  W is stored (K,N) row-major (ld >= N): Y = A · W        (cuBLASLt's A, op = N)
+//   a_km  A is stored (K,M) row-major (ld >= M): Y = Aᵀ · W(ᵀ)    (cuBLASLt's B, op = T)
+//   y_f32 Y is fp32 while A and W are 16-bit (fp32 gradients of 16-bit weights)
+//   accumulate  Y += product (beta = 1) instead of Y = product
+// So for a layer y = x·Wᵀ + b with x (M,K), W (N,K):  dx (M,K) = dy·W is {m=M, n=K, k=N, w_kn},
+// and dW (N,K) = dyᵀ·x is {m=N, n=K, k=M, a_km, w_kn}.
+// The GELU of an MLP rides in the epilogue (GemmEpilogue, run_with_aux): gelu_aux writes
+// Y = gelu(A·Wᵀ + b) and the pre-activation to an aux matrix (cuBLASLt's GELU_AUX[_BIAS]);
+// dgelu writes Y = (A·W(ᵀ)) ⊙ gelu'(aux) (DGELU). aux has Y's shape, row stride aux_ld.
+// A bias gradient rides in the epilogue of the weight-gradient product too: bias_grad (with
+// a_km, A = dY stored (K,M)) also writes aux (M values, Y's type) = Σ_k A[k, :], the column
+// sums of dY (cuBLASLt's BGRADB).
+//
 // A GemmPlan holds the descriptors, the heuristic's algorithm and the workspace for one
 // problem (M, N, K, strides, dtype, bias); run() only enqueues cublasLtMatmul: no
 // allocation, no synchronisation, so it can be captured in a CUDA graph.
@@ -100,6 +115,9 @@ inline Context& default_context() {
   return *ctx;
 }
 
+/// A pointwise step fused after the product (see the top of this header).
+enum class GemmEpilogue : std::uint8_t { none, gelu_aux, dgelu, bias_grad };
+
 /// One GEMM problem: Y (M,N) = A (M,K) · W (N,K)ᵀ (+ bias (N)), row-major with row strides.
 struct GemmShape {
   index_t m = 0, n = 0, k = 0;
@@ -110,6 +128,12 @@ struct GemmShape {
   bool bias = false;
   bool tf32 = false;             // fp32 only: allow TF32 tensor cores (off: exact fp32)
   std::uint32_t alignment = 16;  // bytes every pointer passed to run() is aligned to
+  bool w_kn = false;             // W stored (K,N), ldw >= N (see the top of this header)
+  bool a_km = false;             // A stored (K,M), lda >= M
+  bool y_f32 = false;            // Y in fp32 (16-bit A and W)
+  bool accumulate = false;       // Y += A·W (beta = 1)
+  GemmEpilogue epilogue = GemmEpilogue::none;
+  index_t aux_ld = 0;  // row stride of the aux matrix (gelu_aux, dgelu), >= N; unused by bias_grad
 
   /// Y, A and W compact: lda = ldw = K, ldy = N.
   static GemmShape compact(index_t m, index_t n, index_t k, DType dtype, bool bias) {
@@ -120,7 +144,14 @@ struct GemmShape {
 inline std::ostream& operator<<(std::ostream& os, const GemmShape& s) {
   return os << "(M=" << s.m << ", N=" << s.n << ", K=" << s.k << ", lda=" << s.lda
             << ", ldw=" << s.ldw << ", ldy=" << s.ldy << ", " << s.dtype << (s.bias ? ", bias" : "")
-            << (s.tf32 ? ", tf32" : "") << ", align " << s.alignment << ")";
+            << (s.tf32 ? ", tf32" : "") << (s.w_kn ? ", W (K,N)" : "")
+            << (s.a_km ? ", A (K,M)" : "") << (s.y_f32 ? ", fp32 Y" : "")
+            << (s.accumulate ? ", Y +=" : "")
+            << (s.epilogue == GemmEpilogue::gelu_aux    ? ", gelu aux"
+                : s.epilogue == GemmEpilogue::dgelu     ? ", dgelu"
+                : s.epilogue == GemmEpilogue::bias_grad ? ", bias grad"
+                                                        : "")
+            << ", align " << s.alignment << ")";
 }
 
 /// A planned cuBLASLt GEMM (see the top of this header for the mapping). Move-only.
@@ -139,8 +170,11 @@ class GemmPlan {
     require_arg(s.m >= 0, where, "M", s.m, "M >= 0");
     require_arg(s.n > 0, where, "N", s.n, "N > 0");
     require_arg(s.k > 0, where, "K", s.k, "K > 0");
-    require_arg(s.lda >= s.k, where, "lda", s.lda, ra::detail::concat("lda >= K = ", s.k));
-    require_arg(s.ldw >= s.k, where, "ldw", s.ldw, ra::detail::concat("ldw >= K = ", s.k));
+    const index_t a_cols = s.a_km ? s.m : s.k, w_cols = s.w_kn ? s.n : s.k;
+    require_arg(s.lda >= a_cols, where, "lda", s.lda,
+                ra::detail::concat("lda >= ", s.a_km ? "M = " : "K = ", a_cols));
+    require_arg(s.ldw >= w_cols, where, "ldw", s.ldw,
+                ra::detail::concat("ldw >= ", s.w_kn ? "N = " : "K = ", w_cols));
     require_arg(s.ldy >= s.n, where, "ldy", s.ldy, ra::detail::concat("ldy >= N = ", s.n));
     require_arg(s.alignment >= size_of(s.dtype) && s.alignment <= 256 &&
                     (s.alignment & (s.alignment - 1)) == 0,
@@ -148,6 +182,21 @@ class GemmPlan {
                 ra::detail::concat("a power of two in [", size_of(s.dtype), ", 256]"));
     require_arg(!s.tf32 || s.dtype == DType::f32, where, "tf32", "true",
                 "false for 16-bit element types");
+    require_arg(!s.y_f32 || s.dtype != DType::f32, where, "y_f32", "true",
+                "false for fp32 inputs (Y is fp32 already)");
+    require_arg(!s.bias || (!s.y_f32 && !s.accumulate), where, "bias", "true",
+                "false with y_f32 or accumulate (the bias epilogue is for forward products)");
+    if (s.epilogue == GemmEpilogue::bias_grad) {
+      require_arg(s.a_km && !s.bias && !s.accumulate, where, "epilogue", "bias_grad",
+                  "A stored (K,M) (a_km), without bias or accumulate");
+    } else if (s.epilogue != GemmEpilogue::none) {
+      require_arg(!s.y_f32 && !s.accumulate, where, "epilogue", "gelu_aux/dgelu",
+                  "none with y_f32 or accumulate");
+      require_arg(s.epilogue != GemmEpilogue::dgelu || !s.bias, where, "bias", "true",
+                  "false with the dgelu epilogue");
+      require_arg(s.aux_ld >= s.n && s.aux_ld % 8 == 0, where, "aux_ld", s.aux_ld,
+                  ra::detail::concat("a multiple of 8, >= N = ", s.n));
+    }
     require_arg(workspace != nullptr || workspace_bytes == 0, where, "workspace", "a null pointer",
                 "a device buffer of workspace_bytes");
     if (s.m == 0) return;  // nothing to compute; run() is a no-op
@@ -179,6 +228,30 @@ class GemmPlan {
   /// be null exactly when the plan has none. Makes no allocation; graph-capturable.
   /// Throws ra::error on a null or misaligned pointer, ra::cuda_error when cuBLASLt fails.
   void run(const void* a, const void* w, const void* bias, void* y, cudaStream_t stream) const {
+    require(shape_.epilogue == GemmEpilogue::none,
+            "GemmPlan::run: the plan has an epilogue output or input, expected run_with_aux() "
+            "with its aux");
+    enqueue(a, w, bias, y, stream);
+  }
+
+  /// run() for a plan with an epilogue: aux (M,N), row stride aux_ld, receives the
+  /// pre-activation (gelu_aux) or provides it (dgelu); with bias_grad aux receives the M
+  /// column sums of A. Throws as run(), and on a null or misaligned aux.
+  void run_with_aux(const void* a, const void* w, const void* bias, void* y, const void* aux,
+                    cudaStream_t stream) const {
+    require(shape_.epilogue != GemmEpilogue::none,
+            "GemmPlan::run_with_aux: the plan has no epilogue, expected run()");
+    if (shape_.m == 0) return;
+    check_pointer("GemmPlan::run_with_aux", "aux", aux);
+    const auto attr = shape_.epilogue == GemmEpilogue::bias_grad
+                          ? CUBLASLT_MATMUL_DESC_BIAS_POINTER
+                          : CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER;
+    RA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, attr, &aux, sizeof(aux)));
+    enqueue(a, w, bias, y, stream);
+  }
+
+ private:
+  void enqueue(const void* a, const void* w, const void* bias, void* y, cudaStream_t stream) const {
     constexpr const char* where = "GemmPlan::run";
     if (shape_.m == 0) return;
     require(op_ != nullptr, where, ": the plan is empty (default-constructed or moved from)");
@@ -198,11 +271,15 @@ class GemmPlan {
                                    stream));
   }
 
-  /// Typed run: T must be the plan's element type.
-  template <Element T>
-  void run(const T* a, const T* w, const T* bias, T* y, cudaStream_t stream) const {
+ public:
+  /// Typed run: T must be the plan's element type (and Y fp32 for a y_f32 plan).
+  template <Element T, class Y>
+  void run(const T* a, const T* w, const T* bias, Y* y, cudaStream_t stream) const {
     require_arg(dtype_v<T> == shape_.dtype, "GemmPlan::run", "element type", dtype_v<T>,
                 ra::detail::concat(shape_.dtype, " (the planned dtype)"));
+    require_arg(dtype_v<Y> == (shape_.y_f32 ? DType::f32 : shape_.dtype), "GemmPlan::run",
+                "output element type", dtype_v<Y>,
+                ra::detail::concat(shape_.y_f32 ? DType::f32 : shape_.dtype, " (the planned Y)"));
     run(static_cast<const void*>(a), static_cast<const void*>(w), static_cast<const void*>(bias),
         static_cast<void*>(y), stream);
   }
@@ -238,25 +315,40 @@ class GemmPlan {
  private:
   void build() {
     const cudaDataType_t type = cuda_data_type(shape_.dtype);
+    const cudaDataType_t y_type = shape_.y_f32 ? CUDA_R_32F : type;
     const cublasComputeType_t compute =
         shape_.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     RA_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, compute, CUDA_R_32F));
-    const cublasOperation_t trans_w = CUBLAS_OP_T, trans_a = CUBLAS_OP_N;
+    const cublasOperation_t trans_w = shape_.w_kn ? CUBLAS_OP_N : CUBLAS_OP_T;
+    const cublasOperation_t trans_a = shape_.a_km ? CUBLAS_OP_T : CUBLAS_OP_N;
     RA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &trans_w,
                                                    sizeof(trans_w)));
     RA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &trans_a,
                                                    sizeof(trans_a)));
-    const cublasLtEpilogue_t epilogue =
-        shape_.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    cublasLtEpilogue_t epilogue = shape_.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    if (shape_.epilogue == GemmEpilogue::gelu_aux)
+      epilogue = shape_.bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+    if (shape_.epilogue == GemmEpilogue::dgelu) epilogue = CUBLASLT_EPILOGUE_DGELU;
+    // cuBLASLt's B is our A (see above): the bias gradient of B sums over k.
+    if (shape_.epilogue == GemmEpilogue::bias_grad) epilogue = CUBLASLT_EPILOGUE_BGRADB;
     RA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                                    sizeof(epilogue)));
+    if (shape_.epilogue == GemmEpilogue::gelu_aux || shape_.epilogue == GemmEpilogue::dgelu) {
+      const std::int64_t ld = shape_.aux_ld;  // aux is Yᵀ-shaped (N,M) column-major
+      RA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld,
+                                                     sizeof(ld)));
+    }
     const auto u = [](index_t v) { return static_cast<std::uint64_t>(v); };
-    RA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&w_layout_, type, u(shape_.k), u(shape_.n),
-                                               shape_.ldw));  // Wᵀ (K,N)
-    RA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a_layout_, type, u(shape_.k), u(shape_.m),
-                                               shape_.lda));  // Aᵀ (K,M)
-    RA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&y_layout_, type, u(shape_.n), u(shape_.m),
-                                               shape_.ldy));  // Yᵀ (N,M)
+    // Column-major views of the row-major storage: W (N,K) is Wᵀ (K,N), W (K,N) is (N,K);
+    // A (M,K) is Aᵀ (K,M), A (K,M) is (M,K); Y (M,N) is Yᵀ (N,M).
+    const index_t w_rows = shape_.w_kn ? shape_.n : shape_.k;
+    const index_t w_cols = shape_.w_kn ? shape_.k : shape_.n;
+    const index_t a_rows = shape_.a_km ? shape_.m : shape_.k;
+    const index_t a_cols = shape_.a_km ? shape_.k : shape_.m;
+    RA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&w_layout_, type, u(w_rows), u(w_cols), shape_.ldw));
+    RA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a_layout_, type, u(a_rows), u(a_cols), shape_.lda));
+    RA_CUBLAS_CHECK(
+        cublasLtMatrixLayoutCreate(&y_layout_, y_type, u(shape_.n), u(shape_.m), shape_.ldy));
 
     cublasLtMatmulPreference_t pref = nullptr;
     RA_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -288,6 +380,7 @@ class GemmPlan {
     }
     algo_ = result.algo;
     algo_workspace_bytes_ = result.workspaceSize;
+    beta_ = shape_.accumulate ? 1.f : 0.f;
   }
 
   void check_pointer(const char* where, const char* name, const void* p) const {
@@ -327,6 +420,7 @@ class GemmPlan {
     workspace_ = o.workspace_;
     workspace_bytes_ = o.workspace_bytes_;
     algo_workspace_bytes_ = o.algo_workspace_bytes_;
+    beta_ = o.beta_;
   }
 
   cublasLtHandle_t lt_ = nullptr;
