@@ -629,12 +629,12 @@ __global__ void __launch_bounds__(128)
   }
 }
 
-/// Per-head sums of gs, gr, rho over (b, t), in a fixed order (one block per head).
-/// (A template only so that this header-only kernel has one definition per program.)
+/// Per-head sums of gs, gr, rho over (b, t), in a fixed order (one block of 1024 threads per
+/// head). (A template only so that this header-only kernel has one definition per program.)
 template <class T>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(1024)
     backward_head_sums_kernel(int batch, int heads, int seq, BackwardScratch s) {
-  __shared__ float red[3][256];
+  __shared__ float red[3][1024];
   const int h = blockIdx.x;
   float acc[3] = {0.f, 0.f, 0.f};
   for (int b = 0; b < batch; ++b) {
@@ -723,7 +723,8 @@ void flash_backward(const AttentionBackwardParams& p, cudaStream_t stream) {
     dq<<<dim3(bh, (f.seq + Tile::kRows - 1) / Tile::kRows), Tile::kThreads, kSmemQ, stream>>>(p, s);
     RA_CUDA_CHECK_LAUNCH();
   }
-  detail::backward_head_sums_kernel<T><<<f.heads, 256, 0, stream>>>(f.batch, f.heads, f.seq, s);
+  if (!f.gates.enabled() && !f.restart.enabled()) return;  // no parameter to differentiate
+  detail::backward_head_sums_kernel<T><<<f.heads, 1024, 0, stream>>>(f.batch, f.heads, f.seq, s);
   RA_CUDA_CHECK_LAUNCH();
   detail::backward_parameter_grads_kernel<T><<<1, 32, 0, stream>>>(p, s);
   RA_CUDA_CHECK_LAUNCH();

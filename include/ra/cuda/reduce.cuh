@@ -5,8 +5,9 @@
 // Deterministic means the same inputs give the same bits on every run: no atomics, and every
 // sum is taken in a fixed order —
 //   column sums:  rows are cut into chunks of kColumnChunkRows; one thread sums its column
-//                 over one chunk in row order, then one thread per column adds the chunks'
-//                 partial sums in chunk order (a scratch of chunks × columns floats);
+//                 over one chunk in row order, then per column 8 threads add every 8th chunk's
+//                 partial sum and one adds their 8 results (a scratch of chunks × columns
+//                 floats);
 //   vector sums:  kSumBlocks blocks stride over the vector, each thread adds in index order,
 //                 each block reduces its threads by a fixed tree, then one block adds the
 //                 kSumBlocks partials in order, in double.
@@ -54,20 +55,34 @@ __global__ void column_partials_kernel(Op op, index_t rows, index_t cols, float*
   if constexpr (kOutputs == 2) out[cols + c] = s1;
 }
 
-// Pass 2: out_k[col] = Σ_chunks partial[chunk][k][col], in chunk order (out_k may be null).
+// Pass 2: out_k[col] = Σ_chunks partial[chunk][k][col] (out_k may be null). A block takes 32
+// columns; its 8 warps take every 8th chunk (warp w: chunks w, w + 8, ...), then warp 0 adds
+// the 8 partial sums in warp order: a fixed order, and 8 loads in flight per column.
 template <int kOutputs>
-__global__ void column_finish_kernel(const float* partial, index_t chunks, index_t cols,
-                                     float* out0, float* out1) {
-  const index_t c = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= cols) return;
+__global__ void __launch_bounds__(256)
+    column_finish_kernel(const float* partial, index_t chunks, index_t cols, float* out0,
+                         float* out1) {
+  __shared__ float part[kOutputs][8][32];
+  const int lane = threadIdx.x % 32, group = threadIdx.x / 32;
+  const index_t c = static_cast<index_t>(blockIdx.x) * 32 + lane;
   float s0 = 0.f, s1 = 0.f;
-  for (index_t k = 0; k < chunks; ++k) {
-    s0 += partial[k * kOutputs * cols + c];
-    if constexpr (kOutputs == 2) s1 += partial[k * kOutputs * cols + cols + c];
+  if (c < cols)
+    for (index_t k = group; k < chunks; k += 8) {
+      s0 += partial[k * kOutputs * cols + c];
+      if constexpr (kOutputs == 2) s1 += partial[k * kOutputs * cols + cols + c];
+    }
+  part[0][group][lane] = s0;
+  if constexpr (kOutputs == 2) part[kOutputs - 1][group][lane] = s1;
+  __syncthreads();
+  if (group != 0 || c >= cols) return;
+  float t0 = 0.f, t1 = 0.f;
+  for (int w = 0; w < 8; ++w) {
+    t0 += part[0][w][lane];
+    if constexpr (kOutputs == 2) t1 += part[kOutputs - 1][w][lane];
   }
-  if (out0) out0[c] = s0;
+  if (out0) out0[c] = t0;
   if constexpr (kOutputs == 2)
-    if (out1) out1[c] = s1;
+    if (out1) out1[c] = t1;
 }
 
 // Σ over a block of 256 threads, by a fixed tree (shuffles within warps, then warp 0).
@@ -130,7 +145,8 @@ void column_sums(Op op, index_t rows, index_t cols, float* out0, float* out1, fl
     RA_CUDA_CHECK_LAUNCH();
   }
   detail::column_finish_kernel<kOutputs>
-      <<<col_blocks, 256, 0, stream>>>(scratch, chunks, cols, out0, out1);
+      <<<static_cast<unsigned>((cols + 31) / 32), 256, 0, stream>>>(scratch, chunks, cols, out0,
+                                                                    out1);
   RA_CUDA_CHECK_LAUNCH();
 }
 
