@@ -133,7 +133,7 @@ struct GemmShape {
   bool y_f32 = false;            // Y in fp32 (16-bit A and W)
   bool accumulate = false;       // Y += A·W (beta = 1)
   GemmEpilogue epilogue = GemmEpilogue::none;
-  index_t aux_ld = 0;  // row stride of the aux matrix (gelu_aux, dgelu), >= N; unused by bias_grad
+  index_t aux_ld = 0;  // row stride of the aux matrix (gelu_aux, dgelu), >= N
 
   /// Y, A and W compact: lda = ldw = K, ldy = N.
   static GemmShape compact(index_t m, index_t n, index_t k, DType dtype, bool bias) {
@@ -242,6 +242,8 @@ class GemmPlan {
     require(shape_.epilogue != GemmEpilogue::none,
             "GemmPlan::run_with_aux: the plan has no epilogue, expected run()");
     if (shape_.m == 0) return;
+    require(op_ != nullptr,
+            "GemmPlan::run_with_aux: the plan is empty (default-constructed or moved from)");
     check_pointer("GemmPlan::run_with_aux", "aux", aux);
     const auto attr = shape_.epilogue == GemmEpilogue::bias_grad
                           ? CUBLASLT_MATMUL_DESC_BIAS_POINTER

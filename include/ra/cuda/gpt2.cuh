@@ -17,11 +17,11 @@
 // and the backward runs the same steps in reverse with the GEMMs dX = dY·W, dW = dYᵀ·X
 // (ra/cuda/gemm.cuh), the flash backward (ra/cuda/flash_backward.cuh) writing dQf, dKf, dV into
 // the fused gradient in place, and every parameter gradient reduced deterministically (no
-// atomics anywhere: the same batch gives the same bits). The logits (N, Vp) are consumed by the
-// fused cross-entropy, which writes their gradient in place. In bf16 the GELU rides in the
-// epilogues of cuBLASLt (fc and h in one GEMM; gelu' in the GEMM of the MLP's dX), where
-// cuBLASLt offers them; fp32 keeps separate, exact kernels (fused_gelu()). The bias gradients
-// come out of the weight-gradient GEMMs' epilogues likewise (fused_bias_grad()).
+// atomics in ra's kernels; the same batch gives the same bits, a GPU test checks it). The logits
+// (N, Vp) are consumed by the fused cross-entropy, which writes their gradient in place. In bf16
+// the GELU rides in the epilogues of cuBLASLt (fc and h in one GEMM; gelu' in the GEMM of the MLP's
+// dX), where cuBLASLt offers them; fp32 keeps separate, exact kernels (fused_gelu()). The bias
+// gradients come out of the weight-gradient GEMMs' epilogues likewise (fused_bias_grad()).
 //
 // Activation memory and the cuBLASLt plans are made for the largest B·T seen and rebuilt only
 // when B·T changes; a forward or backward of an already seen size allocates nothing.
