@@ -49,7 +49,7 @@ struct Options {
   bool plot = true;
   // Passed to both arms unchanged.
   std::vector<std::string> common{
-      "--layers",       "2", "--heads",     "2",    "--C",      "64", "--seq",        "32",
+      "--layers",       "2", "--heads",     "1",    "--C",      "64", "--seq",        "32",
       "--batch",        "8", "--lr",        "2e-3", "--warmup", "5",  "--eval-every", "10",
       "--eval-batches", "4", "--log-every", "10"};
   std::vector<std::string> ra{"--R", "4", "--gates", "per_layer"};
@@ -62,7 +62,7 @@ constexpr const char* kUsage = R"(usage: quality_test [options] [trainer options
   --trainer PATH (train_gpt2 beside this program)  --no-plot
 RA arm:   --R 4  --gates none|per_layer|per_head (per_layer)  --gate-param clamp|softplus
           --restart
-both arms (defaults: a CPU smoke size): --layers 2 --heads 2 --C 64 --seq 32 --batch 8
+both arms (defaults: a CPU smoke size): --layers 2 --heads 1 --C 64 --seq 32 --batch 8
           --lr 2e-3 --warmup 5 --eval-every 10 --eval-batches 4 --log-every 10, and any other
           train_gpt2 option (--dropout, --no-bias, --precision, --device, --weight-decay, ...))";
 

@@ -43,7 +43,7 @@ struct Options {
   int R = 4;
   std::string gates = "per_layer", gate_param = "clamp";
   bool restart = false, bias = true;
-  index_t layers = 4, heads = 4, C = 128;
+  index_t layers = 4, heads = 2, C = 128;  // D = 64: in every build's kernel list
   float dropout = 0.f;
   // run
   index_t seq = 64, batch = 8;
@@ -64,7 +64,7 @@ struct Options {
 
 inline constexpr const char* kUsage = R"(usage: train_gpt2 [options]
 model:  --arm baseline|ra  --R 4  --gates none|per_layer|per_head  --gate-param clamp|softplus
-        --restart  --layers 4  --heads 4  --C 128  --dropout 0  --no-bias
+        --restart  --layers 4  --heads 2  --C 128  --dropout 0  --no-bias
 run:    --data DIR (train.bin, val.bin)  --seq 64  --batch 8
         --steps N | --token-budget N   [--time-budget-s S]   (or --time-budget-s S alone)
         --stop-at N (stop after step N; the schedule still spans the budget, for chunked runs)
