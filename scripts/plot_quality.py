@@ -10,6 +10,7 @@ training loss faint behind. Needs matplotlib (Debian: python3-matplotlib); exits
 """
 import json
 import sys
+import textwrap
 
 
 def main(argv):
@@ -51,7 +52,9 @@ def main(argv):
         ax.set_title(f"{title}: {phase['verdict']}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"RA vs baseline — {q['ra_flags']} | {q['common_flags']}", fontsize=8)
+    # Wrapped to the figure's width (one panel holds about 100 characters at this size).
+    title = f"RA vs baseline — {q['ra_flags']} | {q['common_flags']}"
+    fig.suptitle(textwrap.fill(title, width=100 * len(phases)), fontsize=8)
     fig.tight_layout()
     fig.savefig(argv[2], dpi=120)
     return 0
