@@ -102,16 +102,8 @@ class AdamW {
         decay_(n_),
         norm_(1),
         scratch_(kSumScratch) {
-    const index_t n = n_;
     cfg_.validate("cuda::AdamW");
-    std::vector<std::uint8_t> decay(static_cast<std::size_t>(n), 0);
-    for (const auto& p : table) {
-      require(p.offset >= 0 && p.size() >= 0 && p.offset + p.size() <= n,
-              "cuda::AdamW: tensor at offset ", p.offset, " of size ", p.size(),
-              " lies outside the ", n, " parameters, expected a table of this buffer");
-      if (p.decay)
-        for (index_t i = 0; i < p.size(); ++i) decay[static_cast<std::size_t>(p.offset + i)] = 1;
-    }
+    const std::vector<std::uint8_t> decay = nn::decay_mask(size, table, "cuda::AdamW");
     RA_CUDA_CHECK(cudaMemcpy(decay_.data(), decay.data(), decay.size(), cudaMemcpyHostToDevice));
     RA_CUDA_CHECK(cudaMemset(m_.data(), 0, m_.bytes()));
     RA_CUDA_CHECK(cudaMemset(v_.data(), 0, v_.bytes()));
@@ -162,8 +154,8 @@ class AdamW {
   }
 
   /// The moments, copied to the host (for checkpoints).
-  std::vector<float> first_moment() const { return download(m_); }
-  std::vector<float> second_moment() const { return download(v_); }
+  std::vector<float> first_moment() const { return copy_to_host(m_); }
+  std::vector<float> second_moment() const { return copy_to_host(v_); }
 
   /// Restores the state saved from first_moment(), second_moment(), steps().
   /// Throws ra::error on a size mismatch.
@@ -178,12 +170,6 @@ class AdamW {
   }
 
  private:
-  static std::vector<float> download(const DeviceBuffer<float>& b) {
-    std::vector<float> h(static_cast<std::size_t>(b.size()));
-    RA_CUDA_CHECK(cudaMemcpy(h.data(), b.data(), b.bytes(), cudaMemcpyDeviceToHost));
-    return h;
-  }
-
   nn::AdamWConfig cfg_;
   index_t n_ = 0;
   DeviceBuffer<float> m_, v_;

@@ -7,12 +7,14 @@
 //
 //   DeviceBuffer<T> buf(n);      // n elements of T, uninitialised; move-only, freed on scope exit
 //   buf.data(), buf.size(), buf.bytes()
+//   copy_to_host(buf)            // std::vector<T> with its contents
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 #include <ra/core/config.hpp>
 #include <ra/core/error.hpp>
@@ -112,5 +114,14 @@ class DeviceBuffer {
   T* data_ = nullptr;
   index_t size_ = 0;
 };
+
+/// The whole buffer copied to the host (waits for the copy; the legacy stream orders it after
+/// work queued there). Throws ra::cuda_error when the copy fails.
+template <class T>
+std::vector<T> copy_to_host(const DeviceBuffer<T>& b) {
+  std::vector<T> h(static_cast<std::size_t>(b.size()));
+  if (!h.empty()) RA_CUDA_CHECK(cudaMemcpy(h.data(), b.data(), b.bytes(), cudaMemcpyDeviceToHost));
+  return h;
+}
 
 }  // namespace ra::cuda

@@ -126,9 +126,9 @@ class GPT2 {
   }
 
   /// The fp32 master parameters, copied to the host (flat, in layout order).
-  std::vector<float> parameters() const { return download(params_); }
+  std::vector<float> parameters() const { return copy_to_host(params_); }
   /// The fp32 gradients of the last backward(), copied to the host.
-  std::vector<float> gradients() const { return download(grads_); }
+  std::vector<float> gradients() const { return copy_to_host(grads_); }
 
   /// Replaces the master parameters (and the working copy). Throws ra::error on a size
   /// mismatch.
@@ -336,12 +336,6 @@ class GPT2 {
     GemmPlan qkv_dx, out_dx, fc_dx, proj_dx, head_dx;
     GemmPlan qkv_dw, out_dw, fc_dw, proj_dw, head_dw;
   };
-
-  static std::vector<float> download(const DeviceBuffer<float>& b) {
-    std::vector<float> h(static_cast<std::size_t>(b.size()));
-    RA_CUDA_CHECK(cudaMemcpy(h.data(), b.data(), b.bytes(), cudaMemcpyDeviceToHost));
-    return h;
-  }
 
   // Copies a (B,T) int32 view to `out` row-major, checking each value is in [low, vocab).
   void copy_checked(const char* where, const char* what, StridedView<const std::int32_t, 2> v,

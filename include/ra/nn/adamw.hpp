@@ -48,6 +48,23 @@ struct AdamWStep {
   double clip_scale = 1.0;  // the factor the gradients were multiplied by
 };
 
+/// One byte per parameter of a flat buffer of n: 1 where the tensor holding it decays (its
+/// table entry's .decay), 0 elsewhere (also outside every tensor). `table`: the tensors, each
+/// with .offset, .size() and .decay (a GPT2's parameter_table()). Both optimizers (CPU and
+/// GPU) build their masks here. Throws ra::error, naming `where`, on a tensor outside [0, n).
+template <class Table>
+std::vector<std::uint8_t> decay_mask(std::size_t n, const Table& table, const char* where) {
+  std::vector<std::uint8_t> mask(n, 0);
+  for (const auto& p : table) {
+    require(p.offset >= 0 && p.size() >= 0 && static_cast<std::size_t>(p.offset + p.size()) <= n,
+            where, ": tensor at offset ", p.offset, " of size ", p.size(), " lies outside the ", n,
+            " parameters, expected a table of this buffer");
+    if (p.decay)
+      for (index_t i = 0; i < p.size(); ++i) mask[static_cast<std::size_t>(p.offset + i)] = 1;
+  }
+  return mask;
+}
+
 /// AdamW over a flat buffer of n fp32 parameters.
 class AdamW {
  public:
@@ -55,18 +72,11 @@ class AdamW {
   /// GPT2's parameter_table()); elements outside every tensor do not decay.
   /// Throws ra::error on a bad config or a tensor outside [0, n).
   template <class Table>
-  AdamW(std::size_t n, const Table& table, const AdamWConfig& cfg = {}) : cfg_(cfg) {
+  AdamW(std::size_t n, const Table& table, const AdamWConfig& cfg = {})
+      : cfg_(cfg), decay_(decay_mask(n, table, "nn::AdamW")) {
     cfg_.validate("nn::AdamW");
     m_.assign(n, 0.f);
     v_.assign(n, 0.f);
-    decay_.assign(n, 0);
-    for (const auto& p : table) {
-      require(p.offset >= 0 && p.size() >= 0 && static_cast<std::size_t>(p.offset + p.size()) <= n,
-              "nn::AdamW: tensor at offset ", p.offset, " of size ", p.size(), " lies outside the ",
-              n, " parameters, expected a table of this buffer");
-      if (p.decay)
-        for (index_t i = 0; i < p.size(); ++i) decay_[static_cast<std::size_t>(p.offset + i)] = 1;
-    }
   }
 
   const AdamWConfig& config() const { return cfg_; }
