@@ -60,6 +60,11 @@ inline void validate(const AttentionParams& p, const char* where = "attention_fo
                  p.k_head_stride, p.k_row_stride, p.v_batch_stride, p.v_head_stride, p.v_row_stride,
                  p.o_batch_stride, p.o_head_stride, p.o_row_stride});
   check_aligned(where, "pointer", {p.q, p.k, p.v, p.o});
+  if (p.o_pre != nullptr) {
+    check_strides(where, "o_pre stride", p.dtype, p.batch, p.heads, p.seq,
+                  {p.o_pre_batch_stride, p.o_pre_head_stride, p.o_pre_row_stride});
+    check_aligned(where, "o_pre pointer", {p.o_pre});
+  }
 }
 
 namespace detail {
@@ -129,6 +134,21 @@ AttentionParams make_params(const FoldedAttention<R, Q, K, V>& node, const O& o,
   p.dtype = dtype_v<Tq>;
   p.gates = node.gates;
   p.restart = node.restart;
+  return p;
+}
+
+/// As above, and with self-restart on also O before the restart mix into o_pre (B,H,T,D),
+/// which attention_backward needs (with restart off o_pre is not written).
+template <int R, class Q, class K, class V, View O, View OPre>
+AttentionParams make_params(const FoldedAttention<R, Q, K, V>& node, const O& o, float* lse,
+                            const OPre& o_pre) {
+  static_assert(std::is_same_v<typename O::value_type, typename OPre::value_type>,
+                "attention: o_pre must have the element type of O");
+  AttentionParams p = make_params(node, o, lse);
+  require_same_extents("attention_forward", "O", o, "o_pre", o_pre);
+  p.o_pre = o_pre.data();
+  detail::set_strides(o_pre, p.o_pre_batch_stride, p.o_pre_head_stride, p.o_pre_row_stride,
+                      "o_pre");
   return p;
 }
 

@@ -1,8 +1,8 @@
 // ra/cuda/flash_backward.cuh — causal flash attention backward for the folded RA layout.
 //
-// Given the forward's inputs, its output O', its per-row lse, and dO', with α = α_h:
-//   O     = (O' - α V) / (1 - α)                      (undo self-restart; α = 0 without it)
-//   Δ_i   = rowsum(dO' ⊙ O)_i,   ρ_i = rowsum(dO' ⊙ (V - O))_i
+// Given the forward's inputs, its output O' (and with self-restart O, the output before the
+// mix, which the forward wrote to o_pre), its per-row lse, and dO', with α = α_h:
+//   Δ_i   = rowsum(dO' ⊙ O)_i,   ρ_i = rowsum(dO' ⊙ (V - O))_i      (O = O' without restart)
 //   P     = exp(Q̂ Kfᵀ / √D - lse)  (causal),   dP' = dO' Vᵀ
 //   dS    = P ⊙ (dP' - Δ)                         (dO = (1-α) dO' scales everything below)
 //   dQ̂    = (1-α) dS Kf / √D,   dQf = g ⊙ dQ̂,   dKf = (1-α) dSᵀ Q̂ / √D
@@ -18,6 +18,7 @@
 
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -104,25 +105,24 @@ __global__ void __launch_bounds__(128)
   const int row = blockIdx.y * 4 + warp;
   const int bh = blockIdx.x, b = bh / f.heads, h = bh % f.heads;
   if (row >= f.seq) return;
-  const T* o = static_cast<const T*>(f.o) + b * f.o_batch_stride + h * f.o_head_stride +
-               row * f.o_row_stride;
+  // O: the output before the restart mix (o_pre) with restart, else O' itself.
+  const bool restart = f.restart.enabled();
+  const T* o = restart ? static_cast<const T*>(f.o_pre) + b * f.o_pre_batch_stride +
+                             h * f.o_pre_head_stride + row * f.o_pre_row_stride
+                       : static_cast<const T*>(f.o) + b * f.o_batch_stride + h * f.o_head_stride +
+                             row * f.o_row_stride;
   const T* d_o = static_cast<const T*>(p.d_out) + b * p.do_batch_stride + h * p.do_head_stride +
                  row * p.do_row_stride;
   const T* v = static_cast<const T*>(f.v) + b * f.v_batch_stride + h * f.v_head_stride +
                row * f.v_row_stride;
-  const float alpha = restart_alpha(f, h);
   float delta = 0.f, rho = 0.f;
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) {
     const int d = lane + 32 * i;
     if (d < D) {
       const float dout = to_float(d_o[d]);
-      float out = to_float(o[d]);
-      if (f.restart.enabled()) {
-        const float vv = to_float(v[d]);
-        out = (out - alpha * vv) / (1.f - alpha);
-        rho += dout * (vv - out);
-      }
+      const float out = to_float(o[d]);
+      if (restart) rho += dout * (to_float(v[d]) - out);
       delta += dout * out;
     }
   }
@@ -736,6 +736,9 @@ inline void validate(const AttentionBackwardParams& p) {
   validate(p.fwd, where);
   require_arg(p.fwd.lse != nullptr, where, "fwd.lse", "a null pointer",
               "the forward's log-sum-exp (B*H*T floats)");
+  if (p.fwd.restart.enabled())
+    require_arg(p.fwd.o_pre != nullptr, where, "fwd.o_pre", "a null pointer",
+                "O before the self-restart mix, as the forward wrote it (restart is on)");
   require_arg(p.d_out && p.dq && p.dk && p.dv, where, "d_out/dq/dk/dv", "a null pointer",
               "device pointers to dO', dQf, dKf and dV");
   require_arg(p.workspace != nullptr, where, "workspace", "a null pointer",
@@ -759,20 +762,36 @@ void flash_backward_rank(const AttentionBackwardParams& p, cudaStream_t stream);
 
 }  // namespace detail
 
-/// Backward params for a folded-attention node whose forward wrote o (B,H,T,D) and lse;
-/// gradients go to (B,H,T,D) views dq, dk, dv (any strides with a unit last stride).
-template <int R, class Q, class K, class V, View O, View DO, View DQ, View DK, View DV>
-AttentionBackwardParams make_backward_params(const FoldedAttention<R, Q, K, V>& node, const O& o,
-                                             float* lse, const DO& d_out, const DQ& dq,
-                                             const DK& dk, const DV& dv, float* d_w_std,
-                                             float* d_w_rec, float* d_a, float* workspace) {
+namespace detail {
+
+/// Requires a gradient view of the forward's (B,H,T,D) shape and element type.
+template <View G>
+void check_like_forward(const AttentionParams& fwd, const char* name, const G& g) {
   constexpr const char* where = "attention_backward";
-  require_same_extents(where, "Qf", node.q, "dO'", d_out);
-  require_same_extents(where, "Qf", node.q, "dQf", dq);
-  require_same_extents(where, "Qf", node.q, "dKf", dk);
-  require_same_extents(where, "Qf", node.q, "dV", dv);
+  const std::array<index_t, 4> want{fwd.batch, fwd.heads, fwd.seq, fwd.head_dim};
+  require(g.extents() == want, where, ": '", name, "' has shape ", to_string(g.extents()),
+          ", expected the forward's (B,H,T,D) = ", to_string(want));
+  require(dtype_v<typename G::value_type> == fwd.dtype, where, ": '", name, "' has dtype ",
+          dtype_v<typename G::value_type>, ", expected ", fwd.dtype, " like the forward's inputs");
+}
+
+}  // namespace detail
+
+/// Backward params of the forward call `fwd` (make_params: O', lse, and with self-restart
+/// o_pre, all as the forward wrote them); dO' and the gradients dQf, dKf, dV are (B,H,T,D)
+/// views of the forward's shape and dtype with any strides (unit last stride), e.g. the
+/// folded views of a (B,T,3C) gradient buffer. Throws ra::error naming a mismatch.
+template <View DO, View DQ, View DK, View DV>
+AttentionBackwardParams make_backward_params(const AttentionParams& fwd, const DO& d_out,
+                                             const DQ& dq, const DK& dk, const DV& dv,
+                                             float* d_w_std, float* d_w_rec, float* d_a,
+                                             float* workspace) {
+  detail::check_like_forward(fwd, "dO'", d_out);
+  detail::check_like_forward(fwd, "dQf", dq);
+  detail::check_like_forward(fwd, "dKf", dk);
+  detail::check_like_forward(fwd, "dV", dv);
   AttentionBackwardParams p;
-  p.fwd = make_params(node, o, lse);
+  p.fwd = fwd;
   p.d_out = d_out.data();
   p.dq = dq.data();
   p.dk = dk.data();
@@ -792,7 +811,17 @@ AttentionBackwardParams make_backward_params(const FoldedAttention<R, Q, K, V>& 
 /// Throws ra::error on bad parameters, ra::unsupported outside the supported lists.
 inline void attention_backward(const AttentionBackwardParams& p, cudaStream_t stream) {
   validate(p);
-  if (p.fwd.batch == 0 || p.fwd.seq == 0) return;
+  if (p.fwd.batch == 0 || p.fwd.seq == 0) {  // nothing to sum: the parameter gradients are 0
+    const Gates& g = p.fwd.gates;
+    const std::size_t n_gates = g.mode == GateMode::per_head ? p.fwd.heads : 1;
+    if (g.enabled() && p.d_w_std)
+      RA_CUDA_CHECK(cudaMemsetAsync(p.d_w_std, 0, n_gates * sizeof(float), stream));
+    if (g.enabled() && p.d_w_rec)
+      RA_CUDA_CHECK(cudaMemsetAsync(p.d_w_rec, 0, n_gates * sizeof(float), stream));
+    if (p.fwd.restart.enabled() && p.d_a)
+      RA_CUDA_CHECK(cudaMemsetAsync(p.d_a, 0, p.fwd.heads * sizeof(float), stream));
+    return;
+  }
   dispatch_dtype(p.fwd.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     dispatch_head_dim(p.fwd.head_dim, [&](auto d) {

@@ -429,6 +429,11 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   stage_rows<T, D, kPitch>(sO, o, inv_l[0], inv_l[1], lane);
   __syncwarp();
   const float alpha = kRestart ? effective_restart(p.restart.a[h]) : 0.f;
+  if (kRestart && p.o_pre != nullptr) {  // O before the mix, for the backward
+    T* pre = static_cast<T*>(p.o_pre) + b * p.o_pre_batch_stride + h * p.o_pre_head_stride;
+    store_rows<T, D, kPitch>(sO, pre, p.o_pre_row_stride, m0 + warp * 16, T_, nullptr, 0, 1.f, 0.f,
+                             lane);
+  }
   T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
   store_rows<T, D, kPitch>(sO, out, p.o_row_stride, m0 + warp * 16, T_, kRestart ? v : nullptr,
                            p.v_row_stride, 1.f - alpha, alpha, lane);
@@ -479,11 +484,16 @@ __global__ void __launch_bounds__(128)
   }
   const float alpha = kRestart ? effective_restart(p.restart.a[h]) : 0.f;
   float* out = static_cast<float*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
+  float* pre = kRestart && p.o_pre != nullptr
+                   ? static_cast<float*>(p.o_pre) + b * p.o_pre_batch_stride +
+                         h * p.o_pre_head_stride + row * p.o_pre_row_stride
+                   : nullptr;
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) {
     const int d = lane + 32 * i;
     if (d < D) {
       float y = acc[i] / l;
+      if (pre != nullptr) pre[d] = y;
       if (kRestart) y = (1.f - alpha) * y + alpha * v[row * p.v_row_stride + d];
       out[row * p.o_row_stride + d] = y;
     }
