@@ -29,4 +29,16 @@ inline void set_forward_path(ForwardPath p) {
   forward_path_setting().store(p);
 }
 
+/// Selects a path for the lifetime of the scope and restores the one before it after.
+class ForwardPathScope {
+ public:
+  explicit ForwardPathScope(ForwardPath p) : previous_(forward_path_setting().exchange(p)) {}
+  ForwardPathScope(const ForwardPathScope&) = delete;
+  ForwardPathScope& operator=(const ForwardPathScope&) = delete;
+  ~ForwardPathScope() { forward_path_setting().store(previous_); }
+
+ private:
+  ForwardPath previous_;
+};
+
 }  // namespace ra::cuda

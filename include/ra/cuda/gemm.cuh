@@ -42,6 +42,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
+#include <mutex>
 #include <ostream>
 #include <sstream>
 #include <type_traits>
@@ -106,13 +108,42 @@ class Context {
   cublasHandle_t blas_ = nullptr;
 };
 
-/// A process-wide context for callers that bring none (ra::cuda::device{} without ctx).
-/// Created on first use, for the device current then.
+namespace detail {
+
+// The slot of the process-wide context. Its constructor initialises the CUDA runtime first,
+// so that it is destroyed at exit before the runtime (and cuBLAS) are torn down: static
+// objects are destroyed in the reverse order of their construction.
+struct DefaultContextSlot {
+  DefaultContextSlot() { (void)cudaFree(nullptr); }
+  std::mutex mutex;
+  std::unique_ptr<Context> context;
+};
+
+inline DefaultContextSlot& default_context_slot() {
+  static DefaultContextSlot slot;
+  return slot;
+}
+
+}  // namespace detail
+
+/// A process-wide context for callers that bring none (ra::cuda::device{} without ctx, the
+/// models' default argument). Created on first use, for the device current then; destroyed at
+/// exit, or earlier by release_default_context().
 inline Context& default_context() {
-  // Never destroyed: at exit the CUDA runtime and cuBLAS may be torn down before a static
-  // destructor would run, and the driver frees the handles with the process anyway.
-  static Context* ctx = new Context();
-  return *ctx;
+  auto& slot = detail::default_context_slot();
+  std::lock_guard<std::mutex> lock(slot.mutex);
+  if (!slot.context) slot.context = std::make_unique<Context>();
+  return *slot.context;
+}
+
+/// Destroys the process-wide context now (its cuBLAS and cuBLASLt handles and their device
+/// memory); the next default_context() creates a new one. Only when nothing made from it is
+/// in use any more: plans, blocks and models keep a reference to the context they were made
+/// with.
+inline void release_default_context() {
+  auto& slot = detail::default_context_slot();
+  std::lock_guard<std::mutex> lock(slot.mutex);
+  slot.context.reset();
 }
 
 /// A pointwise step fused after the product (see the top of this header).

@@ -11,6 +11,7 @@
 //
 // One layer, forward (N = B·T rows; saved for the backward: every tensor marked *):
 //   ln1* = LN(x*)            qkv* = ln1·W_attnᵀ + b      att*, lse* = attention(qkv)
+//                            (with self-restart also att_pre*, the output before the mix)
 //   mid* = x + drop(att·W_oᵀ + b_o)
 //   ln2* = LN(mid)           fc* = ln2·W_fcᵀ + b_fc      h* = gelu(fc)
 //   x'   = mid + drop(h·W_projᵀ + b_proj)
@@ -74,6 +75,14 @@ struct BiasGrad {
 
 }  // namespace detail
 
+/// Which cuBLASLt epilogues the GPU model asks for. Each falls back to ra's separate kernels
+/// where cuBLASLt offers no algorithm for it; GPT2::fused_gelu() and fused_bias_grad() say
+/// what runs.
+struct GPT2Options {
+  bool fused_gelu = true;       ///< the MLP's GELU (forward) and gelu' (backward); bf16 only
+  bool fused_bias_grad = true;  ///< bias gradients from the weight-gradient GEMMs (BGRADB)
+};
+
 /// GPT-2 on the GPU with compute type T (ra::bf16 or float). Construct, init_gpt2(seed), then
 /// forward()/backward() per step and optimizer_step(model, opt, lr) with a cuda::AdamW.
 template <class T>
@@ -84,10 +93,16 @@ class GPT2 {
  public:
   /// Validates cfg (ra::error / ra::unsupported naming the field) and allocates the
   /// parameters (zero) and gradients; call init_gpt2() before training. Work runs on
-  /// `stream` with the cuBLASLt handle of ctx.
+  /// `stream` with the cuBLASLt handle of ctx. fp32 (the checking precision) always keeps the
+  /// exact separate GELU kernels.
   explicit GPT2(const nn::GPT2Config& cfg, Context& ctx = default_context(),
-                cudaStream_t stream = nullptr)
-      : cfg_(cfg), layout_(nn::gpt2_layout(cfg)), ctx_(&ctx), stream_(stream) {
+                cudaStream_t stream = nullptr, GPT2Options options = {})
+      : cfg_(cfg),
+        layout_(nn::gpt2_layout(cfg)),
+        ctx_(&ctx),
+        stream_(stream),
+        fused_gelu_(std::is_same_v<T, bf16> && options.fused_gelu),
+        fused_bias_grad_(options.fused_bias_grad) {
     constexpr const char* where = "cuda::GPT2";
     require_arg(cfg.C % 8 == 0, where, "C", cfg.C, "a multiple of 8 (16-byte rows)");
     require_arg(cfg.max_seq <= 65535, where, "max_seq", cfg.max_seq, "at most 65535");
@@ -109,12 +124,13 @@ class GPT2 {
   const std::vector<nn::ParameterInfo>& parameter_table() const { return layout_.table; }
   std::size_t num_parameters() const { return static_cast<std::size_t>(layout_.total); }
   cudaStream_t stream() const { return stream_; }
-  /// Whether the MLP's GELU runs in cuBLASLt's GEMM epilogues (bf16, where cuBLASLt has
-  /// algorithms for them; RA_GPT2_FUSED_GELU=0 turns it off) or in separate kernels.
+  /// Whether the MLP's GELU runs in cuBLASLt's GEMM epilogues (bf16, asked for in
+  /// GPT2Options, where cuBLASLt has algorithms for them) or in separate kernels. Settled by
+  /// the first forward().
   bool fused_gelu() const { return fused_gelu_; }
-  /// Whether the bias gradients come out of the weight-gradient GEMMs' epilogues (where
-  /// cuBLASLt offers them, with biases; RA_GPT2_FUSED_BIAS_GRAD=0 turns it off) or from
-  /// column_sums.
+  /// Whether the bias gradients come out of the weight-gradient GEMMs' epilogues (asked for,
+  /// with biases, where cuBLASLt offers them) or from column_sums. Settled by the first
+  /// forward().
   bool fused_bias_grad() const { return fused_bias_grad_; }
 
   /// GPT-2 initialisation from `seed`: the values of nn::init_gpt2_parameters (the CPU
@@ -325,9 +341,18 @@ class GPT2 {
   // The activations of the largest B·T seen (rows = capacity).
   struct Activations {
     DeviceBuffer<std::int32_t> tokens, targets, bucket_ids, bucket_start, bucket_rows;
-    DeviceBuffer<T> resid, mid, ln1, ln2, qkv, att, fc, act, lnf, logits, tmp;
+    DeviceBuffer<T> resid, mid, ln1, ln2, qkv, att, att_pre, fc, act, lnf, logits, tmp;
     DeviceBuffer<T> d_resid, d_mid, d_ln, d_big, d_qkv, d_tmp;
     DeviceBuffer<float> lse, mean, rstd, loss, attn_ws, scratch;
+
+    template <class F>
+    void for_each(F&& f) {
+      for (auto* b : {&tokens, &targets, &bucket_ids, &bucket_start, &bucket_rows}) f(*b);
+      for (auto* b : {&resid, &mid, &ln1, &ln2, &qkv, &att, &att_pre, &fc, &act, &lnf, &logits,
+                      &tmp, &d_resid, &d_mid, &d_ln, &d_big, &d_qkv, &d_tmp})
+        f(*b);
+      for (auto* b : {&lse, &mean, &rstd, &loss, &attn_ws, &scratch}) f(*b);
+    }
   };
 
   // The cuBLASLt plans of one B·T: forward Y = X·Wᵀ (+b), backward dX = dY·W, dW = dYᵀ·X.
@@ -372,6 +397,7 @@ class GPT2 {
       a_.ln2 = DeviceBuffer<T>(L * NC);
       a_.qkv = DeviceBuffer<T>(L * 3 * NC);
       a_.att = DeviceBuffer<T>(L * NC);
+      a_.att_pre = DeviceBuffer<T>(cfg_.attention().restart ? L * NC : 0);
       a_.fc = DeviceBuffer<T>(L * 4 * NC);
       a_.act = DeviceBuffer<T>(L * 4 * NC);
       a_.lnf = DeviceBuffer<T>(NC);
@@ -390,6 +416,12 @@ class GPT2 {
       a_.attn_ws = DeviceBuffer<float>(4 * rows * H + 3 * H);
       a_.scratch = DeviceBuffer<float>(
           std::max(column_sums_scratch(rows, 4 * C, 1), layernorm_backward_scratch(rows, C)));
+      // Zeroed once: no kernel can ever read memory nothing wrote (rows past B·T included),
+      // and compute-sanitizer's initcheck, which does not see the stores of cuBLASLt's GEMMs
+      // (docs/NOTES.md), sees these buffers as written.
+      a_.for_each([&](auto& buf) {
+        if (buf.size() > 0) RA_CUDA_CHECK(cudaMemsetAsync(buf.data(), 0, buf.bytes(), stream_));
+      });
       capacity_ = rows;
     }
     if (N != planned_) {
@@ -502,16 +534,20 @@ class GPT2 {
     const auto o = heads(make_view(att(l), shape(B, S, C)), H, D);  // (B,H,T,D) (TC,D,C,1)
     const auto node = folded_attention(in.q, in.k, in.v, cfg.R, gates, causal, restart);
     float* lse = a_.lse.data() + l * B * S * H;
+    const AttentionParams fwd =
+        restart.enabled()
+            ? make_params(node, o, lse, heads(make_view(att_pre(l), shape(B, S, C)), H, D))
+            : make_params(node, o, lse);
     if (d_out == nullptr) {
       AttentionBackwardParams p;
-      p.fwd = make_params(node, o, lse);
+      p.fwd = fwd;
       return p;
     }
     const auto d_o = heads(make_view(d_out, shape(B, S, C)), H, D);  // (B,H,T,D) (TC,D,C,1)
     const auto d_in = folded_views(make_view(d_qkv, shape(B, S, 3 * C)), H, D);
     float* g = grads_.data();
     return make_backward_params(
-        node, o, lse, d_o, d_in.q, d_in.k, d_in.v, s.w_std >= 0 ? g + s.w_std : nullptr,
+        fwd, d_o, d_in.q, d_in.k, d_in.v, s.w_std >= 0 ? g + s.w_std : nullptr,
         s.w_rec >= 0 ? g + s.w_rec : nullptr, s.a >= 0 ? g + s.a : nullptr, a_.attn_ws.data());
   }
 
@@ -577,6 +613,7 @@ class GPT2 {
   T* ln2(index_t l) const { return a_.ln2.data() + l * nc(); }
   T* qkv(index_t l) const { return a_.qkv.data() + l * 3 * nc(); }
   T* att(index_t l) const { return a_.att.data() + l * nc(); }
+  T* att_pre(index_t l) const { return a_.att_pre.data() + l * nc(); }
   T* fc(index_t l) const { return a_.fc.data() + l * 4 * nc(); }
   T* act(index_t l) const { return a_.act.data() + l * 4 * nc(); }
   float* mean(index_t i) const { return a_.mean.data() + i * batch_ * seq_; }
@@ -599,14 +636,7 @@ class GPT2 {
   bool logits_kept_ = false;  // the last forward had no targets: a_.logits holds logits
   std::uint64_t dropout_seed_ = 0, mask_seed_ = 0;
   bool mask_on_ = false;
-  // fp32 (the checking precision) keeps the exact separate GELU kernels.
-  bool fused_gelu_ = std::is_same_v<T, bf16> && !env_is("RA_GPT2_FUSED_GELU", "0");
-  bool fused_bias_grad_ = !env_is("RA_GPT2_FUSED_BIAS_GRAD", "0");
-
-  static bool env_is(const char* name, std::string_view value) {
-    const char* v = std::getenv(name);
-    return v != nullptr && value == v;
-  }
+  bool fused_gelu_, fused_bias_grad_;
 };
 
 /// The GPU optimizer step of a GPU model: AdamW on its device buffers, refreshing its working
