@@ -1,20 +1,44 @@
-// tests/common/same_precision_attention.hpp — folded attention, forward and backward, as a naive
-// implementation in the storage precision T would compute it: the yardstick of the precision
+// tests/common/same_precision_attention.hpp — folded attention, forward and backward, as a
+// naive implementation in the storage precision T computes it: the yardstick of the precision
 // rule (precision.hpp) for every attention kernel, CPU and GPU.
 //
-// Storage type T (float, fp16, bf16); every sum accumulates in fp32, sequentially; what a
-// straightforward implementation stores is rounded to T:
-//   forward   Q̂ = T(g ⊙ Qf);  z = Q̂·Kfᵀ/√D (fp32);  lse = m + ln Σ e^(z−m) (fp32);
-//             P = T(softmax(z));  O = T(P·V);  O' = T((1 − α)·O + α·V)
-//   backward  P = e^(z − lse) (fp32);  dP' = dO'·Vᵀ;  Δ = rowsum(P ⊙ dP') (fp32);
-//             dS = T(P ⊙ (dP' − Δ));  dV = T((1 − α)·T(P)ᵀ·dO' + α·dO');
-//             dQ̂ = (1 − α)·dS·Kf/√D (fp32);  dQf = T(g ⊙ dQ̂);  dKf = T((1 − α)·dSᵀ·Q̂/√D);
-//             d w_std = g'(w_std)·Σ_{b,t,d<D−R} dQ̂ ⊙ Qf (w_rec likewise, per layer: Σ_h);
+// Storage type T (float, fp16, bf16); every sum accumulates in fp32, sequentially; the inputs,
+// Q̂, the probabilities P, dS and the outputs are rounded to T (the logits z and dP' stay fp32,
+// as in a fused kernel):
+//   forward   Q̂ = T(g ⊙ Qf);  z = Q̂·Kfᵀ/√D;  lse = m + ln Σ e^(z−m);  P = T(softmax(z));
+//             O = T(P·V);  O' = T((1 − α)·O + α·V)
+//   backward  P = T(e^(z − lse));  dP' = dO'·Vᵀ;  Δ = rowsum(P ⊙ dP');  dS = T(P ⊙ (dP' − Δ));
+//             dV = T((1 − α)·Pᵀ·dO' + α·dO');  dQ̂ = (1 − α)·dS·Kf/√D (fp32);
+//             dQf = T(g ⊙ dQ̂);  dKf = T((1 − α)·dSᵀ·Q̂/√D);
+//             d w_std = g'(w_std)·Σ_{b,t,d<D−R} dQ̂ ⊙ Qf (w_rec likewise; per layer: Σ_h);
 //             d a_h = clamp'(a_h)·Σ_{b,t} dO' ⊙ (V − O)
-// and, beside each output, its floor u·‖terms‖₂ (precision.hpp): u of T times the L2 norm of
-// the elementary products summed into it. lse is an fp32 quantity whatever T is; its floor is
-// 16 fp32 roundoffs of (1 + the largest |logit| of its row), the error budget of the GPU's
-// approximate exp2/log2 (2^-22 relative each).
+//
+// Beside each output, its floor: the first-order rounding budget u·‖terms‖₂ of precision.hpp,
+// where each elementary term carries the relative error of the operation that produces it —
+// u of T for what is stored in T, u of fp32 for fp32 sums, and for P = e^(z − lse) the error
+// ε_P = u_T + 4·u_32 + u_32·(‖q̂⊙k‖/√D + |z| + |lse|) (the GPU's exp is accurate to 2 ulp of
+// fp32, and its argument carries the fp32 roundings of z and lse) — times the term's
+// sensitivity: the error a same-precision implementation should expect, which the naive's own
+// error can undershoot by chance. With ⊕ the root sum of squares:
+//   O       ‖ε_P P_j V_j‖ ⊕ u_T·|O| ⊕ u_32·|O|·√(1 + ln n)   (n keys; the last term: the online
+//           softmax's rescalings of the accumulator)
+//   O'      (1 − α)·floor(O) ⊕ u_T·|α V| ⊕ u_T·|O'|
+//   lse     16 u_32 (1 + max|z|) ⊕ u_32·‖P_j ‖q̂⊙k_j‖/√D‖ ⊕ u_32·‖partial sums of l‖/l
+//           (16 u_32: the GPU's approximate exp2/log2, 2^-22 relative each)
+//   Δ_i     u_T·Σ_j P|dP'_j| + u_T·Σ_d |dO'_d O_d| + Σ_j ε_P P|dP'_j| + u_32·Σ_j P‖dO'⊙V_j‖:
+//           the worst-case (L1) budget of the two standard ways to form it (Σ_j P·dP' and
+//           Σ_d dO'·O), since its error is common to all of a row's gradients and no averaging
+//           protects a row with few keys from it
+//   dS_ij   u_T·|dS| ⊕ u_32·P‖dO'⊙V_j‖ ⊕ ε_P·P·|dP' − Δ|, plus P·floor(Δ_i)
+//   dQ̂_id   (1 − α)/√D·(‖K_jd·dS-floor_ij‖_j ⊕ floor(Δ_i)·|Σ_j P_ij K_jd|)   (Δ coherent)
+//   dKf_jd  (1 − α)/√D·‖Q̂_id·(dS-floor_ij ⊕ P_ij floor(Δ_i))‖_i
+//   dV_jd   (1 − α)·‖dO'_id·ε_P P_ij‖_i ⊕ u_T·|α dO'_jd| ⊕ u_T·|dV|
+//   gate    |g'|·(the dQ̂ floors weighted by Qf, the Δ part coherent within a row)
+//   d a     |clamp'|·‖dO'_id·(floor(O)_id ⊕ u_32 |V − O|)‖
+// Every fp32 sum also carries u_32 times the norm of its partial sums (the first-order error
+// of recursive summation), so the terms of z, dP', O, dQ̂, dKf, dV and the parameter sums
+// include them. For 16-bit T the u_T terms dominate; for fp32 these bound what the fp32
+// kernels' own operation order (online softmax, expf, tree sums) may add to the naive's.
 //
 // Heads run on all hardware threads (each (b, h) is independent; sums across heads are taken
 // afterwards in a fixed order, so results do not depend on the thread count).
@@ -64,22 +88,25 @@ void parallel_for(std::size_t n, F&& f) {
 /// (B,H,T,D) row-major (lse (B,H,T)); parameter gradients have one value per gate (1 or H)
 /// and per head (d_a); the backward's parts are empty after a forward-only call.
 struct SamePrecisionAttention {
-  std::vector<double> o, o_floor;      // O' (after the restart mix)
-  std::vector<double> o_pre;           // O (before it; = O' without restart)
-  std::vector<double> lse, lse_floor;  // natural-log log-sum-exp of the scaled logits
+  std::vector<double> o, o_floor;          // O' (after the restart mix)
+  std::vector<double> o_pre, o_pre_floor;  // O (before it; = O' without restart)
+  std::vector<double> lse, lse_floor;      // natural-log log-sum-exp of the scaled logits
   std::vector<double> dq, dq_floor, dk, dk_floor, dv, dv_floor;
   std::vector<double> d_w_std, d_w_std_floor, d_w_rec, d_w_rec_floor, d_a, d_a_floor;
 };
 
 namespace detail {
 
-// One (b, h) of the naive computation; sums that cross heads are returned per head.
+// Sums of one (b, h) that cross heads: the naive's fp32 sums and the squares of their floors.
 struct HeadSums {
-  float gs = 0, gr = 0;         // Σ dQ̂⊙Qf split at D−R (fp32, as the naive sums)
-  float rho = 0;                // Σ dO'⊙(V−O)
-  double gs_f2 = 0, gr_f2 = 0;  // Σ terms² of each (for the floors)
-  double rho_f2 = 0;
+  float gs = 0, gr = 0;  // Σ dQ̂⊙Qf split at D−R
+  float rho = 0;         // Σ dO'⊙(V−O)
+  double gs_f2 = 0, gr_f2 = 0, rho_f2 = 0;
 };
+
+inline double sq(double x) {
+  return x * x;
+}
 
 }  // namespace detail
 
@@ -90,21 +117,20 @@ template <class T, View QV, View KV, View VV, View DOV>
 SamePrecisionAttention same_precision_attention(const QV& q, const KV& k, const VV& v, int R,
                                                 const Gates& gates, const Restart& restart,
                                                 const DOV& d_out) {
+  using detail::sq;
   const index_t B = q.extent(0), H = q.extent(1), S = q.extent(2), D = q.extent(3);
   const bool backward = d_out.data() != nullptr;
   const double u = unit_roundoff(dtype_v<T>), u32 = unit_roundoff(DType::f32);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const index_t n_gates = gates.mode == GateMode::per_head ? H : (gates.enabled() ? 1 : 0);
-  const auto n4 = static_cast<std::size_t>(B * H * S * D), n3 = static_cast<std::size_t>(B * H * S);
+  const auto n4 = static_cast<std::size_t>(B * H * S * D);
+  const auto n3 = static_cast<std::size_t>(B * H * S);
   SamePrecisionAttention r;
-  r.o.assign(n4, 0.0);
-  r.o_floor.assign(n4, 0.0);
-  r.o_pre.assign(n4, 0.0);
+  for (auto* x : {&r.o, &r.o_floor, &r.o_pre, &r.o_pre_floor}) x->assign(n4, 0.0);
   r.lse.assign(n3, 0.0);
   r.lse_floor.assign(n3, 0.0);
-  if (backward) {
+  if (backward)
     for (auto* x : {&r.dq, &r.dq_floor, &r.dk, &r.dk_floor, &r.dv, &r.dv_floor}) x->assign(n4, 0.0);
-  }
   std::vector<detail::HeadSums> sums(static_cast<std::size_t>(B * H));
 
   parallel_for(static_cast<std::size_t>(B * H), [&](std::size_t bh) {
@@ -115,8 +141,9 @@ SamePrecisionAttention same_precision_attention(const QV& q, const KV& k, const 
     const float alpha = restart.enabled() ? effective_restart(restart.a[h]) : 0.f;
     auto gate = [&](index_t d) { return d < D - R ? g_std : g_rec; };
     auto at = [&](index_t t, index_t d) { return static_cast<std::size_t>(t * D + d); };
-    const std::size_t base4 = static_cast<std::size_t>(bh) * static_cast<std::size_t>(S * D);
-    const std::size_t base3 = static_cast<std::size_t>(bh) * static_cast<std::size_t>(S);
+    auto tt = [&](index_t i, index_t j) { return static_cast<std::size_t>(i * S + j); };
+    const std::size_t base4 = bh * static_cast<std::size_t>(S * D);
+    const std::size_t base3 = bh * static_cast<std::size_t>(S);
 
     // Inputs as fp32 (exact), Q̂ rounded to T.
     std::vector<float> qr(S * D), qh(S * D), kf(S * D), vf(S * D), dof(backward ? S * D : 0);
@@ -129,104 +156,150 @@ SamePrecisionAttention same_precision_attention(const QV& q, const KV& k, const 
         if (backward) dof[at(t, d)] = static_cast<float>(d_out(b, h, t, d));
       }
 
-    // Forward: z, lse, P rounded, O, O'.
-    std::vector<float> z(static_cast<std::size_t>(S * S), 0.f), lse(S), o_t(S * D);
+    // Forward. z, and zt = ‖q̂⊙k_j‖/√D (the scale of z's fp32 rounding).
+    const auto n2 = static_cast<std::size_t>(S * S);
+    std::vector<float> z(n2, 0.f), lse(S), o_t(S * D);
+    std::vector<double> zt(n2, 0.0), eps_p(n2, 0.0), fo(S * D);
     for (index_t i = 0; i < S; ++i) {
       float m = -INFINITY, zmax = 0.f;
       for (index_t j = 0; j <= i; ++j) {
         float s = 0.f;
-        for (index_t d = 0; d < D; ++d) s += qh[at(i, d)] * kf[at(j, d)];
-        z[i * S + j] = s * scale;
-        m = std::max(m, z[i * S + j]);
-        zmax = std::max(zmax, std::abs(z[i * S + j]));
+        double s2 = 0.0;
+        for (index_t d = 0; d < D; ++d) {
+          s += qh[at(i, d)] * kf[at(j, d)];
+          s2 += sq(static_cast<double>(qh[at(i, d)]) * kf[at(j, d)]) + sq(s);
+        }
+        z[tt(i, j)] = s * scale;
+        zt[tt(i, j)] = std::sqrt(s2) * scale;
+        m = std::max(m, z[tt(i, j)]);
+        zmax = std::max(zmax, std::abs(z[tt(i, j)]));
       }
       float l = 0.f;
-      for (index_t j = 0; j <= i; ++j) l += std::exp(z[i * S + j] - m);
+      double l_partial2 = 0.0;  // the partial sums of l, for lse's summation budget
+      for (index_t j = 0; j <= i; ++j) {
+        l += std::exp(z[tt(i, j)] - m);
+        l_partial2 += sq(l);
+      }
       lse[i] = m + std::log(l);
+      double lse_t2 = l_partial2 / sq(l);
+      for (index_t j = 0; j <= i; ++j) {
+        lse_t2 += sq(std::exp(z[tt(i, j)] - lse[i]) * zt[tt(i, j)]);
+        eps_p[tt(i, j)] = (std::is_same_v<T, float> ? 0.0 : u) + 4 * u32 +
+                          u32 * (zt[tt(i, j)] + std::abs(z[tt(i, j)]) + std::abs(lse[i]));
+      }
       r.lse[base3 + i] = lse[i];
-      r.lse_floor[base3 + i] = 16.0 * u32 * (1.0 + zmax);
+      r.lse_floor[base3 + i] = std::sqrt(sq(16.0 * u32 * (1.0 + zmax)) + sq(u32) * lse_t2);
+      const double rescale2 = sq(u32) * (1.0 + std::log(static_cast<double>(i + 1)));
       for (index_t d = 0; d < D; ++d) {
         float acc = 0.f;
-        double t2 = 0.0;
+        double partial2 = 0.0;
         for (index_t j = 0; j <= i; ++j) {
-          const float p = round_to_storage<T>(std::exp(z[i * S + j] - m) / l);
-          acc += p * vf[at(j, d)];
-          t2 += static_cast<double>(p) * vf[at(j, d)] * p * vf[at(j, d)];
+          acc += round_to_storage<T>(std::exp(z[tt(i, j)] - m) / l) * vf[at(j, d)];
+          partial2 += sq(acc);
+        }
+        double t2 = sq(u32) * partial2;
+        for (index_t j = 0; j <= i; ++j) {
+          const double p = std::exp(static_cast<double>(z[tt(i, j)]) - lse[i]);
+          t2 += sq(eps_p[tt(i, j)] * p * vf[at(j, d)]);
         }
         o_t[at(i, d)] = round_to_storage<T>(acc);
+        fo[at(i, d)] = std::sqrt(t2 + (sq(u) + rescale2) * sq(acc));
         const float mixed =
             round_to_storage<T>((1.f - alpha) * o_t[at(i, d)] + alpha * vf[at(i, d)]);
-        const double av = static_cast<double>(alpha) * vf[at(i, d)];
         r.o_pre[base4 + at(i, d)] = o_t[at(i, d)];
+        r.o_pre_floor[base4 + at(i, d)] = fo[at(i, d)];
         r.o[base4 + at(i, d)] = restart.enabled() ? mixed : o_t[at(i, d)];
-        r.o_floor[base4 + at(i, d)] = u * std::sqrt((1.0 - alpha) * (1.0 - alpha) * t2 + av * av);
+        r.o_floor[base4 + at(i, d)] = restart.enabled()
+                                          ? std::sqrt(sq((1.0 - alpha) * fo[at(i, d)]) +
+                                                      sq(u * alpha * vf[at(i, d)]) + sq(u * mixed))
+                                          : fo[at(i, d)];
       }
     }
     if (!backward) return;
 
-    // Backward.
-    std::vector<float> p(static_cast<std::size_t>(S * S), 0.f),
-        ds(static_cast<std::size_t>(S * S), 0.f);
+    // Backward. P (rounded), dP', Δ, dS and their floors.
+    std::vector<float> p(n2, 0.f), dp(n2, 0.f), ds(n2, 0.f);
+    std::vector<double> pf(n2, 0.0), dpt(n2, 0.0), ds_f2(n2, 0.0), fdelta(S, 0.0);
     detail::HeadSums& hs = sums[bh];
     for (index_t i = 0; i < S; ++i) {
-      std::vector<float> dp(static_cast<std::size_t>(i + 1));
       float delta = 0.f;
+      double fd = 0.0;  // worst-case (L1) budget, see the top of this header
+      for (index_t d = 0; d < D; ++d) fd += u * std::abs(dof[at(i, d)] * o_t[at(i, d)]);
       for (index_t j = 0; j <= i; ++j) {
-        p[i * S + j] = std::exp(z[i * S + j] - lse[i]);
+        pf[tt(i, j)] = std::exp(z[tt(i, j)] - lse[i]);
+        p[tt(i, j)] = round_to_storage<T>(static_cast<float>(pf[tt(i, j)]));
         float s = 0.f;
-        for (index_t d = 0; d < D; ++d) s += dof[at(i, d)] * vf[at(j, d)];
-        dp[j] = s;
-        delta += p[i * S + j] * s;
+        double s2 = 0.0;
+        for (index_t d = 0; d < D; ++d) {
+          s += dof[at(i, d)] * vf[at(j, d)];
+          s2 += sq(static_cast<double>(dof[at(i, d)]) * vf[at(j, d)]) + sq(s);
+        }
+        dp[tt(i, j)] = s;
+        dpt[tt(i, j)] = std::sqrt(s2);
+        delta += p[tt(i, j)] * s;
+        fd += pf[tt(i, j)] * ((u + eps_p[tt(i, j)]) * std::abs(s) + u32 * dpt[tt(i, j)]);
       }
-      for (index_t j = 0; j <= i; ++j)
-        ds[i * S + j] = round_to_storage<T>(p[i * S + j] * (dp[j] - delta));
+      fdelta[i] = fd;
+      for (index_t j = 0; j <= i; ++j) {
+        ds[tt(i, j)] = round_to_storage<T>(p[tt(i, j)] * (dp[tt(i, j)] - delta));
+        ds_f2[tt(i, j)] = sq(u * ds[tt(i, j)]) + sq(u32 * pf[tt(i, j)] * dpt[tt(i, j)]) +
+                          sq(eps_p[tt(i, j)] * pf[tt(i, j)] * (dp[tt(i, j)] - delta));
+      }
       float rho = 0.f;
-      double rho_f2 = 0.0;
       for (index_t d = 0; d < D; ++d) {
-        const float term = dof[at(i, d)] * (vf[at(i, d)] - o_t[at(i, d)]);
-        rho += term;
-        rho_f2 += static_cast<double>(term) * term;
+        rho += dof[at(i, d)] * (vf[at(i, d)] - o_t[at(i, d)]);
+        hs.rho_f2 +=
+            sq(dof[at(i, d)]) * (sq(fo[at(i, d)]) + sq(u32 * (vf[at(i, d)] - o_t[at(i, d)]))) +
+            sq(u32 * (hs.rho + rho));
       }
       hs.rho += rho;
-      hs.rho_f2 += rho_f2;
     }
     const double post = (1.0 - alpha) * scale;
-    for (index_t i = 0; i < S; ++i)  // dQ̂, dQf, gate sums
+    for (index_t i = 0; i < S; ++i) {   // dQ̂, dQf, gate sums
+      double coh_s = 0.0, coh_r = 0.0;  // Σ_{d in part} Qf_id Σ_j P_ij K_jd
       for (index_t d = 0; d < D; ++d) {
         float acc = 0.f;
-        double t2 = 0.0;
+        double ind2 = 0.0, pk = 0.0;
         for (index_t j = 0; j <= i; ++j) {
-          acc += ds[i * S + j] * kf[at(j, d)];
-          t2 += static_cast<double>(ds[i * S + j]) * kf[at(j, d)] * ds[i * S + j] * kf[at(j, d)];
+          acc += ds[tt(i, j)] * kf[at(j, d)];
+          ind2 += sq(kf[at(j, d)]) * ds_f2[tt(i, j)] + sq(u32 * acc);
+          pk += pf[tt(i, j)] * kf[at(j, d)];
         }
         const float dqh = (1.f - alpha) * scale * acc;
         r.dq[base4 + at(i, d)] = round_to_storage<T>(gate(d) * dqh);
-        r.dq_floor[base4 + at(i, d)] = u * gate(d) * post * std::sqrt(t2);
-        const double gterm2 = post * post * t2 * qr[at(i, d)] * qr[at(i, d)];
+        const double fdq = post * std::sqrt(ind2 + sq(fdelta[i] * pk));
+        r.dq_floor[base4 + at(i, d)] =
+            std::sqrt(sq(gate(d) * fdq) + sq(u * r.dq[base4 + at(i, d)]));
+        const double qv = qr[at(i, d)];
         if (d < D - R) {
           hs.gs += dqh * qr[at(i, d)];
-          hs.gs_f2 += gterm2;
+          hs.gs_f2 += sq(qv * post) * ind2 + sq(u32 * hs.gs);
+          coh_s += qv * pk;
         } else {
           hs.gr += dqh * qr[at(i, d)];
-          hs.gr_f2 += gterm2;
+          hs.gr_f2 += sq(qv * post) * ind2 + sq(u32 * hs.gr);
+          coh_r += qv * pk;
         }
       }
+      hs.gs_f2 += sq(post * fdelta[i] * coh_s);
+      hs.gr_f2 += sq(post * fdelta[i] * coh_r);
+    }
     for (index_t j = 0; j < S; ++j)  // dKf, dV
       for (index_t d = 0; d < D; ++d) {
         float dk = 0.f, dv = 0.f;
         double k2 = 0.0, v2 = 0.0;
         for (index_t i = j; i < S; ++i) {
-          const float pt = round_to_storage<T>(p[i * S + j]);
-          dk += ds[i * S + j] * qh[at(i, d)];
-          dv += pt * dof[at(i, d)];
-          k2 += static_cast<double>(ds[i * S + j]) * qh[at(i, d)] * ds[i * S + j] * qh[at(i, d)];
-          v2 += static_cast<double>(pt) * dof[at(i, d)] * pt * dof[at(i, d)];
+          dk += ds[tt(i, j)] * qh[at(i, d)];
+          dv += p[tt(i, j)] * dof[at(i, d)];
+          k2 += sq(qh[at(i, d)]) * (ds_f2[tt(i, j)] + sq(pf[tt(i, j)] * fdelta[i])) + sq(u32 * dk);
+          v2 += sq(dof[at(i, d)] * pf[tt(i, j)] * eps_p[tt(i, j)]) + sq(u32 * dv);
         }
         const double ad = static_cast<double>(alpha) * dof[at(j, d)];
         r.dk[base4 + at(j, d)] = round_to_storage<T>((1.f - alpha) * scale * dk);
-        r.dk_floor[base4 + at(j, d)] = u * post * std::sqrt(k2);
+        r.dk_floor[base4 + at(j, d)] = std::sqrt(sq(post) * k2 + sq(u * r.dk[base4 + at(j, d)]));
         r.dv[base4 + at(j, d)] = round_to_storage<T>((1.f - alpha) * dv + alpha * dof[at(j, d)]);
-        r.dv_floor[base4 + at(j, d)] = u * std::sqrt((1.0 - alpha) * (1.0 - alpha) * v2 + ad * ad);
+        r.dv_floor[base4 + at(j, d)] =
+            std::sqrt(sq(1.0 - alpha) * v2 + sq(u * ad) + sq(u * r.dv[base4 + at(j, d)]));
       }
   });
   if (!backward) return r;
@@ -259,14 +332,14 @@ SamePrecisionAttention same_precision_attention(const QV& q, const KV& k, const 
     const double dr = effective_gate_grad(gates.w_rec[i], gates.param);
     r.d_w_std[i] = static_cast<float>(ds * gs[i]);
     r.d_w_rec[i] = static_cast<float>(dr * gr[i]);
-    r.d_w_std_floor[i] = u * std::abs(ds) * std::sqrt(gs_f2[i]);
-    r.d_w_rec_floor[i] = u * std::abs(dr) * std::sqrt(gr_f2[i]);
+    r.d_w_std_floor[i] = std::abs(ds) * std::sqrt(gs_f2[i]);
+    r.d_w_rec_floor[i] = std::abs(dr) * std::sqrt(gr_f2[i]);
   }
   for (index_t h = 0; h < H; ++h) {
     const auto i = static_cast<std::size_t>(h);
     const double da = restart.enabled() ? effective_restart_grad(restart.a[h]) : 0.0;
     r.d_a[i] = static_cast<float>(da * rho[i]);
-    r.d_a_floor[i] = u * da * std::sqrt(rho_f2[i]);
+    r.d_a_floor[i] = da * std::sqrt(rho_f2[i]);
   }
   return r;
 }

@@ -1,5 +1,7 @@
-// tests/cuda/flash_reference.hpp — the CPU backend as the reference for the attention kernel
-// tests, behind a plain interface so that Eigen stays out of every .cu translation unit.
+// tests/cuda/flash_reference.hpp — what the attention kernel tests compare against, behind a
+// plain interface so that Eigen stays out of every .cu translation unit: the exact result
+// (the CPU backend in double, on the same rounded inputs) and the naive same-precision one
+// with its floors (tests/common/same_precision_attention.hpp).
 #pragma once
 
 #include <random>
@@ -7,6 +9,8 @@
 
 #include <ra/core/dtype.hpp>
 #include <ra/expr/gates.hpp>
+
+#include "../common/same_precision_attention.hpp"
 
 namespace ra::test {
 
@@ -22,8 +26,11 @@ struct FoldedProblem {
 };
 
 /// Draws fresh gate values (raw, in [0.05, 1.5): both clamp and softplus regimes) and, when
-/// `restart`, restart values in [-0.1, 0.6) (inside and outside the clamp to [0, 0.5]).
-inline void randomize_parameters(FoldedProblem& pb, bool restart, std::mt19937_64& rng) {
+/// `restart`, restart values in [-0.1, 0.6) (inside and outside the clamp to [0, 0.5]). With
+/// `below_floor`, the first w_rec is negative: under the clamp its gate is the floor 1e-8 and
+/// passes no gradient.
+inline void randomize_parameters(FoldedProblem& pb, bool restart, std::mt19937_64& rng,
+                                 bool below_floor = false) {
   std::uniform_real_distribution<float> gate(0.05f, 1.5f), mix(-0.1f, 0.6f);
   const int n_gates = pb.gate_mode == GateMode::per_head ? pb.heads : 1;
   pb.w_std.clear();
@@ -33,24 +40,25 @@ inline void randomize_parameters(FoldedProblem& pb, bool restart, std::mt19937_6
     pb.w_std.push_back(gate(rng));
     pb.w_rec.push_back(gate(rng));
   }
+  if (below_floor) pb.w_rec[0] = -0.25f;
   if (restart)
     for (int i = 0; i < pb.heads; ++i) pb.a.push_back(mix(rng));
 }
 
-/// Reference O' (B,T,C) and lse (B,H,T) in double/float, computed by ra::cpu in double.
-void reference_folded_attention(const FoldedProblem& pb, std::vector<double>& o,
-                                std::vector<float>& lse);
-
-/// Reference gradients for dO' (B,T,C, elements of pb.dtype), from ra::cpu in double.
-/// dfused is (B,T,3C): dQf, dKf, dV in the folded layout. The *_l1 values are the sums of
-/// |terms| behind each parameter gradient (Σ|dQ̂ ⊙ Qf| per gate value, Σ|dO' ⊙ (V - O)| per
-/// head), the scale against which a float sum's rounding is judged.
-struct ReferenceGrads {
-  std::vector<double> dfused;
-  std::vector<float> d_w_std, d_w_rec, d_a;
-  std::vector<double> w_std_l1, w_rec_l1, a_l1;
+/// The exact results, (B,H,T,D) row-major (lse (B,H,T)); the backward's parts are filled when
+/// dO' was given.
+struct ExactAttention {
+  std::vector<double> o, o_pre, lse;  // O', O before the restart mix (= O' without restart)
+  std::vector<double> dq, dk, dv;
+  std::vector<double> d_w_std, d_w_rec, d_a;
 };
-void reference_folded_attention_backward(const FoldedProblem& pb, const void* d_out,
-                                         ReferenceGrads& g);
+
+/// Exact and same-precision results of pb, forward only (d_out null) or forward and backward
+/// for dO' = d_out ((B,T,C) host, elements of pb.dtype).
+struct FlashReference {
+  ExactAttention exact;
+  SamePrecisionAttention naive;
+};
+FlashReference flash_reference(const FoldedProblem& pb, const void* d_out);
 
 }  // namespace ra::test

@@ -2,6 +2,7 @@
 #include "gpt2_reference.hpp"
 
 #include <ra/nn/adamw.hpp>
+#include <ra/nn/checkpoint.hpp>
 #include <ra/nn/gpt2.hpp>
 
 namespace ra::test {
@@ -37,12 +38,44 @@ Gpt2Result run(const nn::GPT2Config& cfg, std::uint64_t seed,
 
 }  // namespace
 
-Gpt2Result reference_gpt2(const nn::GPT2Config& cfg, bool bf16, std::uint64_t seed,
+Gpt2Result reference_gpt2(const nn::GPT2Config& cfg, CpuCompute compute, std::uint64_t seed,
                           const std::vector<std::int32_t>& tokens,
                           const std::vector<std::int32_t>& targets, index_t B, index_t T,
                           std::uint64_t dropout_seed, double lr, index_t b, index_t t) {
-  if (bf16) return run<ra::bf16>(cfg, seed, tokens, targets, B, T, dropout_seed, lr, b, t);
+  switch (compute) {
+    case CpuCompute::bf16:
+      return run<ra::bf16>(cfg, seed, tokens, targets, B, T, dropout_seed, lr, b, t);
+    case CpuCompute::f64:
+      return run<double>(cfg, seed, tokens, targets, B, T, dropout_seed, lr, b, t);
+    case CpuCompute::f32:
+      break;
+  }
   return run<float>(cfg, seed, tokens, targets, B, T, dropout_seed, lr, b, t);
+}
+
+CpuRunState cpu_run(const nn::GPT2Config& cfg, std::shared_ptr<const nn::TokenFile> data, index_t B,
+                    index_t T, std::uint64_t seed, int steps, const std::string& load_from,
+                    const std::string& save_to, double lr) {
+  nn::GPT2<float> model(cfg);
+  nn::AdamW opt(model.num_parameters(), model.parameter_table());
+  nn::BatchLoader loader(std::move(data), B, T, seed);
+  nn::TrainingState state(seed);
+  std::vector<std::int32_t> batch;
+  if (load_from.empty()) {
+    model.init_gpt2(seed);
+    for (int i = 0; i < steps; ++i) nn::train_step(model, opt, loader, state, lr, batch);
+  } else {
+    nn::load_checkpoint(load_from, model, opt, state, loader);
+  }
+  CpuRunState r;
+  r.params.assign(model.parameters().begin(), model.parameters().end());
+  r.m.assign(opt.first_moment().begin(), opt.first_moment().end());
+  r.v.assign(opt.second_moment().begin(), opt.second_moment().end());
+  r.optimizer_steps = opt.steps();
+  r.step = state.step;
+  if (!save_to.empty()) nn::save_checkpoint(save_to, model, opt, state, loader);
+  r.next_loss = nn::train_step(model, opt, loader, state, lr, batch).loss;
+  return r;
 }
 
 }  // namespace ra::test

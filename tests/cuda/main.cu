@@ -8,6 +8,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <iostream>
+
+#include "../common/precision.hpp"
 
 namespace {
 constexpr int kSkipped = 77;
@@ -29,6 +32,7 @@ int main(int argc, char** argv) {
     std::printf("CUDA device 0: %s (sm_%d%d), %d device(s)\n", prop.name, prop.major, prop.minor,
                 devices);
   const int failed = Catch::Session().run(argc, argv);
+  ra::test::print_precision_summary(std::cout);
   // Catch returns the number of failed cases: 77 of them must not read as "skipped".
   return failed == kSkipped ? kSkipped + 1 : failed;
 }

@@ -1,16 +1,18 @@
-// tests/cuda/test_flash_backward.cu — the attention backward kernels against the CPU backend.
+// tests/cuda/test_flash_backward.cu — the attention backward kernels against the CPU backend
+// in double, by the precision rule (tests/common/precision.hpp; flash_case.hpp runs a case).
 //
-// Fresh random Qf, Kf, V (one fused (B,T,3C) buffer) and dO'; the GPU forward supplies O' and
-// lse as in training; the GPU backward writes dQf, dKf, dV into a (B,T,3C) gradient buffer
-// poisoned with NaN, through folded views. Parameter gradients (gates, restart) are checked
-// against the CPU's, relative to the magnitude of the terms they sum.
+// Fresh random Qf, Kf, V (one fused (B,T,3C) buffer) and dO'; the GPU forward supplies O', O
+// and lse as in training; the GPU backward writes dQf, dKf, dV (folded into a (B,T,3C)
+// gradient buffer, or compact) and the gate and restart gradients into memory poisoned with
+// NaN. Every output is judged per element, per row and in relative L2 against twice the error
+// of the naive same-precision backward plus u·‖terms‖₂. T covers 1, ragged tails (7, 130,
+// 1025) and exact multiples of the backward's 64-row tile (64, 1024); the long-T cases run
+// every gate mode with and without restart; softplus gates at several T; a gate below the
+// clamp floor.
 #include <catch2/catch.hpp>
 
-#include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <random>
-#include <sstream>
+#include <utility>
 #include <vector>
 
 #include <ra/core.hpp>
@@ -19,7 +21,7 @@
 #include <ra/cuda/flash_backward.cuh>
 
 #include "cuda_test_utils.cuh"
-#include "flash_reference.hpp"
+#include "flash_case.hpp"
 
 namespace {
 
@@ -27,217 +29,140 @@ using ra::DType;
 using ra::GateMode;
 using ra::GateParam;
 using ra::index_t;
+using ra::test::FlashCase;
 
-struct Case {
-  DType dtype;
-  int B, T, H, D, R;
-  GateMode gates;
-  GateParam param;
-  bool restart;
-};
-
-std::string describe(const Case& c) {
-  std::ostringstream os;
-  os << c.dtype << " B=" << c.B << " T=" << c.T << " H=" << c.H << " D=" << c.D << " R=" << c.R
-     << " gates=" << c.gates << "/" << c.param << " restart=" << c.restart
-     << " seed=" << ra::test::seed();
-  return os.str();
+FlashCase backward_case(DType dtype, int B, int T, int H, int D, int R, GateMode gm, bool restart) {
+  FlashCase c;
+  c.dtype = dtype;
+  c.B = B, c.T = T, c.H = H, c.D = D, c.R = R;
+  c.gates = gm;
+  c.restart = restart;
+  c.backward = true;
+  return c;
 }
 
-struct Outputs {
-  std::vector<double> dfused;  // as double, from the element type
-  std::vector<float> d_w_std, d_w_rec, d_a;
-};
-
-template <class T>
-Outputs run_gpu(const Case& c, const ra::test::FoldedProblem& pb, const std::vector<T>& fused_h,
-                const std::vector<T>& dout_h) {
-  const index_t B = c.B, T_ = c.T, H = c.H, D = c.D, C = H * D;
-  const auto n_gates = static_cast<index_t>(pb.w_std.size());
-  const auto fused = ra::test::to_device(fused_h), dout = ra::test::to_device(dout_h);
-  const auto w_std = ra::test::to_device(pb.w_std), w_rec = ra::test::to_device(pb.w_rec),
-             a = ra::test::to_device(pb.a);
-  ra::cuda::DeviceBuffer<T> out(B * T_ * C), dfused(B * T_ * 3 * C);
-  ra::cuda::DeviceBuffer<float> lse(B * H * T_), dw_std(n_gates), dw_rec(n_gates), da(H),
-      ws(ra::cuda::backward_workspace_floats(B, H, T_));
-  for (auto* buf : {&dw_std, &dw_rec, &da, &ws}) ra::test::poison(buf->data(), buf->size());
-  ra::test::poison(dfused.data(), dfused.size());
-
-  auto qkv = ra::folded_views(ra::make_view(fused.data(), ra::shape(B, T_, 3 * C)), H, D);
-  auto grads = ra::folded_views(ra::make_view(dfused.data(), ra::shape(B, T_, 3 * C)), H, D);
-  auto o = ra::heads(ra::make_view(out.data(), ra::shape(B, T_, C)), H, D);
-  auto d_o = ra::heads(ra::make_view(dout.data(), ra::shape(B, T_, C)), H, D);
-  ra::Gates g{c.gates, c.param, w_std.data(), w_rec.data()};
-  ra::Restart r{c.restart ? a.data() : nullptr};
-  auto node = ra::folded_attention(qkv.q, qkv.k, qkv.v, c.R, g, ra::causal, r);
-  ra::cuda::attention_forward(ra::cuda::make_params(node, o, lse.data()), nullptr);
-  ra::cuda::attention_backward(
-      ra::cuda::make_backward_params(node, o, lse.data(), d_o, grads.q, grads.k, grads.v,
-                                     dw_std.data(), dw_rec.data(), c.restart ? da.data() : nullptr,
-                                     ws.data()),
-      nullptr);
-  RA_CUDA_CHECK(cudaDeviceSynchronize());
-
-  std::vector<T> got(dfused.size());
-  RA_CUDA_CHECK(cudaMemcpy(got.data(), dfused.data(), dfused.bytes(), cudaMemcpyDeviceToHost));
-  Outputs res;
-  res.dfused.resize(got.size());
-  for (std::size_t i = 0; i < got.size(); ++i) res.dfused[i] = static_cast<float>(got[i]);
-  res.d_w_std.resize(n_gates);
-  res.d_w_rec.resize(n_gates);
-  res.d_a.resize(H);
-  RA_CUDA_CHECK(cudaMemcpy(res.d_w_std.data(), dw_std.data(), n_gates * 4, cudaMemcpyDeviceToHost));
-  RA_CUDA_CHECK(cudaMemcpy(res.d_w_rec.data(), dw_rec.data(), n_gates * 4, cudaMemcpyDeviceToHost));
-  RA_CUDA_CHECK(cudaMemcpy(res.d_a.data(), da.data(), H * 4, cudaMemcpyDeviceToHost));
-  return res;
-}
-
-// Relative Frobenius error of one third of the (B,T,3C) gradient (0 = dQf, 1 = dKf, 2 = dV).
-double part_error(const std::vector<double>& got, const std::vector<double>& ref, index_t C,
-                  int part, bool& finite, std::size_t& worst) {
-  double num = 0, den = 0, worst_d = -1;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    if ((static_cast<index_t>(i) % (3 * C)) / C != part) continue;
-    if (!std::isfinite(got[i])) finite = false;
-    const double d = std::abs(got[i] - ref[i]);
-    if (!(d <= worst_d)) {
-      worst_d = std::isfinite(d) ? d : INFINITY;
-      worst = i;
-    }
-    num += d * d;
-    den += ref[i] * ref[i];
-  }
-  return std::sqrt(num / (den > 0 ? den : 1));
-}
-
-template <class T>
-void run_case(const Case& c, std::mt19937_64& rng) {
-  const index_t B = c.B, T_ = c.T, H = c.H, D = c.D, C = H * D;
-  auto fused = ra::test::random_vector<T>(B * T_ * 3 * C, rng);
-  auto dout = ra::test::random_vector<T>(B * T_ * C, rng);
-  ra::test::FoldedProblem pb;
-  pb.dtype = c.dtype;
-  pb.batch = c.B, pb.seq = c.T, pb.heads = c.H, pb.head_dim = c.D, pb.rank = c.R;
-  pb.gate_mode = c.gates;
-  pb.gate_param = c.param;
-  ra::test::randomize_parameters(pb, c.restart, rng);
-  const int n_gates = static_cast<int>(pb.w_std.size());
-  pb.fused = fused.data();
-  ra::test::ReferenceGrads ref;
-  ra::test::reference_folded_attention_backward(pb, dout.data(), ref);
-  const Outputs got = run_gpu<T>(c, pb, fused, dout);
-
-  const double u = ra::unit_roundoff(c.dtype);
-  const double tol_rel = std::max(8 * u, 2e-5);
-  INFO(describe(c));
-  const char* names[3] = {"dQf", "dKf", "dV"};
-  for (int part = 0; part < 3; ++part) {
-    bool finite = true;
-    std::size_t worst = 0;
-    const double err = part_error(got.dfused, ref.dfused, C, part, finite, worst);
-    INFO(names[part] << ": relative error " << err << ", worst element at flat index " << worst
-                     << " (B,T,3C): got " << got.dfused[worst] << ", want " << ref.dfused[worst]);
-    CHECK(finite);
-    CHECK(err <= tol_rel);
-  }
-  // Parameter gradients: a float sum of many terms, judged against the sum of |terms|, with
-  // a floor for sums whose exact value is 0 (T = 1: dS = P (dP - Δ) vanishes) but whose
-  // float terms carry the rounding of O' and V.
-  const double tol_sum = std::max(8 * u, 1e-5);
-  const double floor = 8 * u * std::sqrt(static_cast<double>(B * H * T_ * D)) + 1e-6;
-  if (c.gates != GateMode::none) {
-    for (int i = 0; i < n_gates; ++i) {
-      INFO("d w_std[" << i << "] got " << got.d_w_std[i] << " want " << ref.d_w_std[i]
-                      << " (sum of |terms| " << ref.w_std_l1[i] << ")");
-      CHECK(std::abs(got.d_w_std[i] - ref.d_w_std[i]) <= tol_sum * ref.w_std_l1[i] + floor);
-      INFO("d w_rec[" << i << "] got " << got.d_w_rec[i] << " want " << ref.d_w_rec[i]
-                      << " (sum of |terms| " << ref.w_rec_l1[i] << ")");
-      CHECK(std::abs(got.d_w_rec[i] - ref.d_w_rec[i]) <= tol_sum * ref.w_rec_l1[i] + floor);
-    }
-  }
-  if (c.restart) {
-    for (int h = 0; h < c.H; ++h) {
-      INFO("d a[" << h << "] got " << got.d_a[h] << " want " << ref.d_a[h] << " (sum of |terms| "
-                  << ref.a_l1[h] << ")");
-      CHECK(std::abs(got.d_a[h] - ref.d_a[h]) <= tol_sum * ref.a_l1[h] + floor);
-    }
-  }
-}
-
-void run_and_check(const Case& c, std::mt19937_64& rng) {
-  switch (c.dtype) {
-    case DType::f16:
-      run_case<ra::fp16>(c, rng);
-      break;
-    case DType::bf16:
-      run_case<ra::bf16>(c, rng);
-      break;
-    case DType::f32:
-      run_case<float>(c, rng);
-      break;
-  }
+int rank_4_or_0() {
+  return ra::SupportedRanks::contains(4) ? 4 : 0;
 }
 
 }  // namespace
 
-TEST_CASE("flash backward matches the CPU backend over the (D, R) matrix",
+TEST_CASE("flash backward keeps the precision rule over the (D, R) matrix",
           "[flash_backward][cuda]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
-  std::mt19937_64 rng(ra::test::seed() + 10 + static_cast<int>(dtype));
+  auto rng = ra::test::rng(0xb0 + static_cast<int>(dtype));
   for (int D : ra::SupportedHeadDims::values)
     for (int R : ra::SupportedRanks::values) {
       if (R >= D) continue;
       for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
         for (bool restart : {false, true})
-          for (int T : {1, 7, 130})
-            run_and_check({dtype, 2, T, 3, D, R, gm,
-                           T == 7 ? GateParam::softplus : GateParam::clamp, restart},
-                          rng);
+          for (int T : {1, 7, 64, 130}) {
+            FlashCase c = backward_case(dtype, 2, T, 3, D, R, gm, restart);
+            c.param = gm == GateMode::per_layer && (T == 7 || T == 64) ? GateParam::softplus
+                                                                       : GateParam::clamp;
+            c.below_floor = gm == GateMode::per_head && T == 130;
+            c.compact_grads = restart && gm == GateMode::per_layer;
+            ra::test::run_flash_case(c, rng);
+          }
     }
 }
 
-TEST_CASE("flash backward at long ragged T", "[flash_backward][cuda][long]") {
-  const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
-  std::mt19937_64 rng(ra::test::seed() + 20 + static_cast<int>(dtype));
+TEST_CASE("flash backward at long T over every gate mode and restart",
+          "[flash_backward][cuda][long]") {
+  const DType dtype = GENERATE(DType::f16, DType::bf16);
+  auto rng = ra::test::rng(0xb1 + static_cast<int>(dtype));
+  for (int D : {64, 128}) {
+    if (!ra::SupportedHeadDims::contains(D)) continue;
+    for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
+      for (bool restart : {false, true})
+        for (int T : {1024, 1025}) {
+          FlashCase c = backward_case(dtype, 1, T, 2, D, rank_4_or_0(), gm, restart);
+          c.param = T == 1024 && gm == GateMode::per_layer ? GateParam::softplus : GateParam::clamp;
+          c.compact_grads = T == 1024;
+          ra::test::run_flash_case(c, rng);
+        }
+  }
+}
+
+TEST_CASE("flash backward at long T in fp32, every head dim", "[flash_backward][cuda][long]") {
+  auto rng = ra::test::rng(0xb2);
   for (int D : ra::SupportedHeadDims::values)
-    for (int T : {1000, 1025})
-      run_and_check({dtype, 1, T, 2, D, ra::SupportedRanks::contains(4) ? 4 : 0,
-                     GateMode::per_layer, GateParam::clamp, true},
-                    rng);
+    ra::test::run_flash_case(
+        backward_case(DType::f32, 1, 1025, 2, D, rank_4_or_0(), GateMode::per_head, true), rng);
 }
 
 TEST_CASE("flash backward is deterministic", "[flash_backward][cuda]") {
-  const Case c{DType::bf16,
-               2,
-               300,
-               2,
-               64,
-               ra::SupportedRanks::contains(4) ? 4 : 0,
-               GateMode::per_head,
-               GateParam::clamp,
-               true};
-  std::mt19937_64 rng(ra::test::seed() + 30);
-  auto fused = ra::test::random_vector<ra::bf16>(2 * 300 * 3 * 128, rng);
-  auto dout = ra::test::random_vector<ra::bf16>(2 * 300 * 128, rng);
-  ra::test::FoldedProblem pb;
-  pb.dtype = c.dtype;
-  pb.batch = c.B, pb.seq = c.T, pb.heads = c.H, pb.head_dim = c.D, pb.rank = c.R;
-  pb.gate_mode = c.gates;
-  pb.w_std = {0.7f, 1.1f};
-  pb.w_rec = {0.2f, 0.4f};
-  pb.a = {0.1f, 0.3f};
-  const Outputs first = run_gpu<ra::bf16>(c, pb, fused, dout);
-  const Outputs second = run_gpu<ra::bf16>(c, pb, fused, dout);
-  CHECK(first.dfused == second.dfused);
-  CHECK(first.d_w_std == second.d_w_std);
-  CHECK(first.d_w_rec == second.d_w_rec);
-  CHECK(first.d_a == second.d_a);
+  const index_t B = 2, T = 300, H = 2, D = 64, C = H * D;
+  const int R = rank_4_or_0();
+  auto rng = ra::test::rng(0xb3);
+  const auto fused = ra::test::to_device(ra::test::random_vector<ra::bf16>(B * T * 3 * C, rng));
+  const auto dout = ra::test::to_device(ra::test::random_vector<ra::bf16>(B * T * C, rng));
+  const auto w_std = ra::test::to_device(std::vector<float>{0.7f, 1.1f}),
+             w_rec = ra::test::to_device(std::vector<float>{0.2f, 0.4f}),
+             a = ra::test::to_device(std::vector<float>{0.1f, 0.3f});
+  ra::cuda::DeviceBuffer<ra::bf16> out(B * T * C), out_pre(B * T * C), dfused(B * T * 3 * C);
+  ra::cuda::DeviceBuffer<float> lse(B * H * T), dws(H), dwr(H), da(H),
+      ws(ra::cuda::backward_workspace_floats(B, H, T));
+  const auto in = ra::folded_views(ra::make_view(fused.data(), ra::shape(B, T, 3 * C)), H, D);
+  const auto grads = ra::folded_views(ra::make_view(dfused.data(), ra::shape(B, T, 3 * C)), H, D);
+  const auto o = ra::heads(ra::make_view(out.data(), ra::shape(B, T, C)), H, D);
+  const auto o_pre = ra::heads(ra::make_view(out_pre.data(), ra::shape(B, T, C)), H, D);
+  const auto d_o = ra::heads(ra::make_view(dout.data(), ra::shape(B, T, C)), H, D);
+  const auto node =
+      ra::folded_attention(in.q, in.k, in.v, R, ra::gates::per_head(w_std.data(), w_rec.data()),
+                           ra::causal, ra::restart::per_head(a.data()));
+  const auto fwd = ra::cuda::make_params(node, o, lse.data(), o_pre);
+  auto run = [&] {
+    for (auto* b : {&dws, &dwr, &da}) ra::test::poison(b->data(), b->size());
+    ra::test::poison(dfused.data(), dfused.size());
+    ra::cuda::attention_forward(fwd, nullptr);
+    ra::cuda::attention_backward(
+        ra::cuda::make_backward_params(fwd, d_o, grads.q, grads.k, grads.v, dws.data(), dwr.data(),
+                                       da.data(), ws.data()),
+        nullptr);
+    std::vector<float> p = ra::test::to_host(dws.data(), H);
+    for (auto* b : {&dwr, &da}) {
+      const auto h = ra::test::to_host(b->data(), H);
+      p.insert(p.end(), h.begin(), h.end());
+    }
+    return std::make_pair(ra::test::to_host(dfused.data(), dfused.size()), p);
+  };
+  const auto first = run(), second = run();
+  CHECK(ra::test::bitwise_equal(first.first, second.first));
+  CHECK(ra::test::bitwise_equal(first.second, second.second));
+  CHECK_FALSE(ra::test::is_poison(first.first.back()));
+}
+
+TEST_CASE("flash backward with B = 0 or T = 0 writes zero parameter gradients",
+          "[flash_backward][cuda]") {
+  const index_t H = 3, D = 64;
+  ra::cuda::DeviceBuffer<ra::fp16> buf(64);
+  const auto w = ra::test::to_device(std::vector<float>{0.5f, 0.6f, 0.7f});
+  ra::cuda::DeviceBuffer<float> lse(1), dws(H), dwr(H), da(H), ws(1);
+  for (index_t B : {0, 2}) {
+    const index_t T = B == 0 ? 5 : 0;
+    INFO("B = " << B << ", T = " << T);
+    for (auto* b : {&dws, &dwr, &da}) ra::test::poison(b->data(), b->size());
+    const auto v = ra::make_view(static_cast<const ra::fp16*>(buf.data()), ra::shape(B, H, T, D),
+                                 {H * T * D, T * D, D, 1});
+    const auto o = ra::make_view(buf.data(), ra::shape(B, H, T, D), {H * T * D, T * D, D, 1});
+    const auto node =
+        ra::folded_attention(v, v, v, rank_4_or_0(), ra::gates::per_head(w.data(), w.data()),
+                             ra::causal, ra::restart::per_head(w.data()));
+    const auto fwd = ra::cuda::make_params(node, o, lse.data(), o);
+    ra::cuda::attention_forward(fwd, nullptr);
+    ra::cuda::attention_backward(ra::cuda::make_backward_params(fwd, v, o, o, o, dws.data(),
+                                                                dwr.data(), da.data(), ws.data()),
+                                 nullptr);
+    for (auto* b : {&dws, &dwr, &da})
+      CHECK(ra::test::to_host(b->data(), H) == std::vector<float>(H, 0.f));
+  }
 }
 
 TEST_CASE("attention_backward rejects bad parameters with a clear error",
           "[flash_backward][cuda]") {
   ra::cuda::DeviceBuffer<ra::fp16> buf(4 * 64 * 64);
-  ra::cuda::DeviceBuffer<float> lse(64), ws(ra::cuda::backward_workspace_floats(1, 1, 64));
+  ra::cuda::DeviceBuffer<float> lse(64), ws(ra::cuda::backward_workspace_floats(1, 1, 64)), a(1);
   ra::cuda::AttentionBackwardParams p;
   p.fwd.q = p.fwd.k = p.fwd.v = p.fwd.o = buf.data();
   p.fwd.lse = lse.data();
@@ -254,6 +179,11 @@ TEST_CASE("attention_backward rejects bad parameters with a clear error",
     p.workspace = nullptr;
     REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr), Catch::Contains("workspace"));
   }
+  SECTION("restart without the forward's O before the mix") {
+    p.fwd.restart = ra::restart::per_head(a.data());
+    REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr),
+                        Catch::Contains("fwd.o_pre") && Catch::Contains("restart is on"));
+  }
   SECTION("misaligned gradient stride") {
     p.dk_row_stride = 65;
     REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr),
@@ -263,13 +193,24 @@ TEST_CASE("attention_backward rejects bad parameters with a clear error",
     p.fwd.rank = 3;
     REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr), Catch::Contains("R = 3"));
   }
+  SECTION("gradient views of another shape or dtype") {
+    const auto g = ra::make_view(buf.data(), ra::shape(1, 1, 64, 64));
+    const auto wrong_t = ra::make_view(buf.data(), ra::shape(1, 1, 32, 64));
+    ra::cuda::DeviceBuffer<ra::bf16> other(64 * 64);
+    const auto wrong_dtype = ra::make_view(other.data(), ra::shape(1, 1, 64, 64));
+    CHECK_THROWS_WITH(ra::cuda::make_backward_params(p.fwd, g, g, wrong_t, g, nullptr, nullptr,
+                                                     nullptr, ws.data()),
+                      Catch::Contains("'dKf' has shape (1,1,32,64)"));
+    CHECK_THROWS_WITH(ra::cuda::make_backward_params(p.fwd, g, g, g, wrong_dtype, nullptr, nullptr,
+                                                     nullptr, ws.data()),
+                      Catch::Contains("'dV' has dtype bf16, expected fp16"));
+  }
 }
 
 TEST_CASE("flash backward, a small set for compute-sanitizer", "[sanitize]") {
-  std::mt19937_64 rng(ra::test::seed() + 40);
+  auto rng = ra::test::rng(0xb4);
   for (DType dtype : {DType::f16, DType::bf16, DType::f32})
     for (int D : ra::SupportedHeadDims::values)
-      run_and_check({dtype, 1, 70, 2, D, ra::SupportedRanks::contains(4) ? 4 : 0,
-                     GateMode::per_head, GateParam::clamp, true},
-                    rng);
+      ra::test::run_flash_case(
+          backward_case(dtype, 1, 70, 2, D, rank_4_or_0(), GateMode::per_head, true), rng);
 }

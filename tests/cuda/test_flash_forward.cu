@@ -1,16 +1,16 @@
-// tests/cuda/test_flash_forward.cu — the attention forward kernels against the CPU backend.
+// tests/cuda/test_flash_forward.cu — the attention forward kernels against the CPU backend in
+// double, by the precision rule (tests/common/precision.hpp; flash_case.hpp runs a case).
 //
-// Every supported (D, R) pair, dtype and gate mode, with and without self-restart, on fresh
-// random inputs read straight from a fused (B,T,3C) buffer; O' is written in (B,T,C) layout
-// into memory poisoned with NaN first, so an unwritten element fails. Ragged T (1, 7, 130,
-// 1000, 1025) exercises partial tiles and the causal edge.
+// Every supported (D, R) pair, dtype and gate mode, with and without self-restart, on both
+// tensor-core paths where built; inputs read straight from a fused (B,T,3C) buffer (and, in one
+// case, as separate tensors); O', O before the restart mix and lse written into memory
+// poisoned with NaN first. T covers 1, ragged tails (7, 130, 1000, 1025) and exact multiples of
+// the forward's 128-row tile (128, 1024); softplus gates at several T; a gate below the clamp
+// floor.
 #include <catch2/catch.hpp>
 
-#include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <random>
-#include <sstream>
+#include <string>
 #include <vector>
 
 #include <ra/core.hpp>
@@ -19,178 +19,21 @@
 #include <ra/cuda/flash_forward.cuh>
 
 #include "cuda_test_utils.cuh"
-#include "flash_reference.hpp"
+#include "flash_case.hpp"
 
 namespace {
 
 using ra::DType;
 using ra::GateMode;
 using ra::GateParam;
-
-struct Case {
-  DType dtype;
-  int B, T, H, D, R;
-  GateMode gates;
-  GateParam param;
-  bool restart;
-  bool separate_inputs;  // Q, K, V as three compact (B,H,T,D) tensors instead of fused
-};
-
-std::string describe(const Case& c) {
-  std::ostringstream os;
-  os << c.dtype << " B=" << c.B << " T=" << c.T << " H=" << c.H << " D=" << c.D << " R=" << c.R
-     << " gates=" << c.gates << "/" << c.param << " restart=" << c.restart
-     << (c.separate_inputs ? " separate" : " fused") << " seed=" << ra::test::seed();
-  return os.str();
-}
-
-struct Errors {
-  double max_abs = 0, rel_fro = 0, lse_max_abs = 0;
-  std::size_t worst = 0;
-  bool all_finite = true;
-};
-
-template <class T>
-Errors run_case(const Case& c, std::mt19937_64& rng) {
-  const ra::index_t B = c.B, T_ = c.T, H = c.H, D = c.D, C = H * D;
-  auto host_fused = ra::test::random_vector<T>(static_cast<std::size_t>(B * T_ * 3 * C), rng);
-
-  ra::test::FoldedProblem pb;
-  pb.dtype = c.dtype;
-  pb.batch = c.B, pb.seq = c.T, pb.heads = c.H, pb.head_dim = c.D, pb.rank = c.R;
-  pb.gate_mode = c.gates;
-  pb.gate_param = c.param;
-  ra::test::randomize_parameters(pb, c.restart, rng);
-  pb.fused = host_fused.data();
-  std::vector<double> ref_o;
-  std::vector<float> ref_lse;
-  ra::test::reference_folded_attention(pb, ref_o, ref_lse);
-
-  ra::cuda::DeviceBuffer<T> fused(B * T_ * 3 * C), out(B * T_ * C);
-  ra::cuda::DeviceBuffer<float> lse(B * H * T_);
-  ra::test::poison(out.data(), out.size());
-  ra::test::poison(lse.data(), lse.size());
-  const auto w_std = ra::test::to_device(pb.w_std), w_rec = ra::test::to_device(pb.w_rec),
-             a = ra::test::to_device(pb.a);
-
-  auto dfused = ra::make_view(fused.data(), ra::shape(B, T_, 3 * C));  // (B,T,3C)
-  auto qkv = ra::folded_views(dfused, H, D);  // 3 x (B,H,T,D) strides (3TC,D,3C,1)
-  auto o = ra::heads(ra::make_view(out.data(), ra::shape(B, T_, C)), H, D);  // strides (TC,D,C,1)
-  ra::Gates g{c.gates, c.param, w_std.data(), w_rec.data()};
-  ra::Restart r{c.restart ? a.data() : nullptr};
-
-  ra::cuda::DeviceBuffer<T> q_sep, k_sep, v_sep;
-  if (c.separate_inputs) {
-    // The same values as three compact (B,H,T,D) tensors: other strides, same answer.
-    std::vector<T> hq(B * H * T_ * D), hk(hq.size()), hv(hq.size());
-    auto hf = ra::folded_views(ra::make_view(host_fused.data(), ra::shape(B, T_, 3 * C)), H, D);
-    std::size_t i = 0;
-    for (ra::index_t b = 0; b < B; ++b)
-      for (ra::index_t h = 0; h < H; ++h)
-        for (ra::index_t t = 0; t < T_; ++t)
-          for (ra::index_t d = 0; d < D; ++d, ++i) {
-            hq[i] = hf.q(b, h, t, d);
-            hk[i] = hf.k(b, h, t, d);
-            hv[i] = hf.v(b, h, t, d);
-          }
-    q_sep = ra::cuda::DeviceBuffer<T>(hq.size());
-    k_sep = ra::cuda::DeviceBuffer<T>(hq.size());
-    v_sep = ra::cuda::DeviceBuffer<T>(hq.size());
-    RA_CUDA_CHECK(cudaMemcpy(q_sep.data(), hq.data(), q_sep.bytes(), cudaMemcpyHostToDevice));
-    RA_CUDA_CHECK(cudaMemcpy(k_sep.data(), hk.data(), k_sep.bytes(), cudaMemcpyHostToDevice));
-    RA_CUDA_CHECK(cudaMemcpy(v_sep.data(), hv.data(), v_sep.bytes(), cudaMemcpyHostToDevice));
-    auto shape4 = ra::shape(B, H, T_, D);
-    auto node = ra::folded_attention(ra::make_view(q_sep.data(), shape4),
-                                     ra::make_view(k_sep.data(), shape4),
-                                     ra::make_view(v_sep.data(), shape4), c.R, g, ra::causal, r);
-    ra::cuda::attention_forward(ra::cuda::make_params(node, o, lse.data()), nullptr);
-  } else {
-    RA_CUDA_CHECK(
-        cudaMemcpy(fused.data(), host_fused.data(), fused.bytes(), cudaMemcpyHostToDevice));
-    auto node = ra::folded_attention(qkv.q, qkv.k, qkv.v, c.R, g, ra::causal, r);
-    ra::cuda::attention_forward(ra::cuda::make_params(node, o, lse.data()), nullptr);
-  }
-  RA_CUDA_CHECK(cudaDeviceSynchronize());
-
-  std::vector<T> got(out.size());
-  std::vector<float> got_lse(lse.size());
-  RA_CUDA_CHECK(cudaMemcpy(got.data(), out.data(), out.bytes(), cudaMemcpyDeviceToHost));
-  RA_CUDA_CHECK(cudaMemcpy(got_lse.data(), lse.data(), lse.bytes(), cudaMemcpyDeviceToHost));
-
-  Errors e;
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double x = static_cast<float>(got[i]);
-    if (!std::isfinite(x)) e.all_finite = false;
-    const double d = std::abs(x - ref_o[i]);
-    if (!(d <= e.max_abs)) {  // NaN-safe: a NaN becomes the worst element
-      e.max_abs = std::isfinite(d) ? d : INFINITY;
-      e.worst = i;
-    }
-    num += d * d;
-    den += ref_o[i] * ref_o[i];
-  }
-  e.rel_fro = std::sqrt(num / (den > 0 ? den : 1));
-  for (std::size_t i = 0; i < got_lse.size(); ++i) {
-    const double d = std::abs(static_cast<double>(got_lse[i]) - ref_lse[i]);
-    if (!std::isfinite(got_lse[i])) e.all_finite = false;
-    e.lse_max_abs = std::max(e.lse_max_abs, std::isfinite(d) ? d : INFINITY);
-  }
-  return e;
-}
-
-// Error bounds from the unit roundoff u of the element type: P and Q̂ are rounded to T once
-// and O once, with fp32 accumulation; the floor covers fp32's exp/accumulation error.
-void check(const Case& c, const Errors& e) {
-  const double u = ra::unit_roundoff(c.dtype);
-  const double tol_abs = std::max(8 * u, 2e-5);
-  const double tol_rel = std::max(4 * u, 1e-5);
-  const double tol_lse = std::max(16 * u, 2e-5);
-  INFO(describe(c));
-  INFO("max |err| = " << e.max_abs << " at flat index " << e.worst << " (B,T,C order), rel = "
-                      << e.rel_fro << ", lse max |err| = " << e.lse_max_abs);
-  CHECK(e.all_finite);
-  CHECK(e.max_abs <= tol_abs);
-  CHECK(e.rel_fro <= tol_rel);
-  CHECK(e.lse_max_abs <= tol_lse);
-}
+using ra::cuda::ForwardPath;
+using ra::test::FlashCase;
 
 template <class F>
 void for_each_supported(F&& f) {
   for (int D : ra::SupportedHeadDims::values)
     for (int R : ra::SupportedRanks::values)
       if (R < D) f(D, R);
-}
-
-void run_and_check(const Case& c, std::mt19937_64& rng) {
-  Errors e;
-  switch (c.dtype) {
-    case DType::f16:
-      e = run_case<ra::fp16>(c, rng);
-      break;
-    case DType::bf16:
-      e = run_case<ra::bf16>(c, rng);
-      break;
-    case DType::f32:
-      e = run_case<float>(c, rng);
-      break;
-  }
-  check(c, e);
-}
-
-}  // namespace
-
-// Runs the enclosing test once per tensor-core path (wgmma where built for sm_90a, and
-// mma.sync), restoring the automatic choice afterwards.
-struct PathScope {
-  explicit PathScope(ra::cuda::ForwardPath p) { ra::cuda::set_forward_path(p); }
-  ~PathScope() { ra::cuda::set_forward_path(ra::cuda::ForwardPath::automatic); }
-};
-
-const char* path_name(ra::cuda::ForwardPath p) {
-  return p == ra::cuda::ForwardPath::mma_sync ? "mma.sync"
-         : p == ra::cuda::ForwardPath::wgmma  ? "wgmma"
-                                              : "automatic";
 }
 
 // The wgmma path runs where this binary holds sm_90a code for the device.
@@ -200,69 +43,81 @@ bool wgmma_built() {
 }
 
 // The paths to test: mma.sync everywhere, wgmma where built; fp32 has one (SIMT) path.
-std::vector<ra::cuda::ForwardPath> paths_for(DType dtype) {
-  std::vector<ra::cuda::ForwardPath> paths{ra::cuda::ForwardPath::mma_sync};
-  if (dtype != DType::f32 && wgmma_built()) paths.push_back(ra::cuda::ForwardPath::wgmma);
+std::vector<ForwardPath> paths_for(DType dtype) {
+  std::vector<ForwardPath> paths{ForwardPath::mma_sync};
+  if (dtype != DType::f32 && wgmma_built()) paths.push_back(ForwardPath::wgmma);
   return paths;
 }
 
-TEST_CASE("flash forward matches the CPU backend over the (D, R) matrix", "[flash][cuda]") {
+}  // namespace
+
+TEST_CASE("flash forward keeps the precision rule over the (D, R) matrix", "[flash][cuda]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
-  std::mt19937_64 rng(ra::test::seed() + static_cast<int>(dtype));
-  UNSCOPED_INFO("seed " << ra::test::seed());
-  for (auto path : paths_for(dtype)) {
-    PathScope scope(path);
-    INFO("path " << path_name(path));
+  auto rng = ra::test::rng(0xf0 + static_cast<int>(dtype));
+  for (ForwardPath path : paths_for(dtype))
     for_each_supported([&](int D, int R) {
-      for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head}) {
-        for (bool restart : {false, true}) {
-          for (int T : {1, 7, 130}) {
-            const GateParam param = (T == 7) ? GateParam::softplus : GateParam::clamp;
-            run_and_check({dtype, 2, T, 3, D, R, gm, param, restart, false}, rng);
+      for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
+        for (bool restart : {false, true})
+          for (int T : {1, 7, 128, 130}) {
+            FlashCase c;
+            c.dtype = dtype;
+            c.B = 2, c.T = T, c.H = 3, c.D = D, c.R = R;
+            c.gates = gm;
+            c.param = gm == GateMode::per_layer && (T == 7 || T == 128) ? GateParam::softplus
+                                                                        : GateParam::clamp;
+            c.below_floor = gm == GateMode::per_head && T == 130;
+            c.restart = restart;
+            c.path = path;
+            ra::test::run_flash_case(c, rng);
           }
-        }
-      }
     });
-  }
 }
 
-TEST_CASE("flash forward at long ragged T", "[flash][cuda][long]") {
+TEST_CASE("flash forward at long T, ragged and whole tiles", "[flash][cuda][long]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
-  std::mt19937_64 rng(ra::test::seed() + 100 + static_cast<int>(dtype));
-  for (auto path : paths_for(dtype)) {
-    PathScope scope(path);
-    INFO("path " << path_name(path));
+  auto rng = ra::test::rng(0xf1 + static_cast<int>(dtype));
+  for (ForwardPath path : paths_for(dtype))
     for_each_supported([&](int D, int R) {
       if (R != 0 && R != 4) return;
-      for (int T : {1000, 1025})
-        run_and_check({dtype, 1, T, 2, D, R, GateMode::per_head, GateParam::clamp, R == 4, false},
-                      rng);
+      for (int T : {1000, 1024, 1025}) {
+        FlashCase c;
+        c.dtype = dtype;
+        c.B = 1, c.T = T, c.H = 2, c.D = D, c.R = R;
+        c.gates = GateMode::per_head;
+        c.param = T == 1024 ? GateParam::softplus : GateParam::clamp;
+        c.restart = R == 4;
+        c.path = path;
+        ra::test::run_flash_case(c, rng);
+      }
     });
-  }
 }
 
 TEST_CASE("flash forward reads any strides", "[flash][cuda]") {
-  std::mt19937_64 rng(ra::test::seed() + 200);
-  for (DType dtype : {DType::f16, DType::bf16})
-    for (auto path : paths_for(dtype)) {
-      PathScope scope(path);
-      INFO("path " << path_name(path));
-      for (int T : {7, 200})
-        run_and_check({dtype, 2, T, 2, 64, 4, GateMode::per_layer, GateParam::clamp, true, true},
-                      rng);
-    }
+  auto rng = ra::test::rng(0xf2);
+  for (DType dtype : {DType::f16, DType::bf16, DType::f32})
+    for (ForwardPath path : paths_for(dtype))
+      for (int T : {7, 200}) {
+        FlashCase c;
+        c.dtype = dtype;
+        c.B = 2, c.T = T, c.H = 2, c.D = 64, c.R = ra::SupportedRanks::contains(4) ? 4 : 0;
+        c.gates = GateMode::per_layer;
+        c.restart = true;
+        c.separate_inputs = true;
+        c.path = path;
+        ra::test::run_flash_case(c, rng);
+      }
 }
 
 TEST_CASE("R = 0 without gates is bit-for-bit the R = 0 path with unit gates", "[flash][cuda]") {
   // The baseline and RA share one kernel family: gates of exactly 1 change no bit.
   const ra::index_t B = 2, T = 300, H = 2, D = 64, C = H * D;
-  std::mt19937_64 rng(ra::test::seed() + 300);
+  auto rng = ra::test::rng(0xf3);
   auto host = ra::test::random_vector<ra::fp16>(B * T * 3 * C, rng);
-  ra::cuda::DeviceBuffer<ra::fp16> fused(B * T * 3 * C), o1(B * T * C), o2(B * T * C);
-  ra::cuda::DeviceBuffer<float> ones(2);
-  const float one[2] = {1.f, 1.f};
-  RA_CUDA_CHECK(cudaMemcpy(fused.data(), host.data(), fused.bytes(), cudaMemcpyHostToDevice));
-  RA_CUDA_CHECK(cudaMemcpy(ones.data(), one, 8, cudaMemcpyHostToDevice));
+  const auto fused = ra::test::to_device(host);
+  const auto ones = ra::test::to_device(std::vector<float>{1.f, 1.f});
+  ra::cuda::DeviceBuffer<ra::fp16> o1(B * T * C), o2(B * T * C);
+  ra::test::poison(o1.data(), o1.size());
+  ra::test::poison(o2.data(), o2.size());
   auto qkv = ra::folded_views(ra::make_view(fused.data(), ra::shape(B, T, 3 * C)), H, D);
   auto out1 = ra::heads(ra::make_view(o1.data(), ra::shape(B, T, C)), H, D);
   auto out2 = ra::heads(ra::make_view(o2.data(), ra::shape(B, T, C)), H, D);
@@ -271,10 +126,9 @@ TEST_CASE("R = 0 without gates is bit-for-bit the R = 0 path with unit gates", "
                                     ra::gates::per_layer(ones.data(), ones.data() + 1));
   ra::cuda::attention_forward(ra::cuda::make_params(base, out1, nullptr), nullptr);
   ra::cuda::attention_forward(ra::cuda::make_params(gated, out2, nullptr), nullptr);
-  std::vector<std::uint16_t> h1(o1.size()), h2(o2.size());
-  RA_CUDA_CHECK(cudaMemcpy(h1.data(), o1.data(), o1.bytes(), cudaMemcpyDeviceToHost));
-  RA_CUDA_CHECK(cudaMemcpy(h2.data(), o2.data(), o2.bytes(), cudaMemcpyDeviceToHost));
-  CHECK(h1 == h2);
+  const auto h1 = ra::test::to_host(o1.data(), o1.size());
+  CHECK(ra::test::bitwise_equal(h1, ra::test::to_host(o2.data(), o2.size())));
+  CHECK_FALSE(ra::test::is_poison(h1.back()));
 }
 
 TEST_CASE("attention_forward rejects bad parameters with a clear error", "[flash][cuda]") {
@@ -286,18 +140,27 @@ TEST_CASE("attention_forward rejects bad parameters with a clear error", "[flash
   p.scale = 0.125f;
   SECTION("unsupported head dim") {
     p.head_dim = 48;
-    REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr),
-                        Catch::Contains("head dim D = 48") && Catch::Contains("32, 64, 80"));
+    REQUIRE_THROWS_WITH(
+        ra::cuda::attention_forward(p, nullptr),
+        Catch::Contains("head dim D = 48") && Catch::Contains(ra::SupportedHeadDims::to_string()));
   }
   SECTION("rank not below D") {
-    p.head_dim = 32;
-    p.rank = 32;
-    REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr), Catch::Contains("R = 32"));
+    const int D = ra::SupportedHeadDims::values[0];
+    p.head_dim = D;
+    p.rank = D;
+    REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr),
+                        Catch::Contains("R = " + std::to_string(D)));
   }
   SECTION("misaligned row stride") {
     p.k_row_stride = 67;
     REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr),
                         Catch::Contains("stride") && Catch::Contains("67"));
+  }
+  SECTION("misaligned o_pre stride") {
+    p.o_pre = buf.data();
+    p.o_pre_row_stride = 65;
+    REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr),
+                        Catch::Contains("o_pre stride") && Catch::Contains("65"));
   }
   SECTION("null pointer") {
     p.v = nullptr;
@@ -321,33 +184,45 @@ TEST_CASE("attention_forward rejects bad parameters with a clear error", "[flash
     auto node = ra::folded_attention(v4, v4, v4, 4);
     REQUIRE_THROWS_WITH(ra::cuda::make_params(node, v4, nullptr), Catch::Contains("stride(3)"));
   }
+  SECTION("o_pre of another shape") {
+    auto v4 = ra::make_view(buf.data(), ra::shape(1, 1, 64, 64));
+    auto small = ra::make_view(buf.data(), ra::shape(1, 1, 32, 64));
+    auto node = ra::folded_attention(v4, v4, v4, 4);
+    REQUIRE_THROWS_WITH(ra::cuda::make_params(node, v4, nullptr, small),
+                        Catch::Contains("'o_pre' has shape"));
+  }
 }
 
 TEST_CASE("flash forward, a small set for compute-sanitizer", "[sanitize]") {
-  // Run under memcheck and racecheck on the GPU machine (scripts/gpu_check.sh): every D and
-  // dtype once, ragged T, all features on, both tensor-core paths.
-  std::mt19937_64 rng(ra::test::seed() + 400);
+  // Run under every compute-sanitizer tool on the GPU machine (scripts/gpu_check.sh): every D
+  // and dtype once, ragged T, all features on, both tensor-core paths.
+  auto rng = ra::test::rng(0xf4);
   for (DType dtype : {DType::f16, DType::bf16, DType::f32})
-    for (auto path : paths_for(dtype)) {
-      PathScope scope(path);
-      INFO("path " << path_name(path));
+    for (ForwardPath path : paths_for(dtype))
       for (int D : ra::SupportedHeadDims::values)
         for (int T : {7, 130}) {
-          const int R = ra::SupportedRanks::contains(4) ? 4 : 0;
-          run_and_check({dtype, 1, T, 2, D, R, GateMode::per_head, GateParam::clamp, true, false},
-                        rng);
+          FlashCase c;
+          c.dtype = dtype;
+          c.B = 1, c.T = T, c.H = 2, c.D = D, c.R = ra::SupportedRanks::contains(4) ? 4 : 0;
+          c.gates = GateMode::per_head;
+          c.restart = true;
+          c.path = path;
+          ra::test::run_flash_case(c, rng);
         }
-    }
 }
 
-TEST_CASE("the wgmma path is present where it should be", "[flash][cuda]") {
-  // scripts/gpu_check.sh builds for sm_90a and sets RA_TEST_EXPECT_WGMMA=1, so a Hopper run
-  // cannot silently test mma.sync twice.
+TEST_CASE("the wgmma path is present exactly where the build put it", "[flash][cuda]") {
+  // The build says whether it compiled sm_90a code (RA_TEST_BUILT_FOR_SM90A, set by
+  // tests/CMakeLists.txt from CMAKE_CUDA_ARCHITECTURES); on an sm_90 device such a build must
+  // have the wgmma kernels, and no other build or device may claim them.
   cudaDeviceProp prop{};
   RA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const bool has = wgmma_built();
-  WARN("device sm_" << prop.major << prop.minor << ": wgmma forward path "
-                    << (has ? "available" : "not available"));
-  const char* expect = std::getenv("RA_TEST_EXPECT_WGMMA");
-  if (expect != nullptr && std::string(expect) == "1") CHECK(has);
+#ifdef RA_TEST_BUILT_FOR_SM90A
+  const bool built_for_sm90a = true;
+#else
+  const bool built_for_sm90a = false;
+#endif
+  const bool expected = built_for_sm90a && prop.major == 9 && prop.minor == 0;
+  INFO("device sm_" << prop.major << prop.minor << ", built for sm_90a: " << built_for_sm90a);
+  CHECK(wgmma_built() == expected);
 }

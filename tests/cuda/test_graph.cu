@@ -112,7 +112,7 @@ TEST_CASE("Graph::capture ends a failed capture and leaves the stream usable",
 }
 
 TEST_CASE("a captured block forward replays bit for bit and sees new gate values",
-          "[cuda][graph][block]") {
+          "[cuda][graph][block][alloc]") {
   ra::cuda::Context ctx;
   ra::test::Stream s;
   ra::AttentionBlockConfig cfg;
