@@ -24,6 +24,9 @@ function(ra_flag_test name pattern)
 endfunction()
 ra_flag_test(R_wraps "--R '4294967300' is out of range" ${_train} --R 4294967300 --steps 1)
 ra_flag_test(seq_huge "--seq '4294967296' is out of range" ${_train} --seq 4294967296 --steps 1)
+ra_flag_test(seq_beyond_data "train.bin' has [0-9]+ tokens, expected more than --seq 1000000"
+             ${_train} --seq 1000000 --steps 1)
+set_tests_properties(examples.flags.seq_beyond_data PROPERTIES FIXTURES_REQUIRED ra_smoke_data)
 ra_flag_test(batch_negative "--batch '-1' is out of range" ${_train} --batch -1 --steps 1)
 ra_flag_test(eval_every_negative "--eval-every '-1' is out of range" ${_train} --eval-every -1
              --steps 1)
