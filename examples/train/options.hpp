@@ -209,9 +209,10 @@ inline std::string usage() {
         --stop-at N stops after step N with the schedule unchanged (chunked runs)
 --out:  a fresh run refuses a folder that holds a run (ckpt.bin, metrics.tsv, summaries)
         unless --overwrite; a resumed run cuts metrics.tsv back to the checkpoint's step
-resume: --resume CKPT takes the model and data flags from the checkpoint (falling back to
-        CKPT.prev when CKPT fails its check); given again, they must equal the checkpoint's.
-        The run and text flags may change on resume.)";
+resume: --resume CKPT continues a run (from CKPT.prev, saying so, when CKPT fails its check).
+        The model and data flags come from the checkpoint; given again, they must equal its
+        values (--data may name another folder holding the same tokens). The run and text
+        flags above may change on resume.)";
 }
 
 /// Parses the command line. Throws ra::error naming a bad flag or value (with the usage for
