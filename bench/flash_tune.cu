@@ -12,11 +12,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <ra/core.hpp>
+#include <ra/core/file.hpp>
+#include <ra/core/parse.hpp>
 #include <ra/cuda/attention.cuh>
 #include <ra/cuda/buffer.cuh>
 #include <ra/cuda/flash_forward.cuh>
@@ -111,14 +114,15 @@ Result time_variant(const char* name, int B, int H, int T, int iters) {
   return {name, D, T, us, flops / (us * 1e-6) / 1e12, max_diff};
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   const char* json = nullptr;
   int iters = 50;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
-    else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) iters = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) {
+      json = argv[++i];
+    } else if (!std::strcmp(argv[i], "--iters") && i + 1 < argc) {
+      iters = ra::parse_integer<int>("flash_tune: --iters", argv[++i], 1, 1 << 20);
+    }
   }
   cudaDeviceProp prop{};
   RA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -153,18 +157,29 @@ int main(int argc, char** argv) {
     std::printf("%-32s %5d %6d %10.1f %8.1f %10.2e\n", r.variant.c_str(), r.D, r.T, r.median_us,
                 r.tflops, r.max_diff);
   if (json) {
-    FILE* f = std::fopen(json, "w");
-    if (!f) {
-      std::fprintf(stderr, "flash_tune: cannot write %s\n", json);
-      return 1;
+    std::string j = "{\"device\": \"" + std::string(prop.name) + "\", \"records\": [\n";
+    char line[512];
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+      std::snprintf(line, sizeof line,
+                    "  {\"variant\": \"%s\", \"D\": %d, \"T\": %d, \"median_us\": %.3f, "
+                    "\"tflops\": %.2f, \"max_diff\": %.3e}%s\n",
+                    rs[i].variant.c_str(), rs[i].D, rs[i].T, rs[i].median_us, rs[i].tflops,
+                    rs[i].max_diff, i + 1 < rs.size() ? "," : "");
+      j += line;
     }
-    std::fprintf(f, "{\"device\": \"%s\", \"records\": [\n", prop.name);
-    for (std::size_t i = 0; i < rs.size(); ++i)
-      std::fprintf(f, "  {\"variant\": \"%s\", \"D\": %d, \"T\": %d, \"median_us\": %.3f, \"tflops\": %.2f, \"max_diff\": %.3e}%s\n",
-                   rs[i].variant.c_str(), rs[i].D, rs[i].T, rs[i].median_us, rs[i].tflops, rs[i].max_diff,
-                   i + 1 < rs.size() ? "," : "");
-    std::fprintf(f, "]}\n");
-    std::fclose(f);
+    j += "]}\n";
+    ra::write_file_atomic(json, j, "flash_tune");
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "flash_tune: error: %s\n", e.what());
+    return 1;
+  }
 }

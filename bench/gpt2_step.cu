@@ -17,12 +17,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
-#include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <ra/core/file.hpp>
+#include <ra/core/parse.hpp>
 #include <ra/cuda/gpt2.cuh>
 
 namespace {
@@ -44,28 +45,35 @@ Options parse(int argc, char** argv) {
       if (i + 1 >= argc) throw ra::error("gpt2_step: " + a + " needs a value");
       return argv[++i];
     };
+    // Strict numbers (ra/core/parse.hpp): the whole text, in range, or an error naming both.
+    auto size = [&](index_t max) {
+      return ra::parse_integer<index_t>("gpt2_step: " + a, value(), 1, max);
+    };
+    auto count = [&](int min) {
+      return ra::parse_integer<int>("gpt2_step: " + a, value(), min, 1 << 20);
+    };
     if (a == "--batch")
-      o.batch = std::stoll(value());
+      o.batch = size(1 << 20);
     else if (a == "--seq")
-      o.seq = std::stoll(value());
+      o.seq = size(1 << 20);
     else if (a == "--layers" || a == "--n-layer")
-      o.layers = std::stoll(value());
+      o.layers = size(4096);
     else if (a == "--heads" || a == "--n-head")
-      o.heads = std::stoll(value());
+      o.heads = size(4096);
     else if (a == "--C" || a == "--n-embd")
-      o.C = std::stoll(value());
+      o.C = size(65536);
     else if (a == "--vocab")
-      o.vocab = std::stoll(value());
+      o.vocab = size(65536);
     else if (a == "--R")
-      o.R = std::stoi(value());
+      o.R = count(0);
     else if (a == "--gates")
       o.gates = value();
     else if (a == "--arms")
       o.arms = value();
     else if (a == "--warmup")
-      o.warmup = std::stoi(value());
+      o.warmup = count(0);
     else if (a == "--steps")
-      o.steps = std::stoi(value());
+      o.steps = count(1);
     else if (a == "--json")
       o.json = value();
     else
@@ -184,7 +192,7 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
     if (!o.json.empty()) {
-      std::ofstream j(o.json);
+      std::ostringstream j;
       const std::time_t now = std::time(nullptr);
       char date[32];
       std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
@@ -209,6 +217,7 @@ int main(int argc, char** argv) {
           << (i + 1 < results.size() ? "," : "") << "\n";
       }
       j << "  ]\n}\n";
+      ra::write_file_atomic(o.json, j.str(), "gpt2_step");
     }
     return 0;
   } catch (const std::exception& e) {

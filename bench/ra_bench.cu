@@ -22,6 +22,8 @@
 //
 // Usage: ra_bench [--B 8] [--H 12] [--D 64] [--R 4] [--T 1024,2048,4096] [--dtype fp16|bf16]
 //                 [--warmup 10] [--iters 50] [--quick] [--no-unfused] [--json out.json]
+#include <ra/core/file.hpp>
+#include <ra/core/parse.hpp>
 #include <ra/cuda.cuh>
 
 #include <algorithm>
@@ -32,7 +34,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <exception>
-#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -68,14 +69,14 @@ constexpr const char* kUsage =
   std::exit(2);
 }
 
+// A positive integer (at most 2^24: every size, rank and count here), parsed strictly
+// (ra/core/parse.hpp); a bad value ends the program with the usage.
 index_t parse_int(const std::string& flag, const std::string& s) {
   try {
-    std::size_t used = 0;
-    const long long v = std::stoll(s, &used);
-    if (used == s.size() && v > 0) return static_cast<index_t>(v);
-  } catch (const std::exception&) {
+    return ra::parse_integer<index_t>("flag " + flag, s, 1, index_t{1} << 24);
+  } catch (const ra::error& e) {
+    usage(e.what());
   }
-  usage("flag " + flag + " got '" + s + "', expected a positive integer");
 }
 
 Options parse(int argc, char** argv) {
@@ -267,8 +268,7 @@ void write_json(const std::string& path, const std::string& device, const std::s
   char date[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  std::ofstream f(path);
-  ra::require(static_cast<bool>(f), "ra_bench: cannot open '", path, "' for writing");
+  std::ostringstream f;
   f << "{\n  \"device\": \"" << json_escape(device) << "\",\n  \"sm\": \"" << sm
     << "\",\n  \"date\": \"" << date << "\",\n  \"commit\": \"" << json_escape(commit)
     << "\",\n  \"flops_convention\": \"attention 2*B*H*T^2*D (causal forward); block "
@@ -292,7 +292,7 @@ void write_json(const std::string& path, const std::string& device, const std::s
     f << "}";
   }
   f << "\n  ]\n}\n";
-  ra::require(static_cast<bool>(f), "ra_bench: failed writing '", path, "'");
+  ra::write_file_atomic(path, f.str(), "ra_bench");
 }
 
 void print_header() {

@@ -20,6 +20,8 @@
 
 #include <Eigen/Core>
 
+#include <ra/core/file.hpp>
+#include <ra/core/parse.hpp>
 #include <ra/ra.hpp>
 
 namespace {
@@ -39,16 +41,17 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
+    // Sizes up to 2^16: the block plans (B·T, 3C) buffers and (T, T) scores per head.
     if (a == "--B" && has_value) {
-      o.B = std::atoll(argv[++i]);
+      o.B = ra::parse_integer<index_t>("gpt2_attention_block: --B", argv[++i], 1, 1 << 16);
     } else if (a == "--T" && has_value) {
-      o.T = std::atoll(argv[++i]);
+      o.T = ra::parse_integer<index_t>("gpt2_attention_block: --T", argv[++i], 1, 1 << 16);
     } else if (a == "--R" && has_value) {
-      o.R = std::atoi(argv[++i]);
+      o.R = ra::parse_integer<int>("gpt2_attention_block: --R", argv[++i], 0, 63);
     } else if (a == "--dtype" && has_value) {
       o.dtype = argv[++i];
     } else if (a == "--seed" && has_value) {
-      o.seed = std::strtoull(argv[++i], nullptr, 0);
+      o.seed = ra::parse_integer<std::uint64_t>("gpt2_attention_block: --seed", argv[++i]);
     } else {
       throw ra::error(
           "usage: gpt2_attention_block [--B n] [--T n] [--R r] [--dtype f32|f64] "
@@ -56,8 +59,6 @@ Options parse(int argc, char** argv) {
           a + "'");
     }
   }
-  ra::require_arg(o.B > 0, "gpt2_attention_block", "--B", o.B, "a positive batch");
-  ra::require_arg(o.T > 0, "gpt2_attention_block", "--T", o.T, "a positive sequence length");
   ra::require_arg(o.dtype == "f32" || o.dtype == "f64", "gpt2_attention_block", "--dtype", o.dtype,
                   "f32 or f64");
   return o;
@@ -291,7 +292,9 @@ int run(const Options& opt) {
 int main(int argc, char** argv) {
   try {
     const Options opt = parse(argc, argv);
-    return opt.dtype == "f64" ? run<double>(opt) : run<float>(opt);
+    const int rc = opt.dtype == "f64" ? run<double>(opt) : run<float>(opt);
+    ra::flush_stdout("gpt2_attention_block");
+    return rc;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

@@ -5,7 +5,10 @@
 // its path relative to --input, mod 100, is below --val-percent (default 10), so the split
 // is deterministic and stable as files are added; each split gets at least one file. Each
 // file is byte-tokenized (ra/nn/tokenizer.hpp) and followed by EOT. Writes --out/train.bin,
-// --out/val.bin (format: ra/nn/data.hpp) and --out/manifest.tsv (split, bytes, path).
+// --out/val.bin (format: ra/nn/data.hpp; they record the tokenizer and its vocabulary) and
+// --out/manifest.tsv (split, bytes, path), each atomically (ra/core/file.hpp): a failure
+// (a full disk) ends the program with status 1 naming the file and the system's reason, and
+// leaves no partial file.
 //
 //   prepare_data --input data/sample --out build/data
 //   prepare_data --input /tmp/linux-doc/Documentation --out build/data --ext .rst
@@ -18,11 +21,13 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <vector>
 
+#include <ra/core/file.hpp>
+#include <ra/core/parse.hpp>
 #include <ra/nn/data.hpp>
 #include <ra/nn/tokenizer.hpp>
 
@@ -59,7 +64,7 @@ Options parse(int argc, char** argv) {
     } else if (a == "--ext" && v) {
       o.ext = split_list(argv[++i]);
     } else if (a == "--val-percent" && v) {
-      o.val_percent = std::atoi(argv[++i]);
+      o.val_percent = ra::parse_integer<int>("prepare_data: --val-percent", argv[++i], 1, 50);
     } else if (a == "--help" || a == "-h") {
       std::puts(usage);
       std::exit(0);
@@ -68,8 +73,6 @@ Options parse(int argc, char** argv) {
     }
   }
   ra::require(!o.input.empty(), usage, "; --input is required");
-  ra::require_arg(o.val_percent >= 1 && o.val_percent <= 50, "prepare_data", "--val-percent",
-                  o.val_percent, "a percentage in [1, 50]");
   ra::require(!o.ext.empty(), "prepare_data: --ext is empty, expected e.g. .rst,.txt");
   return o;
 }
@@ -90,12 +93,6 @@ struct File {
   bool val = false;
   std::uintmax_t bytes = 0;
 };
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  ra::require(static_cast<bool>(f), "prepare_data: cannot read '", p.string(), "'");
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
 
 int run(const Options& o) {
   const fs::path root(o.input);
@@ -145,13 +142,15 @@ int run(const Options& o) {
     nearest(false)->val = false;
 
   std::vector<std::uint16_t> train, val;
-  fs::create_directories(o.out);
-  std::ofstream manifest(fs::path(o.out) / "manifest.tsv", std::ios::trunc);
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  ra::require(!ec, "prepare_data: cannot create --out folder '", o.out, "': ", ec.message());
+  std::ostringstream manifest;
   manifest << "split\tbytes\tpath\n";
   std::size_t n_val = 0;
   for (const auto& f : files) {
     auto& dst = f.val ? val : train;
-    const auto t = ra::nn::ByteTokenizer::encode(read_file(f.path));
+    const auto t = ra::nn::ByteTokenizer::encode(ra::read_file(f.path.string(), "prepare_data"));
     dst.insert(dst.end(), t.begin(), t.end());
     dst.push_back(static_cast<std::uint16_t>(ra::nn::ByteTokenizer::kEot));
     n_val += f.val;
@@ -159,16 +158,19 @@ int run(const Options& o) {
   }
   const auto train_path = (fs::path(o.out) / "train.bin").string();
   const auto val_path = (fs::path(o.out) / "val.bin").string();
-  ra::nn::write_tokens(train_path, train, ra::nn::ByteTokenizer::kVocab);
-  ra::nn::write_tokens(val_path, val, ra::nn::ByteTokenizer::kVocab);
+  const auto manifest_path = (fs::path(o.out) / "manifest.tsv").string();
+  using Tok = ra::nn::ByteTokenizer;
+  ra::nn::write_tokens(train_path, train, Tok::kVocab, Tok::kName);
+  ra::nn::write_tokens(val_path, val, Tok::kVocab, Tok::kName);
+  ra::write_file_atomic(manifest_path, manifest.str(), "prepare_data");
   std::printf("prepare_data: %zu files under %s (%zu train, %zu val by file hash)\n", files.size(),
               o.input.c_str(), files.size() - n_val, n_val);
   std::printf("prepare_data: %s  %zu tokens\n", train_path.c_str(), train.size());
   std::printf(
       "prepare_data: %s  %zu tokens (%.1f%%)\n", val_path.c_str(), val.size(),
       100.0 * static_cast<double>(val.size()) / static_cast<double>(train.size() + val.size()));
-  std::printf("prepare_data: byte tokenizer, vocab %d (bytes + EOT), manifest %s\n",
-              ra::nn::ByteTokenizer::kVocab, (fs::path(o.out) / "manifest.tsv").string().c_str());
+  std::printf("prepare_data: byte tokenizer, vocab %d (bytes + EOT), manifest %s\n", Tok::kVocab,
+              manifest_path.c_str());
   return 0;
 }
 
@@ -176,7 +178,9 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   try {
-    return run(parse(argc, argv));
+    const int rc = run(parse(argc, argv));
+    ra::flush_stdout("prepare_data");
+    return rc;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

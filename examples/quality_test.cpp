@@ -29,12 +29,15 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <ra/core/error.hpp>
+#include <ra/core/file.hpp>
+#include <ra/core/parse.hpp>
 
 namespace {
 
@@ -104,16 +107,16 @@ Options parse(int argc, char** argv) {
     } else if (a == "--mode") {
       o.mode = value();
     } else if (a == "--token-budget") {
-      o.token_budget = std::stoll(value());
+      o.token_budget =
+          ra::parse_integer<long long>("quality_test: --token-budget", value(), 1, 1LL << 50);
     } else if (a == "--time-budget-s") {
-      o.time_budget_s = std::stod(value());
+      o.time_budget_s = ra::parse_real("quality_test: --time-budget-s", value(),
+                                       {0.0, std::numeric_limits<double>::infinity(), true});
     } else if (a == "--no-plot") {
       o.plot = false;
     } else if (a == "--seeds") {
-      o.seeds.clear();
-      std::stringstream ss(value());
-      for (std::string s; std::getline(ss, s, ',');)
-        if (!s.empty()) o.seeds.push_back(std::stoull(s));
+      // Distinct: a seed given twice would count one run as two in the verdict.
+      o.seeds = ra::parse_integer_list<std::uint64_t>("quality_test: --seeds", value(), true);
     } else if (a == "--R" || a == "--gates" || a == "--gate-param") {
       set_flag(o.ra, a, value());
     } else if (a == "--restart") {
@@ -133,8 +136,6 @@ Options parse(int argc, char** argv) {
               " seed(s), expected at least 2 (the verdict needs agreement across seeds)");
   ra::require(o.mode == "both" || o.mode == "tokens" || o.mode == "time", "quality_test: --mode '",
               o.mode, "', expected both, tokens or time");
-  ra::require(o.token_budget >= 1 || o.mode == "time", "quality_test: --token-budget ",
-              o.token_budget, ", expected a positive token count");
   ra::require(o.mode != "time" || o.time_budget_s > 0.0,
               "quality_test: --mode time needs --time-budget-s");
   return o;
@@ -178,7 +179,7 @@ Run run_trainer(const Options& o, const std::string& phase, std::uint64_t seed,
   r.arm = arm;
   r.seed = seed;
   r.dir = (fs::path(o.out) / phase / ("seed" + std::to_string(seed) + "_" + arm)).string();
-  fs::remove_all(r.dir);  // a fresh run: metrics.tsv is appended to otherwise
+  fs::remove_all(r.dir);  // a fresh run: the trainer refuses a folder that holds one
   fs::create_directories(r.dir);
   std::vector<std::string> args{
       o.trainer, "--data", o.data, "--out", r.dir, "--arm", arm, "--seed", std::to_string(seed)};
@@ -190,7 +191,7 @@ Run run_trainer(const Options& o, const std::string& phase, std::uint64_t seed,
   const auto log = (fs::path(r.dir) / "train.log").string();
   std::printf("  %-6s seed %llu %-8s ... ", phase.c_str(), static_cast<unsigned long long>(seed),
               arm.c_str());
-  std::fflush(stdout);
+  ra::flush_stdout("quality_test");
   const int rc = std::system((cmd + " > " + quote(log) + " 2>&1").c_str());
   ra::require(rc == 0, "quality_test: the trainer failed (status ", rc, "): ", cmd, "\nsee ", log);
   std::map<std::string, std::string> s;
@@ -300,7 +301,7 @@ std::string json_rows(const std::vector<std::vector<double>>& rows) {
 }
 
 void write_json(const Options& o, const std::vector<Phase>& phases, const fs::path& path) {
-  std::ofstream j(path, std::ios::trunc);
+  std::ostringstream j;
   std::string flags;
   for (const auto& f : o.common) flags += (flags.empty() ? "" : " ") + f;
   std::string ra_flags;
@@ -336,6 +337,7 @@ void write_json(const Options& o, const std::vector<Phase>& phases, const fs::pa
     j << "]}";
   }
   j << "\n  ]\n}\n";
+  ra::write_file_atomic(path.string(), j.str(), "quality_test");
 }
 
 int run(const Options& o) {
@@ -420,7 +422,9 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   try {
-    return run(parse(argc, argv));
+    const int rc = run(parse(argc, argv));
+    ra::flush_stdout("quality_test");
+    return rc;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

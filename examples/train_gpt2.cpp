@@ -14,9 +14,14 @@
 //
 // Each step prints: step, loss, learning rate, gradient norm, tokens/s, and per layer the
 // effective gates g_std and g_rec (mean [min, max] over heads) and the restart mix α.
-// With --out DIR: DIR/metrics.tsv (one row per step and per evaluation, appended on resume),
-// DIR/gates.tsv (final per-layer gate statistics), DIR/summary.tsv and DIR/summary.json, and
-// DIR/ckpt.bin (every --ckpt-every steps and at the end).
+// With --out DIR: DIR/metrics.tsv (one row per step and per evaluation; a resumed run cuts it
+// back to the checkpoint's step, so no step appears twice), DIR/gates.tsv (final per-layer
+// gate statistics), DIR/summary.tsv and DIR/summary.json (with a CRC-32C of the final
+// parameters: equal for bit-identical runs), and DIR/ckpt.bin (every --ckpt-every steps and
+// at the end; the one before it is kept as DIR/ckpt.bin.prev). A fresh run refuses a DIR that
+// holds a run unless --overwrite. Every write is checked: a full disk or any other failure
+// ends the program with status 1, naming the file and the system's reason, and `wrote ...` is
+// printed only when everything was written (examples/train/run_folder.hpp).
 //
 // The device is chosen in ONE place, run_on_device() at the bottom: --device cpu runs
 // ra::nn::GPT2<T> on the CPU backend (fp32 or bf16 compute), --device cuda runs
@@ -25,6 +30,7 @@
 #include <cstdio>
 #include <exception>
 
+#include <ra/core/file.hpp>
 #include <ra/nn/gpt2.hpp>
 
 #include "train_gpt2.hpp"
@@ -53,7 +59,9 @@ int run_on_device(const Options& o) {
 
 int main(int argc, char** argv) {
   try {
-    return run_on_device(parse(argc, argv));
+    const int rc = run_on_device(parse(argc, argv));
+    ra::flush_stdout("train_gpt2");
+    return rc;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

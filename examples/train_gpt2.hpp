@@ -1,8 +1,10 @@
 // examples/train_gpt2.hpp — the trainer of examples/train_gpt2.cpp, for any model with the
 // GPT-2 interface (ra::nn::GPT2<T> on the CPU, ra::cuda::GPT2<T> on the GPU) and its
-// optimizer: options, the training loop, evaluation, metrics files, checkpoints and
-// generation. Device-free: it includes no backend, so the GPU half (examples/train/cuda.cu)
-// compiles it with nvcc without the CPU backend, and the CPU half without CUDA.
+// optimizer: the training loop, evaluation, summaries, checkpoints and generation. Its
+// options are examples/train/options.hpp, the files it keeps in --out
+// examples/train/run_folder.hpp. Device-free: it includes no backend, so the GPU half
+// (examples/train/cuda.cu) compiles it with nvcc without the CPU backend, and the CPU half
+// without CUDA.
 #pragma once
 
 #include <algorithm>
@@ -13,17 +15,17 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
-#include <fstream>
-#include <functional>
 #include <limits>
-#include <map>
 #include <memory>
+#include <new>
 #include <optional>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <ra/core/checksum.hpp>
+#include <ra/core/file.hpp>
 #include <ra/nn/adamw.hpp>
 #include <ra/nn/checkpoint.hpp>
 #include <ra/nn/data.hpp>
@@ -31,156 +33,14 @@
 #include <ra/nn/schedule.hpp>
 #include <ra/nn/tokenizer.hpp>
 
+#include "train/options.hpp"
+#include "train/run_folder.hpp"
+
 namespace train_gpt2 {
 
 namespace fs = std::filesystem;
 using ra::index_t;
 using Clock = std::chrono::steady_clock;
-
-struct Options {
-  // model
-  std::string arm = "baseline";
-  int R = 4;
-  std::string gates = "per_layer", gate_param = "clamp";
-  bool restart = false, bias = true;
-  index_t layers = 4, heads = 2, C = 128;  // D = 64: in every build's kernel list
-  float dropout = 0.f;
-  // run
-  index_t seq = 64, batch = 8;
-  std::optional<index_t> steps, token_budget;
-  index_t stop_at = -1;  // stop after this step without changing the schedule (-1: never)
-  double time_budget_s = 0.0;
-  double lr = 1e-3, min_lr = -1.0, weight_decay = 0.1, grad_clip = 1.0;
-  index_t warmup = 20;
-  std::uint64_t seed = 1;
-  index_t eval_every = 50, eval_batches = 8, ckpt_every = 0, log_every = 1;
-  std::string data = "build/data", out, resume, device = "cpu", precision = "fp32";
-  // generation
-  index_t generate = 0, top_k = 0;
-  double temperature = 1.0;
-  std::string prompt = "The ";
-  std::string command;  // the command line, stored in checkpoints and summaries
-};
-
-inline constexpr const char* kUsage = R"(usage: train_gpt2 [options]
-model:  --arm baseline|ra  --R 4  --gates none|per_layer|per_head  --gate-param clamp|softplus
-        --restart  --layers 4  --heads 2  --C 128  --dropout 0  --no-bias
-run:    --data DIR (train.bin, val.bin)  --seq 64  --batch 8
-        --steps N | --token-budget N   [--time-budget-s S]   (or --time-budget-s S alone)
-        --stop-at N (stop after step N; the schedule still spans the budget, for chunked runs)
-        --lr 1e-3  --min-lr lr/10  --warmup 20  --weight-decay 0.1  --grad-clip 1.0  --seed 1
-        --eval-every 50  --eval-batches 8  --log-every 1
-        --out DIR  --ckpt-every 0  --resume CKPT  --device cpu|cuda  --precision fp32|bf16
-text:   --generate N  --prompt TEXT  --top-k 0 (greedy)  --temperature 1.0)";
-
-inline Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 0; i < argc; ++i) o.command += (i ? " " : "") + std::string(argv[i]);
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      ra::require(i + 1 < argc, "train_gpt2: ", a, " needs a value\n", kUsage);
-      return argv[++i];
-    };
-    // std::stoll / std::stod say only "stoll": name the flag and the text instead.
-    auto number = [&](auto convert) {
-      const std::string v = value();
-      try {
-        std::size_t used = 0;
-        const auto x = convert(v, &used);
-        if (used == v.size()) return x;
-      } catch (const std::exception&) {
-      }
-      throw ra::error("train_gpt2: " + a + " '" + v + "' is not a number");
-    };
-    auto integer = [&] {
-      return number([](const std::string& v, std::size_t* n) { return std::stoll(v, n); });
-    };
-    auto real = [&] {
-      return number([](const std::string& v, std::size_t* n) { return std::stod(v, n); });
-    };
-    const std::map<std::string, std::function<void()>> handlers{
-        {"--arm", [&] { o.arm = value(); }},
-        {"--R", [&] { o.R = static_cast<int>(integer()); }},
-        {"--gates", [&] { o.gates = value(); }},
-        {"--gate-param", [&] { o.gate_param = value(); }},
-        {"--restart", [&] { o.restart = true; }},
-        {"--no-bias", [&] { o.bias = false; }},
-        {"--layers", [&] { o.layers = integer(); }},
-        {"--heads", [&] { o.heads = integer(); }},
-        {"--C", [&] { o.C = integer(); }},
-        {"--dropout", [&] { o.dropout = static_cast<float>(real()); }},
-        {"--seq", [&] { o.seq = integer(); }},
-        {"--batch", [&] { o.batch = integer(); }},
-        {"--steps", [&] { o.steps = integer(); }},
-        {"--token-budget", [&] { o.token_budget = integer(); }},
-        {"--stop-at", [&] { o.stop_at = integer(); }},
-        {"--time-budget-s", [&] { o.time_budget_s = real(); }},
-        {"--lr", [&] { o.lr = real(); }},
-        {"--min-lr", [&] { o.min_lr = real(); }},
-        {"--warmup", [&] { o.warmup = integer(); }},
-        {"--weight-decay", [&] { o.weight_decay = real(); }},
-        {"--grad-clip", [&] { o.grad_clip = real(); }},
-        {"--seed", [&] { o.seed = static_cast<std::uint64_t>(integer()); }},
-        {"--eval-every", [&] { o.eval_every = integer(); }},
-        {"--eval-batches", [&] { o.eval_batches = integer(); }},
-        {"--ckpt-every", [&] { o.ckpt_every = integer(); }},
-        {"--log-every", [&] { o.log_every = integer(); }},
-        {"--data", [&] { o.data = value(); }},
-        {"--out", [&] { o.out = value(); }},
-        {"--resume", [&] { o.resume = value(); }},
-        {"--device", [&] { o.device = value(); }},
-        {"--precision", [&] { o.precision = value(); }},
-        {"--generate", [&] { o.generate = integer(); }},
-        {"--prompt", [&] { o.prompt = value(); }},
-        {"--top-k", [&] { o.top_k = integer(); }},
-        {"--temperature", [&] { o.temperature = real(); }},
-    };
-    if (a == "--help" || a == "-h") {
-      std::puts(kUsage);
-      std::exit(0);
-    }
-    const auto h = handlers.find(a);
-    if (h == handlers.end())
-      throw ra::error(std::string("train_gpt2: unknown argument '") + a + "'\n" + kUsage);
-    h->second();
-  }
-  constexpr const char* w = "train_gpt2";
-  ra::require(!(o.steps && o.token_budget), "train_gpt2: give --steps or --token-budget, not both");
-  ra::require(o.steps || o.token_budget || o.time_budget_s > 0.0 || o.generate > 0,
-              "train_gpt2: no budget: expected --steps, --token-budget or --time-budget-s");
-  ra::require_arg(o.seq >= 1 && o.batch >= 1, w, "--seq/--batch", o.seq * o.batch,
-                  "positive values");
-  ra::require_arg(!o.steps || *o.steps >= 0, w, "--steps", o.steps.value_or(0), "a value >= 0");
-  ra::require_arg(!o.token_budget || *o.token_budget >= 1, w, "--token-budget",
-                  o.token_budget.value_or(0), "a positive token count");
-  ra::require_arg(o.time_budget_s >= 0.0, w, "--time-budget-s", o.time_budget_s, "a value >= 0");
-  ra::require_arg(o.eval_every >= 0 && o.eval_batches >= 1, w, "--eval-every/--eval-batches",
-                  o.eval_batches, "eval-every >= 0 and eval-batches >= 1");
-  ra::require_arg(o.log_every >= 1, w, "--log-every", o.log_every, "a positive step count");
-  ra::require_arg(o.top_k >= 0 && o.temperature > 0.0, w, "--top-k/--temperature", o.temperature,
-                  "top-k >= 0 and a positive temperature");
-  if (o.min_lr < 0.0) o.min_lr = o.lr / 10.0;
-  return o;
-}
-
-inline ra::nn::GPT2Config model_config(const Options& o, index_t vocab) {
-  ra::nn::GPT2Config c;
-  c.vocab = vocab;
-  c.max_seq = o.seq;
-  c.n_layer = o.layers;
-  c.n_head = o.heads;
-  c.C = o.C;
-  c.arm = ra::nn::parse_arm(o.arm);
-  c.R = o.R;
-  c.gates = ra::nn::parse_gate_mode(o.gates);
-  c.gate_param = ra::nn::parse_gate_param(o.gate_param);
-  c.restart = o.restart;
-  c.dropout = o.dropout;
-  c.bias = o.bias;
-  c.validate("train_gpt2");
-  return c;
-}
 
 inline std::string describe(const ra::nn::GPT2Config& c) {
   std::ostringstream os;
@@ -220,34 +80,8 @@ inline std::shared_ptr<const ra::nn::TokenFile> load(const std::string& path) {
   return std::make_shared<const ra::nn::TokenFile>(ra::nn::read_tokens(path));
 }
 
-// Appends rows to DIR/metrics.tsv (header once).
-class Metrics {
- public:
-  explicit Metrics(const std::string& out) {
-    if (out.empty()) return;
-    const auto path = fs::path(out) / "metrics.tsv";
-    const bool fresh = !fs::exists(path);
-    f_.open(path, std::ios::app);
-    ra::require(static_cast<bool>(f_), "train_gpt2: cannot write '", path.string(), "'");
-    if (fresh) f_ << "kind\tstep\ttokens\ttrain_s\tloss\tlr\tgrad_norm\ttok_s\n";
-  }
-  void row(const char* kind, std::uint64_t step, std::uint64_t tokens, double t, double loss,
-           double lr, double norm, double tok_s) {
-    if (!f_.is_open()) return;
-    char buf[256];
-    std::snprintf(buf, sizeof buf, "%s\t%llu\t%llu\t%.4f\t%.6f\t%.6g\t%.5g\t%.1f\n", kind,
-                  static_cast<unsigned long long>(step), static_cast<unsigned long long>(tokens), t,
-                  loss, lr, norm, tok_s);
-    f_ << buf;
-    f_.flush();
-  }
-
- private:
-  std::ofstream f_;
-};
-
 inline void write_gates(const std::string& out, const std::vector<ra::nn::LayerGateStats>& stats) {
-  std::ofstream f(fs::path(out) / "gates.tsv", std::ios::trunc);
+  std::ostringstream f;
   f << "layer\tg_std_mean\tg_std_min\tg_std_max\tg_rec_mean\tg_rec_min\tg_rec_max\talpha_mean\t"
        "alpha_min\talpha_max\n";
   for (std::size_t l = 0; l < stats.size(); ++l) {
@@ -265,29 +99,35 @@ inline void write_gates(const std::string& out, const std::vector<ra::nn::LayerG
     put(g.restart, g.alpha);
     f << '\n';
   }
+  ra::write_file_atomic((fs::path(out) / "gates.tsv").string(), f.str(), "train_gpt2");
 }
 
 struct Summary {
   std::uint64_t steps = 0, tokens = 0;
   double train_s = 0.0, val_loss = 0.0, last_loss = 0.0;
+  std::uint32_t params_crc32c = 0;  // of the fp32 parameters: equal for bit-identical runs
 };
 
 inline void write_summary(const Options& o, const ra::nn::GPT2Config& c, std::size_t params,
                           const Summary& s) {
   const double tok_s = s.train_s > 0.0 ? static_cast<double>(s.tokens) / s.train_s : 0.0;
-  std::ofstream t(fs::path(o.out) / "summary.tsv", std::ios::trunc);
+  char crc[16];
+  std::snprintf(crc, sizeof crc, "%08x", s.params_crc32c);
+  std::ostringstream t;
   t << "arm\t" << ra::nn::name(c.arm) << "\nseed\t" << o.seed << "\nsteps\t" << s.steps
     << "\ntokens\t" << s.tokens << "\ntrain_s\t" << s.train_s << "\ntok_s\t" << tok_s
     << "\nval_loss\t" << s.val_loss << "\ntrain_loss\t" << s.last_loss << "\nparams\t" << params
-    << "\n";
-  std::ofstream j(fs::path(o.out) / "summary.json", std::ios::trunc);
+    << "\nparams_crc32c\t" << crc << "\n";
+  std::ostringstream j;
   j << "{\n  \"arm\": \"" << ra::nn::name(c.arm) << "\",\n  \"config\": \"" << describe(c)
     << "\",\n  \"device\": \"" << o.device << "\",\n  \"precision\": \"" << o.precision
     << "\",\n  \"seed\": " << o.seed << ",\n  \"batch\": " << o.batch << ",\n  \"seq\": " << o.seq
     << ",\n  \"steps\": " << s.steps << ",\n  \"tokens\": " << s.tokens
     << ",\n  \"train_seconds\": " << s.train_s << ",\n  \"tokens_per_second\": " << tok_s
     << ",\n  \"val_loss\": " << s.val_loss << ",\n  \"train_loss\": " << s.last_loss
-    << ",\n  \"parameters\": " << params << "\n}\n";
+    << ",\n  \"parameters\": " << params << ",\n  \"parameters_crc32c\": \"" << crc << "\"\n}\n";
+  ra::write_file_atomic((fs::path(o.out) / "summary.tsv").string(), t.str(), "train_gpt2");
+  ra::write_file_atomic((fs::path(o.out) / "summary.json").string(), j.str(), "train_gpt2");
 }
 
 // Greedy (top_k = 0) or seeded top-k sampling from the model, --generate tokens long.
@@ -333,34 +173,61 @@ std::string generate(Model& model, const Options& o) {
   return Tok::decode(tokens);
 }
 
+inline std::shared_ptr<const ra::nn::TokenFile> load_tokens(const Options& o, const char* file) {
+  auto t = load((fs::path(o.data) / file).string());
+  ra::nn::require_tokenizer(*t, ra::nn::ByteTokenizer::kName, ra::nn::ByteTokenizer::kVocab,
+                            "train_gpt2");
+  return t;
+}
+
 template <class Model, class Optimizer>
-int train(const Options& o) {
+int train(Options o) {
   using namespace ra::nn;
-  const auto train_data = load((fs::path(o.data) / "train.bin").string());
-  const auto val_data = load((fs::path(o.data) / "val.bin").string());
-  ra::require(train_data->vocab == val_data->vocab, "train_gpt2: train.bin has vocab ",
-              train_data->vocab, " but val.bin has vocab ", val_data->vocab,
-              ", expected files of one tokenizer");
-  const GPT2Config cfg =
-      o.resume.empty() ? model_config(o, train_data->vocab) : read_checkpoint_config(o.resume);
-  if (!o.resume.empty())
-    ra::require(cfg.vocab == train_data->vocab && cfg.max_seq >= o.seq, "train_gpt2: checkpoint '",
-                o.resume, "' has vocab ", cfg.vocab, " and max_seq ", cfg.max_seq,
-                "; the data has vocab ", train_data->vocab, " and --seq is ", o.seq,
-                ", expected the same vocab and --seq <= max_seq");
-  Model model(cfg);
+  const auto train_data = load_tokens(o, "train.bin");
+  const auto val_data = load_tokens(o, "val.bin");
+  std::optional<Checkpoint> resumed;
+  if (!o.resume.empty()) {
+    auto r = read_checkpoint_with_fallback(o.resume);
+    if (!r.rejected.empty())
+      std::fprintf(stderr,
+                   "train_gpt2: warning: %s\ntrain_gpt2: resuming from the previous checkpoint "
+                   "'%s' (step %llu) instead\n",
+                   r.rejected.c_str(), r.checkpoint.path.c_str(),
+                   static_cast<unsigned long long>(r.checkpoint.state.step));
+    adopt_checkpoint(o, r.checkpoint, *train_data);
+    resumed = std::move(r.checkpoint);
+  }
+  const GPT2Config cfg = resumed ? resumed->config : model_config(o, train_data->vocab);
+  ra::require(cfg.vocab == static_cast<index_t>(train_data->vocab), "train_gpt2: checkpoint '",
+              o.resume, "' has vocab ", cfg.vocab, ", the data has vocab ", train_data->vocab,
+              ", expected the same");
+  for (const auto* t : {train_data.get(), val_data.get()})
+    ra::require(static_cast<index_t>(t->tokens.size()) > o.seq, "train_gpt2: '", t->path, "' has ",
+                t->tokens.size(), " tokens, expected more than --seq ", o.seq,
+                " (one window of --seq + 1 tokens)");
+  BatchLoader loader(train_data, o.batch, o.seq, o.seed);
+  BatchLoader val(val_data, o.batch, o.seq, o.seed, false);
+  std::optional<Model> slot;
+  try {
+    slot.emplace(cfg);
+  } catch (const std::bad_alloc&) {
+    throw ra::error("train_gpt2: not enough memory for the model (" + describe(cfg) +
+                    "), expected a smaller one (--layers, --C, --seq)");
+  }
+  Model& model = *slot;
   model.init_gpt2(o.seed);
   AdamWConfig acfg;
   acfg.weight_decay = o.weight_decay;
   acfg.grad_clip = o.grad_clip;
   Optimizer opt(model.num_parameters(), model.parameter_table(), acfg);
-  BatchLoader loader(train_data, o.batch, o.seq, o.seed);
-  BatchLoader val(val_data, o.batch, o.seq, o.seed, false);
   TrainingState state(o.seed);
-  if (!o.resume.empty()) {
-    load_checkpoint(o.resume, model, opt, state, loader);
-    std::printf("resumed %s at step %llu (%llu tokens); it was written by: %s\n", o.resume.c_str(),
-                static_cast<unsigned long long>(state.step),
+  std::string resumed_from;
+  if (resumed) {
+    restore_checkpoint(*resumed, model, opt, state, loader);
+    resumed_from = resumed->path;
+    resumed.reset();  // its copies of the parameters and moments are no longer needed
+    std::printf("resumed %s at step %llu (%llu tokens); it was written by: %s\n",
+                resumed_from.c_str(), static_cast<unsigned long long>(state.step),
                 static_cast<unsigned long long>(state.tokens), state.meta.c_str());
   }
   state.meta = o.command;
@@ -375,8 +242,15 @@ int train(const Options& o) {
     total = std::numeric_limits<index_t>::max();
   }
   const bool by_time = !o.steps && !o.token_budget && o.time_budget_s > 0.0;
+  // A checkpoint past the schedule cannot continue it (--steps 0: evaluate or generate only).
+  ra::require(by_time || total == 0 || static_cast<index_t>(state.step) <= total,
+              "train_gpt2: checkpoint '", resumed_from, "' is at step ", state.step,
+              ", beyond this run's schedule of ", total,
+              " steps; expected --steps or --token-budget reaching at least step ", state.step,
+              " (or --steps 0 to evaluate or generate only)");
   CosineSchedule schedule{o.lr, o.min_lr, o.warmup, by_time ? 1 : std::max<index_t>(total, 1)};
   schedule.validate("train_gpt2");
+  Metrics metrics = open_run_folder(o, resumed_from, state.step);
 
   std::printf("model: %s, %zu parameters, %s compute on %s\n", describe(cfg).c_str(),
               model.num_parameters(), o.precision.c_str(), o.device.c_str());
@@ -394,21 +268,28 @@ int train(const Options& o) {
                 o.time_budget_s > 0.0 ? ", capped by --time-budget-s" : "", o.lr,
                 static_cast<long long>(o.warmup), o.min_lr);
   }
-  if (!o.out.empty()) fs::create_directories(o.out);
-  Metrics metrics(o.out);
   const std::string ckpt = o.out.empty() ? "" : (fs::path(o.out) / "ckpt.bin").string();
-  auto evaluate_now = [&] {
+  auto validation_loss = [&] {
     const double v = evaluate(model, val, o.eval_batches);
+    ra::require(std::isfinite(v), "train_gpt2: the validation loss is ", v, " at step ", state.step,
+                ", expected a finite loss");
+    return v;
+  };
+  auto evaluate_now = [&] {
+    const double v = validation_loss();
     std::printf("val   step %6llu | tokens %llu | train %.1f s | val loss %.4f\n",
                 static_cast<unsigned long long>(state.step),
                 static_cast<unsigned long long>(state.tokens), state.train_seconds, v);
-    std::fflush(stdout);
+    ra::flush_stdout("train_gpt2");
     metrics.row("val", state.step, state.tokens, state.train_seconds, v, 0.0, 0.0, 0.0);
     return v;
   };
 
   Summary sum;
   std::vector<std::int32_t> batch;
+  // The step of the last checkpoint this run wrote: the final one is not written twice (which
+  // would also turn ckpt.bin.prev into a copy of the newest).
+  std::optional<std::uint64_t> saved_step;
   const bool budget_left_at_start =
       static_cast<index_t>(state.step) < (o.stop_at >= 0 ? std::min(total, o.stop_at) : total);
   if (budget_left_at_start && state.step == 0 && o.eval_every > 0) evaluate_now();
@@ -431,23 +312,29 @@ int train(const Options& o) {
                   static_cast<unsigned long long>(state.step),
                   by_time ? "" : ("/" + std::to_string(total)).c_str(), r.loss, lr, r.grad_norm,
                   tok_s, gate_line(model.gate_stats()).c_str());
-      std::fflush(stdout);
+      ra::flush_stdout("train_gpt2");
     }
     ra::require(std::isfinite(r.loss), "train_gpt2: the loss is ", r.loss, " at step ", state.step,
                 ", expected a finite loss (lower --lr?)");
     if (o.eval_every > 0 && state.step % static_cast<std::uint64_t>(o.eval_every) == 0)
       sum.val_loss = evaluate_now();
     if (!ckpt.empty() && o.ckpt_every > 0 &&
-        state.step % static_cast<std::uint64_t>(o.ckpt_every) == 0)
+        state.step % static_cast<std::uint64_t>(o.ckpt_every) == 0) {
       save_checkpoint(ckpt, model, opt, state, loader);
+      saved_step = state.step;
+    }
   }
   const bool trained = budget_left_at_start;
   if (trained && (o.eval_every == 0 || state.step % static_cast<std::uint64_t>(o.eval_every) != 0))
     sum.val_loss = evaluate_now();
-  if (!trained) sum.val_loss = evaluate(model, val, o.eval_batches);
+  if (!trained) sum.val_loss = validation_loss();
   sum.steps = state.step;
   sum.tokens = state.tokens;
   sum.train_s = state.train_seconds;
+  {
+    const auto p = model.parameters();
+    sum.params_crc32c = ra::crc32c(p.data(), p.size() * sizeof(float));
+  }
   std::printf(
       "final: arm %s | steps %llu | tokens %llu | train %.2f s | %.0f tok/s | val loss %.4f\n",
       std::string(name(cfg.arm)).c_str(), static_cast<unsigned long long>(sum.steps),
@@ -455,7 +342,8 @@ int train(const Options& o) {
       sum.train_s > 0.0 ? static_cast<double>(sum.tokens) / sum.train_s : 0.0, sum.val_loss);
   std::printf("final: %s\n", gate_line(model.gate_stats()).c_str());
   if (!o.out.empty()) {
-    if (trained) save_checkpoint(ckpt, model, opt, state, loader);
+    if (trained && saved_step != state.step) save_checkpoint(ckpt, model, opt, state, loader);
+    metrics.close();
     write_gates(o.out, model.gate_stats());
     write_summary(o, cfg, model.num_parameters(), sum);
     std::printf("wrote %s/{metrics.tsv, gates.tsv, summary.tsv, summary.json%s}\n", o.out.c_str(),

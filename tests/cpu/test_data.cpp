@@ -1,6 +1,7 @@
 // tests/cpu/test_data.cpp — the byte tokenizer (round trip), token files (round trip and
-// every error: missing, bad magic, bad version, truncated, trailing bytes, token out of
-// range) and the batch loader (windows, seeded order per epoch, inputs/targets shift, cursor).
+// every error: missing, bad magic, bad version, truncated, trailing bytes, a checksum
+// mismatch, token out of range, another tokenizer or vocabulary) and the batch loader
+// (windows, seeded order per epoch, inputs/targets shift, cursor, data checksum).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include <ra/core/checksum.hpp>
 #include <ra/nn/data.hpp>
 #include <ra/nn/tokenizer.hpp>
 
@@ -41,6 +43,18 @@ std::string read_bytes(const std::string& path) {
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Recomputes a token file's checksum (bytes 24..27) after an edit, so that the check behind
+// the checksum is what the edit meets.
+std::string resealed(std::string b) {
+  ra::Crc32c c;
+  c.update(std::string_view(b).substr(0, 24));
+  c.update(std::string_view(b).substr(28));
+  const std::uint32_t crc = c.value();
+  for (int i = 0; i < 4; ++i)
+    b[24 + static_cast<std::size_t>(i)] = static_cast<char>(crc >> (8 * i));
+  return b;
 }
 
 std::shared_ptr<nn::TokenFile> counting(std::size_t n, std::uint32_t vocab = 65536) {
@@ -75,19 +89,22 @@ TEST_CASE("token files round-trip and every corruption gives an error naming it"
   TempDir dir;
   const auto path = dir.file("ok.bin");
   const std::vector<std::uint16_t> tokens{0, 1, 256, 255, 7, 256};
-  nn::write_tokens(path, tokens, 257);
+  nn::write_tokens(path, tokens, 257, nn::ByteTokenizer::kName);
   const auto bytes = read_bytes(path);
-  CHECK(bytes.size() == 32 + 2 * tokens.size());
+  CHECK(bytes.size() == 48 + 2 * tokens.size());
   CHECK(bytes.substr(0, 8) == "RATOKENS");
+  CHECK(bytes.substr(32, 5) == std::string("byte\0", 5));
   const auto t = nn::read_tokens(path);
   CHECK(t.vocab == 257);
+  CHECK(t.tokenizer == "byte");
   CHECK(t.tokens == tokens);
   CHECK(t.path == path);
+  CHECK_FALSE(std::filesystem::exists(path + ".tmp"));
 
   SECTION("missing") {
-    CHECK_THROWS_WITH(nn::read_tokens(dir.file("nope.bin")), Catch::Contains("cannot open") &&
-                                                                 Catch::Contains("nope.bin") &&
-                                                                 Catch::Contains("prepare_data"));
+    CHECK_THROWS_WITH(nn::read_tokens(dir.file("nope.bin")),
+                      Catch::Contains("cannot open") && Catch::Contains("nope.bin") &&
+                          Catch::Contains("No such file") && Catch::Contains("prepare_data"));
   }
   SECTION("bad magic") {
     auto b = bytes;
@@ -101,7 +118,15 @@ TEST_CASE("token files round-trip and every corruption gives an error naming it"
     b[8] = 9;
     write_bytes(dir.file("version.bin"), b);
     CHECK_THROWS_WITH(nn::read_tokens(dir.file("version.bin")),
-                      Catch::Contains("version 9") && Catch::Contains("expected version 1"));
+                      Catch::Contains("version 9") && Catch::Contains("expected version 2"));
+  }
+  SECTION("version 1: no tokenizer recorded") {
+    auto b = bytes;
+    b[8] = 1;
+    write_bytes(dir.file("v1.bin"), b);
+    CHECK_THROWS_WITH(nn::read_tokens(dir.file("v1.bin")),
+                      Catch::Contains("version 1") && Catch::Contains("tokenizer") &&
+                          Catch::Contains("prepare_data again"));
   }
   SECTION("truncated header") {
     write_bytes(dir.file("short.bin"), bytes.substr(0, 20));
@@ -117,18 +142,65 @@ TEST_CASE("token files round-trip and every corruption gives an error naming it"
     write_bytes(dir.file("long.bin"), bytes + "zz");
     CHECK_THROWS_WITH(nn::read_tokens(dir.file("long.bin")), Catch::Contains("trailing bytes"));
   }
-  SECTION("token out of range") {
+  SECTION("a flipped bit anywhere fails the checksum") {
+    for (std::size_t i : {std::size_t{12}, std::size_t{33}, std::size_t{48}, bytes.size() - 1}) {
+      INFO("byte " << i);
+      auto b = bytes;
+      b[i] = static_cast<char>(b[i] ^ 0x10);
+      write_bytes(dir.file("flip.bin"), b);
+      CHECK_THROWS_WITH(nn::read_tokens(dir.file("flip.bin")),
+                        Catch::Contains("fails its checksum") && Catch::Contains("flip.bin"));
+    }
+  }
+  SECTION("token out of range (behind a valid checksum)") {
     auto b = bytes;
-    b[32 + 2 * 4] = 1;  // token 4 becomes 257 (0x0101)
-    b[32 + 2 * 4 + 1] = 1;
-    write_bytes(dir.file("range.bin"), b);
+    b[48 + 2 * 4] = 1;  // token 4 becomes 257 (0x0101)
+    b[48 + 2 * 4 + 1] = 1;
+    write_bytes(dir.file("range.bin"), resealed(b));
     CHECK_THROWS_WITH(nn::read_tokens(dir.file("range.bin")),
                       Catch::Contains("token 257 at index 4") && Catch::Contains("vocab = 257"));
   }
-  SECTION("writing refuses a token >= vocab") {
-    CHECK_THROWS_WITH(nn::write_tokens(dir.file("w.bin"), tokens, 256),
+  SECTION("writing refuses a token >= vocab and a bad tokenizer name") {
+    CHECK_THROWS_WITH(nn::write_tokens(dir.file("w.bin"), tokens, 256, "byte"),
                       Catch::Contains("token 2 is 256"));
+    CHECK_THROWS_WITH(nn::write_tokens(dir.file("w.bin"), tokens, 257, "two words"),
+                      Catch::Contains("tokenizer") && Catch::Contains("'two words'"));
+    CHECK_THROWS_WITH(nn::write_tokens(dir.file("w.bin"), tokens, 257, ""),
+                      Catch::Contains("tokenizer"));
+    CHECK_FALSE(std::filesystem::exists(dir.file("w.bin")));
   }
+}
+
+TEST_CASE("token files of another tokenizer or vocabulary are refused by name", "[data][file]") {
+  TempDir dir;
+  const std::vector<std::uint16_t> tokens{1, 2, 3};
+  nn::write_tokens(dir.file("byte.bin"), tokens, 257, "byte");
+  nn::write_tokens(dir.file("v300.bin"), tokens, 300, "byte");
+  nn::write_tokens(dir.file("bpe.bin"), tokens, 257, "gpt2");
+  using Tok = nn::ByteTokenizer;
+  CHECK_NOTHROW(nn::require_tokenizer(nn::read_tokens(dir.file("byte.bin")), Tok::kName,
+                                      Tok::kVocab, "trainer"));
+  CHECK_THROWS_WITH(nn::require_tokenizer(nn::read_tokens(dir.file("v300.bin")), Tok::kName,
+                                          Tok::kVocab, "trainer"),
+                    Catch::Contains("trainer: '") && Catch::Contains("v300.bin") &&
+                        Catch::Contains("tokenizer 'byte' with vocab 300") &&
+                        Catch::Contains("expected tokenizer 'byte' with vocab 257"));
+  CHECK_THROWS_WITH(nn::require_tokenizer(nn::read_tokens(dir.file("bpe.bin")), Tok::kName,
+                                          Tok::kVocab, "trainer"),
+                    Catch::Contains("tokenizer 'gpt2' with vocab 257"));
+}
+
+TEST_CASE("token files are written atomically: a failed write leaves no file and says why",
+          "[data][file]") {
+  TempDir dir;
+  const std::vector<std::uint16_t> tokens{1, 2, 3};
+  const auto path = dir.file("t.bin");
+  nn::write_tokens(path, tokens, 257, "byte");
+  std::filesystem::create_symlink("/dev/full", path + ".tmp");
+  CHECK_THROWS_WITH(nn::write_tokens(path, std::vector<std::uint16_t>{4, 5}, 257, "byte"),
+                    Catch::Contains("t.bin.tmp") && Catch::Contains("No space left on device"));
+  CHECK_FALSE(std::filesystem::exists(std::filesystem::symlink_status(path + ".tmp")));
+  CHECK(nn::read_tokens(path).tokens == tokens);  // the old file, whole
 }
 
 TEST_CASE("batch loader: windows, seeded order per epoch, inputs/targets shift, cursor",
@@ -190,4 +262,13 @@ TEST_CASE("batch loader: windows, seeded order per epoch, inputs/targets shift, 
                     Catch::Contains("10 tokens") && Catch::Contains("T + 1 = 11"));
   CHECK_THROWS_WITH(e.seek({0, 10}), Catch::Contains("position 10"));
   CHECK_THROWS_WITH(nn::BatchLoader(data, 0, 10, 1), Catch::Contains("'B'"));
+
+  // The data checksum a checkpoint records: the CRC-32C of the tokens as a token file stores
+  // them; one changed token changes it.
+  std::string le;
+  for (auto t : data->tokens) le += {static_cast<char>(t & 0xff), static_cast<char>(t >> 8)};
+  CHECK(a.data_checksum() == ra::crc32c(le));
+  auto other = counting(101);
+  other->tokens[50] = 7;
+  CHECK(nn::BatchLoader(other, 3, 10, 5).data_checksum() != a.data_checksum());
 }

@@ -2,18 +2,25 @@
 // on, so the generator state matters; a small data file, so epochs roll over) trained 8 steps
 // straight equals 3 steps, a checkpoint, a fresh process-like restart (new model, optimizer,
 // loader, state) and 5 more steps — losses, parameters and AdamW moments bit for bit. Plus
-// the checkpoint's errors: missing, bad magic, truncated, another model, another loader.
+// the checkpoint's errors: missing, bad magic, truncated, another model, another loader or
+// other training tokens; a flipped bit anywhere (the checksum); every field checked behind a
+// valid checksum (NaN parameters, enumeration codes, counters that disagree, an old version);
+// the previous checkpoint kept and used, saying why, when the newest fails; a failed save
+// (a full disk) that leaves the previous checkpoint whole.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <sstream>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include <ra/core/checksum.hpp>
 #include <ra/nn.hpp>
 
 namespace {
@@ -74,7 +81,46 @@ struct TempFile {
   std::string path = (std::filesystem::temp_directory_path() /
                       ("ra_test_ckpt_" + std::to_string(std::random_device{}()) + ".bin"))
                          .string();
-  ~TempFile() { std::filesystem::remove(path); }
+  ~TempFile() {
+    std::filesystem::remove(path);
+    std::filesystem::remove(nn::previous_checkpoint_path(path));
+    std::filesystem::remove(path + ".tmp");
+  }
+};
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+void write_bytes(const std::string& path, const std::string& b) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(b.data(), static_cast<std::streamsize>(b.size()));
+}
+
+// Recomputes the trailing CRC-32C after an edit, so the edit meets the field checks behind it.
+std::string resealed(std::string b) {
+  const std::uint32_t crc = ra::crc32c(b.data(), b.size() - 4);
+  std::memcpy(b.data() + b.size() - 4, &crc, 4);
+  return b;
+}
+
+template <class V>
+void poke(std::string& b, std::size_t offset, V v) {
+  std::memcpy(b.data() + offset, &v, sizeof v);
+}
+
+// Byte offsets in a version-2 checkpoint of a model with n parameters (see checkpoint.hpp):
+// a 24-byte header, then the config (5 int64, arm u8, R int32, gates u8, gate_param u8,
+// restart u8, dropout float, bias u8), then (count, values) arrays.
+struct Offsets {
+  std::size_t n;
+  std::size_t arm() const { return 24 + 40; }
+  std::size_t gate_param() const { return arm() + 1 + 4 + 1; }
+  std::size_t params() const { return 24 + 53 + 8; }
+  std::size_t adam_t() const { return params() + 4 * n; }
+  std::size_t adam_v() const { return adam_t() + 8 + 8 + 4 * n + 8; }
+  std::size_t step() const { return adam_v() + 4 * n; }
 };
 
 }  // namespace
@@ -123,15 +169,8 @@ TEST_CASE("checkpoint errors name the file and the problem", "[gpt2][checkpoint]
   run.step();
   TempFile ckpt;
   nn::save_checkpoint(ckpt.path, run.model, run.opt, run.state, run.loader);
-  std::string bytes;
-  {
-    std::ifstream f(ckpt.path, std::ios::binary);
-    bytes.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-  }
-  auto write = [&](const std::string& b) {
-    std::ofstream f(ckpt.path, std::ios::binary | std::ios::trunc);
-    f.write(b.data(), static_cast<std::streamsize>(b.size()));
-  };
+  const std::string bytes = read_bytes(ckpt.path);
+  auto write = [&](const std::string& b) { write_bytes(ckpt.path, b); };
   Run other(tiny_ra(), data, 1);
   auto load = [&] {
     nn::load_checkpoint(ckpt.path, other.model, other.opt, other.state, other.loader);
@@ -161,4 +200,180 @@ TEST_CASE("checkpoint errors name the file and the problem", "[gpt2][checkpoint]
     CHECK_THROWS_WITH(nn::load_checkpoint(ckpt.path, other.model, other.opt, other.state, wide),
                       Catch::Contains("B = 4") && Catch::Contains("B = 2"));
   }
+  SECTION("other training tokens (same count)") {
+    auto changed = small_data();
+    changed->tokens[100] = static_cast<std::uint16_t>((changed->tokens[100] + 1) % 257);
+    nn::BatchLoader loader(changed, 4, 16, 1);
+    CHECK_THROWS_WITH(
+        nn::load_checkpoint(ckpt.path, other.model, other.opt, other.state, loader),
+        Catch::Contains("300 training tokens (CRC-32C") && Catch::Contains("training data"));
+  }
+  SECTION("another model: every differing field is named") {
+    auto cfg = tiny_ra();
+    cfg.n_layer = 1;
+    cfg.restart = false;
+    Run small(cfg, data, 1);
+    CHECK_THROWS_WITH(
+        nn::load_checkpoint(ckpt.path, small.model, small.opt, small.state, small.loader),
+        Catch::Contains("n_layer = 2 in the checkpoint, 1 in the model") &&
+            Catch::Contains("restart = 1 in the checkpoint, 0 in the model"));
+  }
+  SECTION("an old version") {
+    auto b = bytes;
+    b[8] = 1;
+    write(b);
+    CHECK_THROWS_WITH(load(), Catch::Contains("version 1, expected version 2") &&
+                                  Catch::Contains("before checkpoints had checksums"));
+  }
+}
+
+TEST_CASE("checkpoint: a flipped bit anywhere is refused by its checksum",
+          "[gpt2][checkpoint][errors]") {
+  const auto data = small_data();
+  Run run(tiny_ra(), data, 1);
+  run.step();
+  TempFile ckpt;
+  nn::save_checkpoint(ckpt.path, run.model, run.opt, run.state, run.loader);
+  const std::string bytes = read_bytes(ckpt.path);
+  const Offsets at{run.model.num_parameters()};
+  // The config, a parameter, an AdamW moment, the step counter, the data cursor, the CRC.
+  for (std::size_t i : {at.arm(), at.params() + 4 * 1000 + 2, at.adam_v() + 9, at.step(),
+                        bytes.size() - 6, bytes.size() - 1}) {
+    INFO("byte " << i);
+    auto b = bytes;
+    b[i] = static_cast<char>(b[i] ^ 0x04);
+    write_bytes(ckpt.path, b);
+    CHECK_THROWS_WITH(nn::read_checkpoint(ckpt.path),
+                      Catch::Contains(ckpt.path) && Catch::Contains("fails its checksum"));
+  }
+}
+
+TEST_CASE("checkpoint: every field is checked behind a valid checksum, naming it",
+          "[gpt2][checkpoint][errors]") {
+  const auto data = small_data();
+  Run run(tiny_ra(), data, 1);
+  run.step();
+  TempFile ckpt;
+  nn::save_checkpoint(ckpt.path, run.model, run.opt, run.state, run.loader);
+  const std::string bytes = read_bytes(ckpt.path);
+  const Offsets at{run.model.num_parameters()};
+  REQUIRE(nn::read_checkpoint(ckpt.path).state.step == 1);
+  // The offsets are right: they find the counts and counters where the format puts them.
+  auto peek_u64 = [&](std::size_t offset) {
+    std::uint64_t v = 0;
+    std::memcpy(&v, bytes.data() + offset, 8);
+    return v;
+  };
+  REQUIRE(peek_u64(at.params() - 8) == at.n);
+  REQUIRE(peek_u64(at.adam_t()) == 1);
+  REQUIRE(peek_u64(at.adam_v() - 8) == at.n);
+  REQUIRE(peek_u64(at.step()) == 1);
+  auto expect = [&](std::string b, const std::string& what) {
+    write_bytes(ckpt.path, resealed(std::move(b)));
+    CHECK_THROWS_WITH(nn::read_checkpoint(ckpt.path),
+                      Catch::Contains("checkpoint '" + ckpt.path + "'") && Catch::Contains(what));
+  };
+  auto b = bytes;
+  SECTION("a NaN parameter") {
+    poke(b, at.params() + 4 * 5, std::numeric_limits<float>::quiet_NaN());
+    expect(b, "field 'parameters' holds nan at index 5 (tensor wte)");
+  }
+  SECTION("an infinite first moment") {
+    const std::size_t m = at.adam_t() + 8 + 8;
+    poke(b, m + 4 * (at.n - 1), std::numeric_limits<float>::infinity());
+    expect(b, "field 'adam.m' holds inf at index " + std::to_string(at.n - 1));
+  }
+  SECTION("a negative second moment") {
+    poke(b, at.adam_v(), -1.f);
+    expect(b, "field 'adam.v' holds -1 at index 0 (tensor wte), expected finite values >= 0");
+  }
+  SECTION("an out-of-range gate parameterisation code") {
+    poke(b, at.gate_param(), std::uint8_t{7});
+    expect(b, "field 'config.gate_param' is 7, expected 0 (clamp) or 1 (softplus)");
+  }
+  SECTION("an out-of-range arm code") {
+    poke(b, at.arm(), std::uint8_t{2});
+    expect(b, "field 'config.arm' is 2, expected 0 (baseline) or 1 (ra)");
+  }
+  SECTION("a step counter edited beyond what was trained") {
+    poke(b, at.step(), std::uint64_t{99});
+    expect(b, "field 'adam.t' is 1, expected state.step = 99");
+  }
+  SECTION("an invalid config (R >= D)") {
+    poke(b, at.arm() + 1, std::int32_t{64});
+    expect(b, "R");
+  }
+}
+
+TEST_CASE("checkpoint: the previous one is kept and used, saying why, when the newest fails",
+          "[gpt2][checkpoint]") {
+  const auto data = small_data();
+  Run run(tiny_ra(), data, 1);
+  TempFile ckpt;
+  const std::string prev = nn::previous_checkpoint_path(ckpt.path);
+  run.step();
+  nn::save_checkpoint(ckpt.path, run.model, run.opt, run.state, run.loader);
+  CHECK_FALSE(std::filesystem::exists(prev));
+  run.step();
+  nn::save_checkpoint(ckpt.path, run.model, run.opt, run.state, run.loader);
+  CHECK(nn::read_checkpoint(prev).state.step == 1);
+  CHECK(nn::read_checkpoint(ckpt.path).state.step == 2);
+  CHECK(nn::read_checkpoint_with_fallback(ckpt.path).rejected.empty());
+  const std::string newest = read_bytes(ckpt.path), older = read_bytes(prev);
+  auto flipped = [](std::string b) {
+    b[b.size() / 2] = static_cast<char>(b[b.size() / 2] ^ 1);
+    return b;
+  };
+
+  SECTION("the newest is corrupt") {
+    write_bytes(ckpt.path, flipped(newest));
+    const auto r = nn::read_checkpoint_with_fallback(ckpt.path);
+    CHECK(r.checkpoint.path == prev);
+    CHECK(r.checkpoint.state.step == 1);
+    CHECK_THAT(r.rejected, Catch::Contains(ckpt.path) && Catch::Contains("fails its checksum"));
+    // It resumes: the loaded state continues as the run did from step 1.
+    Run resumed(tiny_ra(), data, 1);
+    nn::restore_checkpoint(r.checkpoint, resumed.model, resumed.opt, resumed.state, resumed.loader);
+    CHECK(resumed.state.step == 1);
+  }
+  SECTION("the newest is missing") {
+    std::filesystem::remove(ckpt.path);
+    const auto r = nn::read_checkpoint_with_fallback(ckpt.path);
+    CHECK(r.checkpoint.state.step == 1);
+    CHECK_THAT(r.rejected, Catch::Contains("cannot open") && Catch::Contains("No such file"));
+  }
+  SECTION("both are corrupt: both reasons") {
+    write_bytes(ckpt.path, flipped(newest));
+    write_bytes(prev, older.substr(0, older.size() / 3));
+    CHECK_THROWS_WITH(nn::read_checkpoint_with_fallback(ckpt.path),
+                      Catch::Contains("fails its checksum") &&
+                          Catch::Contains("the previous checkpoint failed too") &&
+                          Catch::Contains("truncated"));
+  }
+  SECTION("no previous one: the newest's reason") {
+    std::filesystem::remove(prev);
+    write_bytes(ckpt.path, flipped(newest));
+    CHECK_THROWS_WITH(
+        nn::read_checkpoint_with_fallback(ckpt.path),
+        Catch::Contains("fails its checksum") && !Catch::Contains("previous checkpoint"));
+  }
+}
+
+TEST_CASE("checkpoint: a failed save names the reason and leaves the last checkpoint whole",
+          "[gpt2][checkpoint][errors]") {
+  const auto data = small_data();
+  Run run(tiny_ra(), data, 1);
+  TempFile ckpt;
+  run.step();
+  nn::save_checkpoint(ckpt.path, run.model, run.opt, run.state, run.loader);
+  const std::string before = read_bytes(ckpt.path);
+  run.step();
+  std::filesystem::create_symlink("/dev/full", ckpt.path + ".tmp");  // a full disk
+  CHECK_THROWS_WITH(nn::save_checkpoint(ckpt.path, run.model, run.opt, run.state, run.loader),
+                    Catch::Contains("checkpoint: cannot write '" + ckpt.path + ".tmp'") &&
+                        Catch::Contains("No space left on device") &&
+                        Catch::Contains("removed the partial"));
+  CHECK_FALSE(std::filesystem::exists(std::filesystem::symlink_status(ckpt.path + ".tmp")));
+  CHECK(read_bytes(ckpt.path) == before);
+  CHECK(nn::read_checkpoint(ckpt.path).state.step == 1);
 }

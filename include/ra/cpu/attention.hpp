@@ -127,12 +127,28 @@ void check_output(const char* where, const Node& node, const char* name, const O
   require_data(where, name, o);
 }
 
+// Gate and restart values live in host memory here: a NaN or infinity among them would be
+// floored silently by the clamp or turn every output into NaN, so it is refused by name.
+inline void require_finite_values(const char* where, const char* name, const float* v, index_t n) {
+  for (index_t i = 0; i < n; ++i)
+    if (!std::isfinite(v[i]))
+      throw error(ra::detail::concat(where, ": argument '", name, "[", i, "]' is ", v[i],
+                                     ", expected a finite value"));
+}
+
 template <class Node>
 void check_inputs(const char* where, const Node& node) {
   node.validate(where);
   require_data(where, "Qf", node.q);
   require_data(where, "Kf", node.k);
   require_data(where, "V", node.v);
+  if (node.gates.enabled()) {
+    const index_t n = node.gates.mode == GateMode::per_head ? node.heads() : 1;
+    require_finite_values(where, "gates.w_std", node.gates.w_std, n);
+    require_finite_values(where, "gates.w_rec", node.gates.w_rec, n);
+  }
+  if (node.restart.enabled())
+    require_finite_values(where, "restart.a", node.restart.a, node.heads());
 }
 
 }  // namespace detail
@@ -140,7 +156,8 @@ void check_inputs(const char* where, const Node& node) {
 /// Evaluates a FoldedAttention node into o (B,H,T,D) (any strides and element type).
 /// lse, when not null, receives B·H·T floats, row-major (b,h,t): the natural-log
 /// log-sum-exp of each row of scaled, gated, masked logits.
-/// Throws ra::error on mismatched shapes, R outside [0, D), null data or missing gate values.
+/// Throws ra::error on mismatched shapes, R outside [0, D), null data, missing gate values or
+/// non-finite gate or restart values.
 template <int R, class QV, class KV, class VV, View OV>
 void attention_forward(const FoldedAttention<R, QV, KV, VV>& node, const OV& o,
                        float* lse = nullptr) {
@@ -176,9 +193,9 @@ inline void attention_forward(const AnyView& q, const AnyView& k, const AnyView&
   require_same_dtype(where, {{"Qf", &q}, {"Kf", &k}, {"V", &v}, {"O", &o}});
   dispatch_dtype(q.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    auto node = folded_attention(as_view<const T, 4>(q, where, "Qf"),
-                                 as_view<const T, 4>(k, where, "Kf"),
-                                 as_view<const T, 4>(v, where, "V"), R, g, causal, r);
+    auto node =
+        folded_attention(as_view<const T, 4>(q, where, "Qf"), as_view<const T, 4>(k, where, "Kf"),
+                         as_view<const T, 4>(v, where, "V"), R, g, causal, r);
     attention_forward(node, as_view<T, 4>(o, where, "O"), lse);
   });
 }
@@ -187,7 +204,8 @@ inline void attention_forward(const AnyView& q, const AnyView& k, const AnyView&
 /// (B,H,T,D) views (any strides and element type; usually folded_views of a (B,T,3C)
 /// gradient buffer) and the gate/restart gradients into `grads` (see AttentionGrads).
 /// All outputs are overwritten. P is recomputed from the node's inputs.
-/// Throws ra::error on mismatched shapes, null data or missing gate values.
+/// Throws ra::error on mismatched shapes, null data, missing gate values or non-finite gate or
+/// restart values.
 template <int R, class QV, class KV, class VV, View DOV, View DQV, View DKV, View DVV>
 void attention_backward(const FoldedAttention<R, QV, KV, VV>& node, const DOV& d_out, const DQV& dq,
                         const DKV& dk, const DVV& dv, AttentionGrads grads = {}) {

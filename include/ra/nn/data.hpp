@@ -2,14 +2,18 @@
 //
 // Token file (what examples/prepare_data writes; all integers little-endian):
 //   bytes  0..7   magic "RATOKENS"
-//          8..11  version (1)
+//          8..11  version (2)
 //         12..15  vocab: every token is < vocab (257 for the byte tokenizer)
 //         16..23  token count n
-//         24..31  reserved (0)
-//         32..    n tokens, uint16
-// read_tokens() checks all of it and throws ra::error naming the file and the problem:
-// missing or unreadable, shorter than the header, bad magic, unknown version, truncated (or
-// trailing bytes), a token >= vocab.
+//         24..27  CRC-32C of the whole file, these four bytes left out
+//         28..31  reserved (0)
+//         32..47  the tokenizer's name (ASCII, NUL-padded; "byte" for ByteTokenizer)
+//         48..    n tokens, uint16
+// write_tokens() writes it atomically (ra/core/file.hpp). read_tokens() checks all of it and
+// throws ra::error naming the file and the problem: missing or unreadable, shorter than the
+// header, bad magic, unknown version (1: written before files recorded their tokenizer),
+// truncated (or trailing bytes), a checksum mismatch, a token >= vocab. require_tokenizer()
+// refuses a file of another tokenizer or vocabulary than the one a program uses.
 //
 // BatchLoader cuts the tokens into W = ⌊(n − 1) / T⌋ windows of T + 1 tokens (window w starts
 // at w·T; consecutive windows share one token, the last target of one is the first input of
@@ -21,30 +25,35 @@
 // windows in file order, from the start each time (reset()).
 #pragma once
 
+#include <algorithm>
 #include <array>
-#include <cerrno>
+#include <bit>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <random>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include <ra/core/checksum.hpp>
 #include <ra/core/error.hpp>
+#include <ra/core/file.hpp>
 #include <ra/core/tensor.hpp>
 #include <ra/nn/dropout.hpp>
 
 namespace ra::nn {
 
 inline constexpr std::array<char, 8> kTokenMagic = {'R', 'A', 'T', 'O', 'K', 'E', 'N', 'S'};
-inline constexpr std::uint32_t kTokenVersion = 1;
-inline constexpr std::size_t kTokenHeaderBytes = 32;
+inline constexpr std::uint32_t kTokenVersion = 2;
+inline constexpr std::size_t kTokenHeaderBytes = 48;
+inline constexpr std::size_t kTokenizerNameBytes = 16;
 
-/// The tokens of one file, with the vocabulary its header declares.
+/// The tokens of one file, with the tokenizer and vocabulary its header declares.
 struct TokenFile {
   std::string path;
+  std::string tokenizer;  // e.g. "byte"
   std::uint32_t vocab = 0;
   std::vector<std::uint16_t> tokens;
 };
@@ -68,63 +77,98 @@ inline std::string printable(const unsigned char* p, std::size_t n) {
   return s;
 }
 
+// The CRC of a whole token file with its checksum field (bytes 24..27) left out.
+inline std::uint32_t token_file_checksum(std::string_view file) {
+  Crc32c c;
+  c.update(file.substr(0, 24));
+  c.update(file.substr(28));
+  return c.value();
+}
+
+inline bool is_tokenizer_name(std::string_view name) {
+  if (name.empty() || name.size() > kTokenizerNameBytes) return false;
+  for (char ch : name)
+    if (ch <= 32 || ch >= 127) return false;
+  return true;
+}
+
 }  // namespace detail
 
-/// Writes tokens (each < vocab) to `path` in the token-file format. Throws ra::error naming
-/// the path when it cannot be written, or the first token >= vocab.
+/// Writes tokens (each < vocab) of tokenizer `tokenizer` (1..16 printable ASCII characters
+/// without spaces, e.g. ByteTokenizer::kName) to `path` in the token-file format, atomically.
+/// Throws ra::error naming the path and the system's reason when it cannot be written, a bad
+/// vocab or tokenizer name, or the first token >= vocab.
 inline void write_tokens(const std::string& path, std::span<const std::uint16_t> tokens,
-                         std::uint32_t vocab) {
+                         std::uint32_t vocab, std::string_view tokenizer) {
   require_arg(vocab >= 1 && vocab <= 65536, "write_tokens", "vocab", vocab,
               "a vocabulary of 1..65536 tokens (uint16 storage)");
+  require_arg(detail::is_tokenizer_name(tokenizer), "write_tokens", "tokenizer",
+              ra::detail::concat("'", tokenizer, "'"),
+              "a name of 1..16 printable ASCII characters without spaces");
   for (std::size_t i = 0; i < tokens.size(); ++i)
     require(tokens[i] < vocab, "write_tokens: token ", i, " is ", tokens[i],
             ", expected a token < vocab = ", vocab);
-  std::string header(kTokenMagic.begin(), kTokenMagic.end());
-  detail::put_le(header, kTokenVersion, 4);
-  detail::put_le(header, vocab, 4);
-  detail::put_le(header, tokens.size(), 8);
-  detail::put_le(header, 0, 8);
-  std::string body;
-  body.reserve(2 * tokens.size());
-  for (std::uint16_t t : tokens) detail::put_le(body, t, 2);
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  require(static_cast<bool>(f), "write_tokens: cannot open '", path,
-          "' for writing: ", std::strerror(errno));
-  f.write(header.data(), static_cast<std::streamsize>(header.size()));
-  f.write(body.data(), static_cast<std::streamsize>(body.size()));
-  f.close();
-  require(static_cast<bool>(f), "write_tokens: writing '", path, "' failed");
+  std::string file(kTokenMagic.begin(), kTokenMagic.end());
+  file.reserve(kTokenHeaderBytes + 2 * tokens.size());
+  detail::put_le(file, kTokenVersion, 4);
+  detail::put_le(file, vocab, 4);
+  detail::put_le(file, tokens.size(), 8);
+  detail::put_le(file, 0, 4);  // the checksum, filled in below
+  detail::put_le(file, 0, 4);
+  file += tokenizer;
+  file.append(kTokenizerNameBytes - tokenizer.size(), '\0');
+  for (std::uint16_t t : tokens) detail::put_le(file, t, 2);
+  const std::uint32_t crc = detail::token_file_checksum(file);
+  for (int i = 0; i < 4; ++i)
+    file[24 + static_cast<std::size_t>(i)] = static_cast<char>(crc >> (8 * i));
+  write_file_atomic(path, file, "write_tokens");
 }
 
 /// Reads and checks a token file (see the top of this header for each error).
 inline TokenFile read_tokens(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f)
-    throw error(ra::detail::concat("data: cannot open '", path, "': ", std::strerror(errno),
-                                   " (expected a token file; scripts/prepare_data.sh writes "
-                                   "train.bin and val.bin)"));
-  const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::string bytes;
+  try {
+    bytes = read_file(path, "data");
+  } catch (const error& e) {
+    throw error(ra::detail::concat(e.what(),
+                                   " (expected a token file; scripts/prepare_data.sh "
+                                   "writes train.bin and val.bin)"));
+  }
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
-  require(bytes.size() >= kTokenHeaderBytes, "data: '", path, "' is ", bytes.size(),
-          " bytes, shorter than the ", kTokenHeaderBytes,
-          "-byte header: truncated, expected a token file");
-  require(std::memcmp(p, kTokenMagic.data(), kTokenMagic.size()) == 0, "data: '", path,
-          "' has bad magic '", detail::printable(p, 8),
+  require(bytes.size() >= 12 && std::memcmp(p, kTokenMagic.data(), kTokenMagic.size()) == 0,
+          "data: '", path, "' has bad magic '",
+          detail::printable(p, std::min<std::size_t>(8, bytes.size())),
           "', expected 'RATOKENS' (not a token file)");
   const auto version = static_cast<std::uint32_t>(detail::get_le(p + 8, 4));
   require(version == kTokenVersion, "data: '", path, "' has version ", version,
-          ", expected version ", kTokenVersion);
+          ", expected version ", kTokenVersion,
+          version < kTokenVersion
+              ? " (written before token files recorded their tokenizer and checksum: run "
+                "examples/prepare_data again)"
+              : "");
+  require(bytes.size() >= kTokenHeaderBytes, "data: '", path, "' is ", bytes.size(),
+          " bytes, shorter than the ", kTokenHeaderBytes,
+          "-byte header: truncated, expected a token file");
   TokenFile t;
   t.path = path;
   t.vocab = static_cast<std::uint32_t>(detail::get_le(p + 12, 4));
-  require(t.vocab >= 1 && t.vocab <= 65536, "data: '", path, "' declares vocab ", t.vocab,
-          ", expected 1..65536");
   const std::uint64_t n = detail::get_le(p + 16, 8);
   const std::uint64_t want = kTokenHeaderBytes + 2 * n;
   require(n <= (bytes.size() - kTokenHeaderBytes) / 2 && bytes.size() == want, "data: '", path,
           "' is ", bytes.size(), " bytes but its header promises ", n, " tokens (", want,
           " bytes): ", bytes.size() < want ? "truncated" : "trailing bytes",
           ", expected a complete token file");
+  const auto stored = static_cast<std::uint32_t>(detail::get_le(p + 24, 4));
+  const std::uint32_t computed = detail::token_file_checksum(bytes);
+  require(stored == computed, "data: '", path, "' fails its checksum (stored CRC-32C ", stored,
+          ", computed ", computed, "): the file is corrupt, expected the bytes write_tokens wrote");
+  require(t.vocab >= 1 && t.vocab <= 65536, "data: '", path, "' declares vocab ", t.vocab,
+          ", expected 1..65536");
+  const std::string_view name(bytes.data() + 32, kTokenizerNameBytes);
+  t.tokenizer = std::string(name.substr(0, name.find('\0')));
+  require(detail::is_tokenizer_name(t.tokenizer), "data: '", path, "' names its tokenizer '",
+          detail::printable(p + 32, kTokenizerNameBytes),
+          "', expected 1..16 printable ASCII characters");
   t.tokens.resize(n);
   for (std::uint64_t i = 0; i < n; ++i) {
     const auto v = static_cast<std::uint16_t>(detail::get_le(p + kTokenHeaderBytes + 2 * i, 2));
@@ -133,6 +177,16 @@ inline TokenFile read_tokens(const std::string& path) {
     t.tokens[i] = v;
   }
   return t;
+}
+
+/// Throws ra::error, prefixed by `where`, unless `t` was written by the tokenizer called
+/// `name` with vocabulary `vocab` (a model trained on it could not decode its tokens).
+inline void require_tokenizer(const TokenFile& t, std::string_view name, std::uint32_t vocab,
+                              std::string_view where) {
+  require(t.tokenizer == name && t.vocab == vocab, where, ": '", t.path,
+          "' holds tokens of tokenizer '", t.tokenizer, "' with vocab ", t.vocab,
+          ", expected tokenizer '", name, "' with vocab ", vocab,
+          " (the one this program encodes and decodes with)");
 }
 
 /// Batches of (B, T+1) windows in a seeded order (see the top of this header).
@@ -158,7 +212,21 @@ class BatchLoader {
     windows_ = n >= 1 ? (n - 1) / T : 0;
     require(windows_ >= 1, where, ": '", data_->path, "' has ", n,
             " tokens, expected at least T + 1 = ", T + 1, " for one window");
+    checksum_ = token_checksum(data_->tokens);
     seek({});
+  }
+
+  /// CRC-32C of tokens as little-endian uint16 (the bytes a token file stores): what a
+  /// checkpoint records to recognise the training data.
+  static std::uint32_t token_checksum(std::span<const std::uint16_t> tokens) {
+    if constexpr (std::endian::native == std::endian::little) {
+      return crc32c(tokens.data(), tokens.size() * sizeof(std::uint16_t));
+    } else {
+      std::string le;
+      le.reserve(2 * tokens.size());
+      for (std::uint16_t t : tokens) detail::put_le(le, t, 2);
+      return crc32c(le);
+    }
   }
 
   index_t batch() const { return B_; }
@@ -167,6 +235,8 @@ class BatchLoader {
   /// Number of (T+1)-token windows per epoch.
   index_t windows() const { return windows_; }
   const TokenFile& data() const { return *data_; }
+  /// token_checksum() of the data's tokens (computed once, at construction).
+  std::uint32_t data_checksum() const { return checksum_; }
 
   Cursor cursor() const { return cursor_; }
   /// Moves to a cursor saved by cursor(). Throws ra::error when its position is past the
@@ -228,6 +298,7 @@ class BatchLoader {
   std::uint64_t seed_;
   bool shuffle_;
   index_t windows_ = 0;
+  std::uint32_t checksum_ = 0;
   Cursor cursor_{};
   std::vector<index_t> order_;
 };

@@ -143,7 +143,8 @@ class GPT2 {
   /// Runs the model on tokens (B,T) int32 (any strides; T <= max_seq); with targets (B,T)
   /// (-1: ignored) returns the mean cross-entropy, otherwise NaN. Tokens and targets are
   /// copied, so the caller's batch may change before backward().
-  /// Throws ra::error on bad shapes or tokens outside [0, vocab).
+  /// Throws ra::error on bad shapes, tokens outside [0, vocab) or a gate or restart value that
+  /// is not finite (named by its tensor, e.g. h.0.attn.w_std[0]).
   double forward(StridedView<const std::int32_t, 2> tokens,
                  StridedView<const std::int32_t, 2> targets = {}) {
     constexpr const char* where = "nn::GPT2::forward";
@@ -157,6 +158,7 @@ class GPT2 {
       require(targets.extents() == tokens.extents(), where, ": 'targets' has shape ",
               to_string(targets.extents()), ", expected the shape of tokens ",
               to_string(tokens.extents()));
+    require_finite_gates(where);
     sync_working_copy();
     resize(B, S);
     // backward() must apply the masks of this forward, whatever the flags are by then.
@@ -260,6 +262,21 @@ class GPT2 {
 
   void drop(StridedView<T, 2> x, std::uint64_t s) const {
     if (mask_on_) Dropout{cfg_.dropout}.apply(x, mask_seed_, s);
+  }
+
+  // The gate and restart values, named by tensor: the attention refuses them too, but could
+  // not say which layer they belong to.
+  void require_finite_gates(const char* where) const {
+    for (const auto& p : layout_.table) {
+      const bool gate = p.name.ends_with(".attn.w_std") || p.name.ends_with(".attn.w_rec") ||
+                        p.name.ends_with(".attn.a");
+      for (index_t i = 0; gate && i < p.size(); ++i) {
+        const float v = params_[static_cast<std::size_t>(p.offset + i)];
+        if (!std::isfinite(v))
+          throw error(ra::detail::concat(where, ": argument '", p.name, "[", i, "]' is ", v,
+                                         ", expected a finite gate or restart value"));
+      }
+    }
   }
 
   // Rounds the master parameters into the working copies (all of work_, and each block's).

@@ -20,6 +20,8 @@ namespace ra::nn {
 
 /// Bytes as tokens, plus an end-of-text token.
 struct ByteTokenizer {
+  /// The name token files record (ra/nn/data.hpp), so data of another tokenizer is refused.
+  static constexpr std::string_view kName = "byte";
   static constexpr std::int32_t kEot = 256;
   static constexpr std::int32_t kVocab = 257;
   /// What decode() writes for EOT.
