@@ -147,7 +147,7 @@ def main():
         raise FileNotFoundError(f"ra_cuda_tests_m{k}")
 
     rows, ok = [], True
-    specs = {0: "[flash],[flash_backward]"}
+    specs = {0: "[flash]~[long],[flash_backward]~[long]"}
     specs.update({m[0]: m[5] for m in chosen})
     whats = {0: "control: no mutation"}
     whats.update({m[0]: m[1] for m in chosen})
