@@ -1,11 +1,6 @@
-// tests/cuda/cuda_test_utils.cuh — what the GEMM, unfused, block and graph tests share:
-// the printed seed, random host data, device round trips, NaN poisoning and error metrics.
-//
-// Tolerances (relative L2 error against the double reference, ‖out − ref‖ / ‖ref‖):
-// bf16 1e-2, fp16 5e-3, fp32 1e-4 — a few unit roundoffs of the output type (2^-8, 2^-11),
-// since every stage rounds its output once; fp32 runs with fp32 accumulation throughout.
-// The worst element must also stay within 4x that tolerance of the largest |ref|, and no
-// output may be NaN (outputs are poisoned with NaN before the code under test runs).
+// tests/cuda/cuda_test_utils.cuh — what the GPU tests share: the printed seed, random host
+// data, device round trips, NaN poisoning, bitwise comparison, free device memory and a
+// stream. Numerical comparisons go through the precision rule (tests/common/precision.hpp).
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -114,87 +109,6 @@ bool is_poison(const T& x) {
 template <class T>
 bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
-
-/// Relative L2 tolerance of an output type against the double reference.
-inline double tolerance(DType t) {
-  switch (t) {
-    case DType::f32:
-      return 1e-4;
-    case DType::f16:
-      return 5e-3;
-    case DType::bf16:
-      return 1e-2;
-  }
-  return 0.0;
-}
-
-/// How far an output is from its reference.
-struct ErrorReport {
-  index_t count = 0;      // elements compared
-  index_t nan_count = 0;  // non-finite outputs (poison left behind, overflow)
-  double rel_l2 = 0.0;    // ‖out − ref‖ / ‖ref‖
-  double max_abs = 0.0;   // max |out − ref|
-  double ref_max = 0.0;   // max |ref|
-  index_t worst = -1;     // index of max |out − ref| (or of the first non-finite output)
-  double worst_out = 0.0, worst_ref = 0.0;
-};
-
-inline std::ostream& operator<<(std::ostream& os, const ErrorReport& r) {
-  return os << "rel_l2 " << r.rel_l2 << ", max_abs " << r.max_abs << " (max |ref| " << r.ref_max
-            << ") at index " << r.worst << ": out " << r.worst_out << " vs ref " << r.worst_ref
-            << ", " << r.nan_count << " non-finite of " << r.count;
-}
-
-/// Compares out (any element type) with a double reference, element by element.
-template <class T>
-ErrorReport compare(const std::vector<T>& out, const std::vector<double>& ref) {
-  REQUIRE(out.size() == ref.size());
-  ErrorReport r;
-  r.count = static_cast<index_t>(out.size());
-  double diff2 = 0.0, ref2 = 0.0;
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    const double o = convert<double>(out[i]), e = ref[i];
-    ref2 += e * e;
-    r.ref_max = std::max(r.ref_max, std::abs(e));
-    if (!std::isfinite(o)) {
-      if (r.nan_count++ == 0) {
-        r.worst = static_cast<index_t>(i);
-        r.worst_out = o;
-        r.worst_ref = e;
-        r.max_abs = std::numeric_limits<double>::infinity();
-      }
-      continue;
-    }
-    const double d = std::abs(o - e);
-    diff2 += d * d;
-    if (r.nan_count == 0 && d > r.max_abs) {
-      r.max_abs = d;
-      r.worst = static_cast<index_t>(i);
-      r.worst_out = o;
-      r.worst_ref = e;
-    }
-  }
-  r.rel_l2 = r.nan_count > 0 ? std::numeric_limits<double>::infinity()
-                             : std::sqrt(diff2) / std::max(std::sqrt(ref2), 1e-30);
-  return r;
-}
-
-/// Checks a report: no non-finite output, rel_l2 <= tol, max_abs <= 4·tol·max|ref|.
-inline void check_close(const ErrorReport& r, double tol, const std::string& what) {
-  INFO(what << ": " << r << " (tolerance " << tol << ")");
-  CHECK(r.nan_count == 0);
-  CHECK(r.rel_l2 <= tol);
-  CHECK(r.max_abs <= 4.0 * tol * std::max(r.ref_max, 1e-30));
-}
-
-/// Checks a log-sum-exp: finite, and within tol of the reference relative to max(1, |ref|).
-/// (A relative L2 check would mislead at T = 1, where lse is one logit that tiny gates can
-/// bring arbitrarily close to 0.)
-inline void check_lse(const ErrorReport& r, double tol, const std::string& what = "lse") {
-  INFO(what << ": " << r << " (tolerance " << tol << " x max(1, max |ref|))");
-  CHECK(r.nan_count == 0);
-  CHECK(r.max_abs <= tol * std::max(1.0, r.ref_max));
 }
 
 /// Free device memory now (cudaMemGetInfo), after all queued work is done.

@@ -5,6 +5,9 @@
 
 #include <ra/cpu.hpp>
 
+#include "../common/same_precision_attention.hpp"
+#include "../common/same_precision_gemm.hpp"
+
 namespace ra::test {
 
 namespace {
@@ -20,6 +23,33 @@ std::vector<double> to_double(DType dtype, const void* p, index_t n) {
     for (std::size_t i = 0; i < out.size(); ++i) out[i] = convert<double>(src[i]);
   });
   return out;
+}
+
+// The naive attention of pb over the (B,T,3C) fused buffer `fused` of T: O' (B,T,C) compact,
+// lse (B,H,T).
+template <class T>
+void naive_attention_of(const AttentionProblem& pb, const T* fused, Naive& o, Naive& lse) {
+  const index_t B = pb.B, S = pb.T, H = pb.H, D = pb.D, C = H * D;
+  const auto fv = make_view(fused, shape(B, S, 3 * C));  // (B,T,3C)
+  const auto qkv = folded_views(fv, H, D);               // 3 x (B,H,T,D) strides (3TC,D,3C,1)
+  const Gates g{pb.gates, pb.param, pb.w_std.data(), pb.w_rec.data()};
+  const Restart r{pb.a.empty() ? nullptr : pb.a.data()};
+  const auto nv =
+      same_precision_attention<T>(qkv.q, qkv.k, qkv.v, pb.R, g, r, StridedView<const T, 4>{});
+  // (B,H,T,D) row-major to (B,T,C): a head's D values of one token stay consecutive.
+  o.values.assign(nv.o.size(), 0.0);
+  o.floor.assign(nv.o.size(), 0.0);
+  for (index_t b = 0; b < B; ++b)
+    for (index_t h = 0; h < H; ++h)
+      for (index_t t = 0; t < S; ++t)
+        for (index_t d = 0; d < D; ++d) {
+          const auto from = static_cast<std::size_t>(((b * H + h) * S + t) * D + d);
+          const auto to = static_cast<std::size_t>((b * S + t) * C + h * D + d);
+          o.values[to] = nv.o[from];
+          o.floor[to] = nv.o_floor[from];
+        }
+  lse.values = nv.lse;
+  lse.floor = nv.lse_floor;
 }
 
 }  // namespace
@@ -81,6 +111,70 @@ std::vector<double> reference_block(const BlockProblem& pb) {
   cpu::BlockBuffers<double> buffers;
   cpu::block_forward<double>(cfg, make_view(x.data(), shape(B, T, C)), w,
                              make_view(y.data(), shape(B, T, C)), buffers);
+  return y;
+}
+
+Naive naive_gemm(DType dtype, index_t M, index_t N, index_t K, const void* a, index_t lda,
+                 const void* w, const void* bias) {
+  require_arg(lda >= K, "naive_gemm", "lda", lda, "lda >= K");
+  Naive r;
+  dispatch_dtype(dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const auto av = make_view(static_cast<const T*>(a), shape(M, K), {lda, 1});  // (M,K)
+    const auto wv = make_view(static_cast<const T*>(w), shape(N, K));            // (N,K)
+    const auto bv = bias != nullptr ? make_view(static_cast<const T*>(bias), shape(N))
+                                    : StridedView<const T, 1>{};  // (N), or none
+    auto nv = same_precision_gemm<T>(av, wv, bv);
+    r.values = std::move(nv.y);
+    r.floor = std::move(nv.floor);
+  });
+  return r;
+}
+
+void naive_attention(const AttentionProblem& pb, Naive& o, Naive& lse) {
+  dispatch_dtype(pb.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    naive_attention_of<T>(pb, static_cast<const T*>(pb.fused), o, lse);
+  });
+}
+
+Naive naive_block(const BlockProblem& pb) {
+  const AttentionBlockConfig& cfg = pb.cfg;
+  const index_t B = pb.B, S = pb.T, C = cfg.C;
+  Naive y;
+  dispatch_dtype(pb.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const auto bias = [&](const void* p, index_t n) {  // (n), or none
+      return cfg.bias ? make_view(static_cast<const T*>(p), shape(n)) : StridedView<const T, 1>{};
+    };
+    // Each stage's output is stored in T, as the naive block would store its activations.
+    const auto fused = same_precision_gemm<T>(
+        make_view(static_cast<const T*>(pb.x), shape(B * S, C)),
+        make_view(static_cast<const T*>(pb.w_attn), shape(3 * C, C)), bias(pb.b_attn, 3 * C));
+    std::vector<T> fused_t(fused.y.size());
+    for (std::size_t i = 0; i < fused_t.size(); ++i) fused_t[i] = convert<T>(fused.y[i]);
+    AttentionProblem ap;
+    ap.dtype = pb.dtype;
+    ap.B = B;
+    ap.T = S;
+    ap.H = cfg.H;
+    ap.D = cfg.head_dim();
+    ap.R = cfg.R;
+    ap.gates = cfg.gates;
+    ap.param = cfg.gate_param;
+    ap.w_std = pb.w_std;
+    ap.w_rec = pb.w_rec;
+    ap.a = cfg.restart ? pb.a : std::vector<float>{};
+    Naive o, lse;
+    naive_attention_of<T>(ap, fused_t.data(), o, lse);
+    std::vector<T> o_t(o.values.size());
+    for (std::size_t i = 0; i < o_t.size(); ++i) o_t[i] = convert<T>(o.values[i]);
+    auto nv = same_precision_gemm<T>(make_view(o_t.data(), shape(B * S, C)),
+                                     make_view(static_cast<const T*>(pb.w_o), shape(C, C)),
+                                     bias(pb.b_o, C));
+    y.values = std::move(nv.y);
+    y.floor = std::move(nv.floor);
+  });
   return y;
 }
 

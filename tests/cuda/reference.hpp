@@ -1,10 +1,16 @@
-// tests/cuda/reference.hpp — double-precision references for the GEMM, unfused-attention and
-// block tests, computed by the Eigen CPU backend in reference.cpp (compiled by the host
-// compiler) behind plain functions, so that Eigen never enters a .cu translation unit.
+// tests/cuda/reference.hpp — the two references of the precision rule (tests/common/precision.hpp)
+// for the GEMM, unfused-attention and block tests, computed in reference.cpp (compiled by the
+// host compiler) behind plain functions, so that Eigen never enters a .cu translation unit:
 //
-// Inputs are host arrays of the element type the GPU saw (`dtype`), converted exactly to
-// double; every product, softmax and intermediate (fused, O') stays in double, so the result
-// is the reference the tolerances of the GPU tests are stated against.
+//   reference_*  exact: the Eigen CPU backend in double. Inputs are host arrays of the element
+//                type the GPU saw (`dtype`), converted exactly to double; every product,
+//                softmax and intermediate (fused, O') stays in double.
+//   naive_*      the naive same-precision implementation, with each output's floor
+//                u·‖terms‖₂: tests/common/same_precision_gemm.hpp (fp32 sequential sums, Y
+//                rounded to dtype) and same_precision_attention.hpp (fp32 sums; Q̂, P, O, O'
+//                rounded to dtype; lse in fp32). The block chains them as a naive block would
+//                store its activations: fused = T(x·W_attnᵀ + b_attn), O' = T(attention),
+//                y = T(O'·W_oᵀ + b_o).
 #pragma once
 
 #include <vector>
@@ -53,5 +59,20 @@ struct BlockProblem {
 
 /// y (B,T,C) compact of the block (ra::cpu::block_forward in double).
 std::vector<double> reference_block(const BlockProblem& pb);
+
+/// Values of a naive same-precision implementation and the floor of each (same length).
+struct Naive {
+  std::vector<double> values, floor;
+};
+
+/// reference_gemm's problem, naive in dtype: Y (M,N) compact.
+Naive naive_gemm(DType dtype, index_t M, index_t N, index_t K, const void* a, index_t lda,
+                 const void* w, const void* bias);
+
+/// reference_attention's problem, naive in pb.dtype: O' (B,T,C) compact and lse (B,H,T).
+void naive_attention(const AttentionProblem& pb, Naive& o, Naive& lse);
+
+/// reference_block's problem, naive in pb.dtype: y (B,T,C) compact.
+Naive naive_block(const BlockProblem& pb);
 
 }  // namespace ra::test

@@ -1,9 +1,14 @@
 // tests/cuda/test_gemm.cu — the cuBLASLt GEMM (GemmPlan, and ra::eval on cuda::device)
-// against the CPU backend in double.
+// against the CPU backend in double, by the precision rule (tests/common/precision.hpp).
 //
 // fp32, fp16 and bf16; with and without bias; ragged M (1, 7, 129, 1000); compact and padded
 // row strides for A and Y. Y is poisoned with NaN first and its padding columns must keep the
 // poison (nothing written outside the (M,N) view).
+//
+// Precision: Y's error against the double reference at most 2x that of the naive GEMM of
+// tests/common/same_precision_gemm.hpp (fp32 sequential sums over k, then the bias; Y rounded
+// once to the element type) plus the floor u·‖terms‖₂ (u of the element type; terms a_ik·w_jk
+// and b_j), per element, per row of Y (N values) and in relative L2.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -14,6 +19,7 @@
 
 #include <ra/cuda.cuh>
 
+#include "../common/precision.hpp"
 #include "cuda_test_utils.cuh"
 #include "reference.hpp"
 
@@ -87,9 +93,15 @@ void run_gemm_case(ra::cuda::Context& ctx, cudaStream_t stream, const GemmCase& 
       }
     }
   CHECK(untouched_padding == padding);
-  const auto ref = ra::test::reference_gemm(dtype, c.M, c.N, c.K, a.data(), c.lda, w.data(),
-                                            c.bias ? b.data() : nullptr);
-  ra::test::check_close(ra::test::compare(y_mn, ref), ra::test::tolerance(dtype), "Y");
+  const void* bias_h = c.bias ? b.data() : nullptr;
+  const auto ref =
+      ra::test::reference_gemm(dtype, c.M, c.N, c.K, a.data(), c.lda, w.data(), bias_h);
+  const auto naive = ra::test::naive_gemm(dtype, c.M, c.N, c.K, a.data(), c.lda, w.data(), bias_h);
+  std::vector<double> out(y_mn.size());
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = ra::convert<double>(y_mn[i]);
+  std::ostringstream family;
+  family << "gemm Y " << dtype;
+  RA_CHECK_PRECISION(ra::test::judge(family.str(), "Y", out, naive.values, ref, naive.floor, c.N));
 }
 
 }  // namespace
