@@ -30,7 +30,7 @@
 #include <ra/core/dtype.hpp>
 #include <ra/nn/adamw.hpp>
 
-#include "../common/same_precision_attention.hpp"  // round_to_storage
+#include "../common/same_precision_attention.hpp"  // round_to_storage, detail::sq
 
 namespace ra::test {
 
@@ -71,9 +71,7 @@ inline std::size_t at(index_t i) {
   return static_cast<std::size_t>(i);
 }
 
-inline double sq(double x) {
-  return x * x;
-}
+// sq(x) = x·x comes from same_precision_attention.hpp.
 
 }  // namespace detail
 
