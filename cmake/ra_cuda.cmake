@@ -16,15 +16,21 @@
 include_guard(GLOBAL)
 include("${CMAKE_CURRENT_LIST_DIR}/ra_lists.cmake")
 
+# Where dispatch.hpp is: the installed package's config sets RA_DISPATCH_HEADER before it
+# includes this file; in a source tree it sits beside this folder. Kept as a global property,
+# so the functions below find it from any directory: a parent project that adds ra with
+# add_subdirectory() calls them from its own scope, where ra's variables are not visible.
 if(NOT DEFINED RA_DISPATCH_HEADER)
   set(RA_DISPATCH_HEADER "${CMAKE_CURRENT_LIST_DIR}/../include/ra/core/dispatch.hpp")
 endif()
+set_property(GLOBAL PROPERTY RA_DISPATCH_HEADER "${RA_DISPATCH_HEADER}")
 
 # The default list `#define <macro> a, b, c` of dispatch.hpp, as a CMake list.
 function(_ra_dispatch_default macro out_var)
-  file(STRINGS "${RA_DISPATCH_HEADER}" _line REGEX "^#define ${macro} ")
+  get_property(_header GLOBAL PROPERTY RA_DISPATCH_HEADER)
+  file(STRINGS "${_header}" _line REGEX "^#define ${macro} ")
   if(NOT _line)
-    message(FATAL_ERROR "ra: no '#define ${macro}' in ${RA_DISPATCH_HEADER}")
+    message(FATAL_ERROR "ra: no '#define ${macro}' in ${_header}")
   endif()
   string(REGEX REPLACE "^#define ${macro} +" "" _vals "${_line}")
   string(REGEX REPLACE " *, *" ";" _vals "${_vals}")
