@@ -116,12 +116,10 @@ void run(const FlashCase& c, std::mt19937_64& rng) {
   poison(lse.data(), lse.size());
   const auto o = heads(make_view(out.data(), shape(B, S, C)), H, D);  // (B,H,T,D) (TC,D,C,1)
   const auto o_pre = heads(make_view(out_pre.data(), shape(B, S, C)), H, D);
-  const cuda::AttentionParams fwd = c.restart ? cuda::make_params(node, o, lse.data(), o_pre)
-                                              : cuda::make_params(node, o, lse.data());
-  {
-    cuda::ForwardPathScope scope(c.path);
-    cuda::attention_forward(fwd, nullptr);
-  }
+  cuda::AttentionParams fwd = c.restart ? cuda::make_params(node, o, lse.data(), o_pre)
+                                        : cuda::make_params(node, o, lse.data());
+  fwd.path = c.path;
+  cuda::attention_forward(fwd, nullptr);
   RA_CUDA_CHECK(cudaDeviceSynchronize());
 
   const std::string ty = ra::detail::concat(c.dtype);

@@ -13,6 +13,7 @@
 
 #include <ra/core/config.hpp>
 #include <ra/core/dtype.hpp>
+#include <ra/cuda/forward_path.cuh>
 #include <ra/expr/gates.hpp>
 
 namespace ra::cuda {
@@ -39,6 +40,7 @@ struct AttentionParams {
   DType dtype = DType::f16;
   Gates gates{};      // device pointers
   Restart restart{};  // device pointer (H values) or null
+  ForwardPath path = ForwardPath::automatic;  // the forward's tensor-core path (fp16/bf16)
 };
 
 }  // namespace ra::cuda

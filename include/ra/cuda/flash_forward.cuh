@@ -22,7 +22,6 @@
 
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -541,8 +540,8 @@ bool has_wgmma_code() {
   return has;
 }
 
-/// The forward kernel specialised for <T, D, R, G, restart>, on the path chosen by
-/// forward_path_setting(). Throws ra::error when wgmma is forced but not available.
+/// The forward kernel specialised for <T, D, R, G, restart>, on the path p.path asks for.
+/// Throws ra::error when wgmma is asked for but not available.
 template <class T, int D, int R, GateMode G, bool kRestart>
 void flash_forward(const AttentionParams& p, cudaStream_t stream) {
   if constexpr (std::is_same_v<T, float>) {
@@ -553,8 +552,7 @@ void flash_forward(const AttentionParams& p, cudaStream_t stream) {
     // automatic takes mma.sync: on an H200 it matches or beats this wgmma kernel at every
     // head dim measured (bench/flash_tune: 71 vs 101 us at D=64, 72 vs 85 us at D=128,
     // T=1024), which still waits for each product before its softmax.
-    const ForwardPath path = forward_path_setting().load();
-    if (path == ForwardPath::wgmma) {
+    if (p.path == ForwardPath::wgmma) {
       require(has_wgmma_code<T, D, R, G, kRestart>(),
               "attention_forward: the wgmma path was requested but this binary has no sm_90a "
               "code for the device (build with CMAKE_CUDA_ARCHITECTURES=90a)");
