@@ -3,8 +3,9 @@
 // scalar loops compute attention or GEMM) and error metrics that name the worst element.
 //
 // Seeds: every test draws from its own generator, seeded with base ^ hash(test name), where
-// the base is $RA_TEST_SEED or a fixed default. RA_TEST_RNG(rng) declares the generator and
-// INFOs the seed, so any failure in its scope prints how to reproduce it.
+// the base is the run's seed (seed.hpp: fresh every run, or $RA_TEST_SEED; main.cpp prints
+// it). RA_TEST_RNG(rng) declares the generator and INFOs the seed, so any failure in its
+// scope prints the RA_TEST_SEED that reproduces it.
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -26,14 +27,11 @@
 #include <ra/core.hpp>
 #include <ra/expr.hpp>
 
+#include "seed.hpp"
+
 namespace ra::test {
 
 // ---- seeds and random inputs --------------------------------------------------------------
-
-inline std::uint64_t base_seed() {
-  if (const char* s = std::getenv("RA_TEST_SEED")) return std::strtoull(s, nullptr, 0);
-  return 0x5eed2024u;
-}
 
 inline std::uint64_t fnv1a(std::string_view s) {
   std::uint64_t h = 0xcbf29ce484222325ull;
@@ -49,13 +47,13 @@ inline std::uint64_t test_seed() {
   return base_seed() ^ fnv1a(Catch::getResultCapture().getCurrentTestName());
 }
 
-/// Declares `std::mt19937_64 name` seeded for the running test and prints the seed with
-/// every failure in the enclosing scope.
-#define RA_TEST_RNG(name)                                                          \
-  const std::uint64_t name##_seed = ::ra::test::test_seed();                       \
-  std::mt19937_64 name(name##_seed);                                               \
-  INFO("seed " << name##_seed << " (RA_TEST_SEED base " << ::ra::test::base_seed() \
-               << " xor the test name's hash)")
+/// Declares `std::mt19937_64 name` seeded for the running test and prints, with every
+/// failure in the enclosing scope, the RA_TEST_SEED that reproduces it.
+#define RA_TEST_RNG(name)                                                                 \
+  const std::uint64_t name##_seed = ::ra::test::test_seed();                              \
+  std::mt19937_64 name(name##_seed);                                                      \
+  INFO("RA_TEST_SEED=" << ::ra::test::base_seed() << " reproduces this (the generator's " \
+                       << "seed " << name##_seed << " is it xor the test name's hash)")
 
 /// n values ~ normal(0, stddev), rounded to T.
 template <class T>

@@ -114,10 +114,12 @@ TEST_CASE(
     "GPT-2 arms are identical except attention: shapes, values, the RA W_attn a row "
     "permutation of the baseline's",
     "[gpt2]") {
+  RA_TEST_RNG(rng);
   const auto cb = tiny(nn::Arm::baseline), cr = tiny(nn::Arm::ra);
   nn::GPT2<float> base(cb), ra_model(cr);
-  base.init_gpt2(7);
-  ra_model.init_gpt2(7);
+  const std::uint64_t seed = rng();
+  base.init_gpt2(seed);
+  ra_model.init_gpt2(seed);
   std::map<std::string, nn::ParameterInfo> rt;
   for (const auto& p : ra_model.parameter_table()) rt[p.name] = p;
   // Every baseline tensor exists in RA with the same shape and decay; RA adds only gates and
@@ -167,7 +169,7 @@ TEST_CASE(
   CHECK(rms(base.parameter("h.0.attn.w_o")) == Approx(0.01).epsilon(0.1));
   // wte's padded rows stay zero (vocab 50 pads to 64).
   nn::GPT2<float> padded(tiny(nn::Arm::baseline, 50));
-  padded.init_gpt2(7);
+  padded.init_gpt2(seed);
   const auto wte = padded.parameter("wte");
   CHECK(std::all_of(wte.begin() + 50 * 64, wte.end(), [](float v) { return v == 0.f; }));
   CHECK(std::any_of(wte.begin(), wte.begin() + 50 * 64, [](float v) { return v != 0.f; }));
@@ -193,7 +195,7 @@ TEST_CASE("GPT-2 full-model gradients match central finite differences in double
   for (const auto& c : cases) {
     INFO(c.name);
     nn::GPT2<double> model(c.cfg);
-    model.init_gpt2(11);
+    model.init_gpt2(rng());
     // Larger weights than GPT-2's 0.02 so attention and GELU are far from linear.
     for (float& p : model.parameters()) p *= 4.f;
     Batch batch(rng, 2, 16, c.cfg.vocab);
@@ -201,7 +203,7 @@ TEST_CASE("GPT-2 full-model gradients match central finite differences in double
     targets[5] = -1;  // ignored positions take no part
     const auto tgt = make_view(static_cast<const std::int32_t*>(targets.data()) + 1,
                                shape(index_t{2}, index_t{16}), {17, 1});  // (B,T)
-    model.set_dropout_seed(99);
+    model.set_dropout_seed(rng());
     model.forward(batch.inputs(), tgt);
     model.backward();
     const std::vector<float> grads(model.gradients().begin(), model.gradients().end());
@@ -233,6 +235,7 @@ TEST_CASE("GPT-2 full-model gradients match central finite differences in double
 
 TEST_CASE("GPT-2 loss falls over 30 AdamW steps on the embedded sample, both arms",
           "[gpt2][train]") {
+  RA_TEST_RNG(rng);
   const auto tokens = sample_tokens();
   auto train = std::make_shared<nn::TokenFile>();
   auto val = std::make_shared<nn::TokenFile>();
@@ -248,11 +251,13 @@ TEST_CASE("GPT-2 loss falls over 30 AdamW steps on the embedded sample, both arm
     auto cfg = tiny(arm, nn::ByteTokenizer::kVocab);
     cfg.max_seq = 32;
     nn::GPT2<float> model(cfg);
-    model.init_gpt2(1);
+    const std::uint64_t seed = rng();  // init, data order and dropout
+    INFO("run seed " << seed);
+    model.init_gpt2(seed);
     nn::AdamW opt(model.num_parameters(), model.parameter_table());
-    nn::BatchLoader loader(train, 8, 32, 1);
+    nn::BatchLoader loader(train, 8, 32, seed);
     nn::BatchLoader val_loader(val, 8, 32, 0, false);
-    nn::TrainingState state(1);
+    nn::TrainingState state(seed);
     const nn::CosineSchedule lr{3e-3, 3e-4, 5, 30};
     const double val_before = nn::evaluate(model, val_loader, 2);
     std::vector<std::int32_t> batch;
@@ -277,8 +282,9 @@ TEST_CASE("GPT-2 in bf16 compute tracks fp32 and logits() agrees with the loss",
   const auto cfg = tiny(nn::Arm::ra);
   nn::GPT2<float> f32(cfg);
   nn::GPT2<bf16> b16(cfg);
-  f32.init_gpt2(3);
-  b16.init_gpt2(3);
+  const std::uint64_t seed = rng();
+  f32.init_gpt2(seed);
+  b16.init_gpt2(seed);
   Batch batch(rng, 2, 16, cfg.vocab);
   const double lf = f32.forward(batch.inputs(), batch.targets());
   const double lb = b16.forward(batch.inputs(), batch.targets());
