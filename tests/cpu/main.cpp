@@ -3,6 +3,11 @@
 // Prints the run's seed (seed.hpp) before any test runs, and again after a failure with the
 // command line that reproduces it. Nothing is printed when Catch only lists (CMake's
 // catch_discover_tests reads every line of --list-test-names-only as a test name).
+//
+// Every run fails when a test case asserts nothing (Catch's NoAssertions warning) or when the
+// test specification matches no test case (NoTests), whatever the command line says: set here
+// because Catch 2.13 takes -w only once per command line ("-w NoTests -w NoAssertions" is
+// rejected as an unrecognised token).
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -15,7 +20,9 @@
 int main(int argc, char** argv) {
   Catch::Session session;
   if (const int rc = session.applyCommandLine(argc, argv); rc != 0) return rc;
-  const Catch::ConfigData& cfg = session.configData();
+  Catch::ConfigData& cfg = session.configData();
+  cfg.warnings = static_cast<Catch::WarnAbout::What>(cfg.warnings | Catch::WarnAbout::NoAssertions |
+                                                     Catch::WarnAbout::NoTests);
   const bool runs_tests = !(cfg.listTests || cfg.listTestNamesOnly || cfg.listTags ||
                             cfg.listReporters || cfg.showHelp || cfg.libIdentify);
   unsigned long long seed = 0;

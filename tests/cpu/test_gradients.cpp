@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <initializer_list>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -209,18 +210,31 @@ void check_attention_gradients() {
 
 }  // namespace
 
-TEST_CASE("I5: block gradients match central finite differences (per-layer, clamp)",
-          "[gradients][block][I5]") {
+// The block cases below are registered where at least one of their ranks is instantiated at
+// D = 32; check_block_case skips (with a WARN) the ones that are not.
+namespace {
+constexpr bool any_rank_instantiated(std::initializer_list<int> ranks) {
+  for (int R : ranks)
+    if (test::block_instantiated(32, R)) return true;
+  return false;
+}
+}  // namespace
+
+RA_TEST_CASE_IF(any_rank_instantiated({0, 4, 8}),
+                "I5: block gradients match central finite differences (per-layer, clamp)",
+                "[gradients][block][I5]") {
   for (int R : {0, 4, 8}) check_block_case(R, GateMode::per_layer, GateParam::clamp, true);
 }
 
-TEST_CASE("I5: block gradients match central finite differences (per-head, softplus)",
-          "[gradients][block][I5]") {
+RA_TEST_CASE_IF(any_rank_instantiated({0, 4, 8}),
+                "I5: block gradients match central finite differences (per-head, softplus)",
+                "[gradients][block][I5]") {
   for (int R : {0, 4, 8}) check_block_case(R, GateMode::per_head, GateParam::softplus, true);
 }
 
-TEST_CASE("I5: block gradients match central finite differences (other gate forms)",
-          "[gradients][block][I5]") {
+RA_TEST_CASE_IF(any_rank_instantiated({4, 8, 0}),
+                "I5: block gradients match central finite differences (other gate forms)",
+                "[gradients][block][I5]") {
   check_block_case(4, GateMode::per_head, GateParam::clamp, true);
   check_block_case(8, GateMode::per_layer, GateParam::softplus, false);
   check_block_case(0, GateMode::none, GateParam::clamp, false);
@@ -234,8 +248,8 @@ TEST_CASE("I5: block gradients match central finite differences (other gate form
 RA_TEST_DR_PAIRS(RA_GRADIENT_CASE)
 #undef RA_GRADIENT_CASE
 
-TEST_CASE("the clamp floor and the restart clamp pass zero gradient", "[gradients][kinks]") {
-  if (!test::block_supported(32, 4)) return;
+RA_TEST_CASE_IF(test::block_instantiated(32, 4),
+                "the clamp floor and the restart clamp pass zero gradient", "[gradients][kinks]") {
   RA_TEST_RNG(rng);
   for (GateMode mode : {GateMode::per_layer, GateMode::per_head}) {
     INFO("gates " << mode);
@@ -266,8 +280,8 @@ TEST_CASE("the clamp floor and the restart clamp pass zero gradient", "[gradient
   }
 }
 
-TEST_CASE("nn::AttentionBlock backward equals cpu::block_backward", "[gradients][nn]") {
-  if (!test::block_supported(32, 4)) return;
+RA_TEST_CASE_IF(test::block_instantiated(32, 4),
+                "nn::AttentionBlock backward equals cpu::block_backward", "[gradients][nn]") {
   RA_TEST_RNG(rng);
   BlockProblem p(rng, 4, GateMode::per_head, GateParam::clamp, true);
   const BlockGrads want = analytic(p);
