@@ -35,9 +35,19 @@ double dot(const std::vector<double>& a, const std::vector<double>& b) {
 // Central differences of `loss` with respect to elements of `param`, against the analytic
 // gradient `grad`: every element of a small tensor, a fresh random sample of kSample
 // elements of a large one (the seed is printed; each run checks other elements). Double
-// parameters move by h; float parameters (gates, restart) by about 2^-12, with the
-// difference of the perturbed floats as the exact denominator.
+// parameters move by kStepDouble; float parameters (gates, restart) by about 2^-12, with the
+// difference of the perturbed values as the exact denominator.
+//
+// The step of a double parameter balances the two errors of a central difference:
+// truncation h^2 |d3L/dp3| / 6 and rounding e_L / h, where e_L is the rounding error of the
+// computed loss. e_L is not eps |L|: L sums hundreds of outputs, each from length-D dot
+// products and softmax sums, and measures ~2e-13 here. With h = 1e-6 the rounding term alone
+// reached 2e-7, above the tolerance: 2 of 100 fresh seeds failed (D = 128, R = 4, dKf, error
+// 1.8e-7 and 2.2e-7 against bounds 1.6e-7 and 2.1e-7). Over 25 seeds the worst error as a
+// fraction of the tolerance was 0.22-0.62 with h = 1e-6, 0.02-0.07 with 1e-5, 0.009-0.026
+// with 2^-15 and 0.02-0.14 with 1e-4 (truncation takes over), hence 2^-15.
 constexpr std::size_t kSample = 256;
+constexpr double kStepDouble = 0x1p-15;
 
 template <class P, class G>
 test::MaxError check_fd(std::mt19937_64& rng, const char* name, std::vector<P>& param,
@@ -53,7 +63,7 @@ test::MaxError check_fd(std::mt19937_64& rng, const char* name, std::vector<P>& 
   test::Dense got{{static_cast<index_t>(idx.size())}, {}}, want = got;
   for (std::size_t i : idx) {
     const P p0 = param[i];
-    const double h = std::is_same_v<P, float> ? 0x1p-12 : 1e-6;
+    const double h = std::is_same_v<P, float> ? 0x1p-12 : kStepDouble;
     const P plus = static_cast<P>(p0 + h), minus = static_cast<P>(p0 - h);
     param[i] = plus;
     const double lp = loss();
@@ -150,8 +160,9 @@ void check_block_case(int R, GateMode mode, GateParam param, bool restart) {
   BlockProblem p(rng, R, mode, param, restart);
   const BlockGrads g = analytic(p);
   auto loss = [&] { return p.loss(); };
-  // Double parameters: truncation ~h^2 and cancellation ~eps·|L|/h are both far below 1e-7;
-  // float gate gradients carry fp32 rounding and h ~ 2^-12.
+  // Double parameters: truncation and rounding of the difference quotient stayed below 3e-9
+  // of 1 + max |gradient| over 25 seeds (kStepDouble); float gate gradients carry fp32
+  // rounding and h ~ 2^-12.
   constexpr double kTol = 1e-7, kTolFloat = 2e-5;
   std::ostringstream summary;
   summary << "I5 R=" << R << " " << mode << "/" << param << " restart=" << restart << ":";
