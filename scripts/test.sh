@@ -74,9 +74,9 @@ if (( ${#skipped[@]} )); then
       exit 1
     fi
   done
-  echo "test.sh: the CPU tests passed; GPU tests skipped: no GPU ($times)"
+  echo "test.sh: every test that ran passed; GPU tests skipped: no GPU ($times)"
 elif ! grep -q " ra_cuda_tests " "$ctest_log"; then
-  echo "test.sh: the CPU tests passed; GPU tests not built (no nvcc, or CUDA turned off) ($times)"
+  echo "test.sh: every test that ran passed; GPU tests not built (no nvcc, or CUDA off) ($times)"
 else
   echo "test.sh: all tests passed ($times)"
 fi
