@@ -7,10 +7,13 @@
 # all cores (library headers, tests, examples, and the CUDA targets where nvcc exists), then
 # ctest --output-on-failure: the CPU tests (the full (D, R) matrix), the header
 # self-containment check (part of the build), the installed-package consumer check and the GPU
-# tests (reported as skipped on a machine without a GPU, never as passed).
+# tests (reported as skipped on a machine without a GPU, never as passed). The last line says
+# what ran: "all tests passed" only when nothing skipped; "GPU tests skipped: no GPU" when the
+# GPU tests skipped; and the script fails when `nvidia-smi -L` sees a GPU but they skipped.
 #
 # Where nvcc exists but no GPU does (CI), only the CUDA kernel instantiations are narrowed, to
-# D = 64 and R in {0, 4}, to keep the build short; the CPU lists are never narrowed. Override:
+# D = 64 and R in {0, 4}, to keep the build short; the CPU lists are never narrowed, and every
+# other (D, R) kernel pair still compiles once (ra_flash_compile_check). Override:
 #   RA_CUDA_HEAD_DIMS="64;128" RA_CUDA_RANKS="" bash scripts/test.sh   (empty = every value)
 #   RA_CUDA_ARCHITECTURES=90a bash scripts/test.sh                     (default: 80)
 #   RA_BUILD_DIR=build-x bash scripts/test.sh
@@ -47,9 +50,33 @@ fi
 cmake -S . -B "$build_dir" "${cmake_args[@]}" "$@"
 cmake --build "$build_dir" -j "$jobs"
 built=$SECONDS
-ctest --test-dir "$build_dir" --output-on-failure -j "$jobs"
-# CTest shows no output for skipped tests: say why the GPU tests were skipped, if they were.
-if grep -q "^no CUDA device" "$build_dir/Testing/Temporary/LastTest.log" 2>/dev/null; then
-  echo "test.sh: GPU tests skipped: $(grep -m1 "^no CUDA device" "$build_dir/Testing/Temporary/LastTest.log")"
+ctest_log="$build_dir/Testing/ctest-output.log"
+mkdir -p "$build_dir/Testing"
+ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" 2>&1 | tee "$ctest_log"
+times="configure + build $((built - start)) s, tests $((SECONDS - built)) s"
+
+# CTest passes a run with skipped tests and shows no output for them: say which skipped and
+# why, never claim that everything passed when something did not run, and fail when a GPU is
+# there but the GPU tests skipped anyway.
+mapfile -t skipped < <(sed -n 's/^[[:space:]]*[0-9]* - \(.*\) (Skipped)$/\1/p' "$ctest_log")
+if (( ${#skipped[@]} )); then
+  reason=$(grep -h -m1 "no CUDA device" "$build_dir/Testing/Temporary/LastTest.log" 2>/dev/null \
+           || echo "no reason printed")
+  echo "test.sh: skipped: ${skipped[*]} ($reason)"
+  if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+    echo "test.sh: FAILED: nvidia-smi sees a GPU ($(nvidia-smi -L | head -1)) but the GPU tests" \
+         "skipped" >&2
+    exit 1
+  fi
+  for t in "${skipped[@]}"; do
+    if [[ $t != ra_cuda_tests && $t != consumer_cuda ]]; then
+      echo "test.sh: FAILED: $t skipped; only the GPU tests may skip, and only without a GPU" >&2
+      exit 1
+    fi
+  done
+  echo "test.sh: every test that ran passed; GPU tests skipped: no GPU ($times)"
+elif ! grep -q " ra_cuda_tests " "$ctest_log"; then
+  echo "test.sh: every test that ran passed; GPU tests not built (no nvcc, or CUDA off) ($times)"
+else
+  echo "test.sh: all tests passed ($times)"
 fi
-echo "test.sh: all tests passed (configure + build $((built - start)) s, tests $((SECONDS - built)) s)"

@@ -1,7 +1,9 @@
 # tests/consumer/check_package.cmake — the CTest test `consumer_package`:
 #   1. cmake --install <ra build> --prefix <work>/prefix
 #   2. checks the installed package files (no source or build paths, no CUDA architectures)
-#   3. configures, builds and runs tests/consumer against that prefix only
+#   3. configures, builds and runs tests/consumer against that prefix only; the CUDA consumer
+#      (consumer_cuda, where the package has ra::cuda) is built here and run by its own CTest
+#      test, consumer_cuda, which CTest reports as skipped where no GPU exists
 # Run as: cmake -DRA_BUILD_DIR=... -DRA_CONSUMER_SOURCE_DIR=... -DRA_WORK_DIR=... -P this file
 # (tests/CMakeLists.txt passes the rest: build type, generator, compilers, Eigen3_DIR).
 cmake_minimum_required(VERSION 3.25)
@@ -23,9 +25,8 @@ file(REMOVE_RECURSE "${RA_WORK_DIR}")
 function(run_step name)
   message(STATUS "consumer_package: ${name}")
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _out)
-  set(step_rc "${_rc}" PARENT_SCOPE)
   set(step_out "${_out}" PARENT_SCOPE)
-  if(NOT _rc EQUAL 0 AND NOT (ALLOW_77 AND _rc EQUAL 77))
+  if(NOT _rc EQUAL 0)
     message(FATAL_ERROR "consumer_package: ${name} failed (exit ${_rc}):\n${_out}")
   endif()
 endfunction()
@@ -93,11 +94,6 @@ if(RA_EXPECT_CUDA AND NOT _consumer_cuda)
   message(FATAL_ERROR "consumer_package: the package has ra::cuda but consumer_cuda was not built")
 endif()
 if(_consumer_cuda)
-  set(ALLOW_77 TRUE)
-  run_step("run the CUDA consumer" "${_consumer_cuda}")
-  message(STATUS "${step_out}")
-  if(step_rc EQUAL 77)
-    message(STATUS "consumer_package: consumer_cuda was built against ra::cuda; not run (no GPU)")
-  endif()
+  message(STATUS "consumer_package: built ${_consumer_cuda} (the CTest test consumer_cuda runs it)")
 endif()
 message(STATUS "consumer_package: passed")

@@ -3,8 +3,9 @@
 // scalar loops compute attention or GEMM) and error metrics that name the worst element.
 //
 // Seeds: every test draws from its own generator, seeded with base ^ hash(test name), where
-// the base is $RA_TEST_SEED or a fixed default. RA_TEST_RNG(rng) declares the generator and
-// INFOs the seed, so any failure in its scope prints how to reproduce it.
+// the base is the run's seed (seed.hpp: fresh every run, or $RA_TEST_SEED; main.cpp prints
+// it). RA_TEST_RNG(rng) declares the generator and INFOs the seed, so any failure in its
+// scope prints the RA_TEST_SEED that reproduces it.
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -26,14 +27,11 @@
 #include <ra/core.hpp>
 #include <ra/expr.hpp>
 
+#include "seed.hpp"
+
 namespace ra::test {
 
 // ---- seeds and random inputs --------------------------------------------------------------
-
-inline std::uint64_t base_seed() {
-  if (const char* s = std::getenv("RA_TEST_SEED")) return std::strtoull(s, nullptr, 0);
-  return 0x5eed2024u;
-}
 
 inline std::uint64_t fnv1a(std::string_view s) {
   std::uint64_t h = 0xcbf29ce484222325ull;
@@ -49,13 +47,13 @@ inline std::uint64_t test_seed() {
   return base_seed() ^ fnv1a(Catch::getResultCapture().getCurrentTestName());
 }
 
-/// Declares `std::mt19937_64 name` seeded for the running test and prints the seed with
-/// every failure in the enclosing scope.
-#define RA_TEST_RNG(name)                                                          \
-  const std::uint64_t name##_seed = ::ra::test::test_seed();                       \
-  std::mt19937_64 name(name##_seed);                                               \
-  INFO("seed " << name##_seed << " (RA_TEST_SEED base " << ::ra::test::base_seed() \
-               << " xor the test name's hash)")
+/// Declares `std::mt19937_64 name` seeded for the running test and prints, with every
+/// failure in the enclosing scope, the RA_TEST_SEED that reproduces it.
+#define RA_TEST_RNG(name)                                                                 \
+  const std::uint64_t name##_seed = ::ra::test::test_seed();                              \
+  std::mt19937_64 name(name##_seed);                                                      \
+  INFO("RA_TEST_SEED=" << ::ra::test::base_seed() << " reproduces this (the generator's " \
+                       << "seed " << name##_seed << " is it xor the test name's hash)")
 
 /// n values ~ normal(0, stddev), rounded to T.
 template <class T>
@@ -314,13 +312,44 @@ NaiveAttention naive_reciprocal(const QV& q, const KV& k, const VV& v, index_t H
 
 // ---- narrowed builds -------------------------------------------------------------------------
 
-/// Whether this build instantiates blocks of head dim D and rank R. A build configured with
-/// -DRA_HEAD_DIMS / -DRA_RANKS narrows the supported lists; a block-level test of another
-/// shape then says so in a WARN and checks nothing, instead of failing on ra::unsupported.
+/// Whether this build instantiates blocks of head dim D and rank R (a constant expression). A
+/// build configured with -DRA_HEAD_DIMS / -DRA_RANKS narrows the supported lists.
+constexpr bool block_instantiated(int D, int R) {
+  return SupportedHeadDims::contains(D) && SupportedRanks::contains(R) && R < D;
+}
+
+/// For a test that loops over several block shapes: whether this one is instantiated; if not,
+/// says so in a WARN (the case must check something else: see RA_TEST_CASE_IF).
 inline bool block_supported(int D, int R) {
-  const bool ok = SupportedHeadDims::contains(D) && SupportedRanks::contains(R);
+  const bool ok = block_instantiated(D, R);
   if (!ok) WARN("skipped: D = " << D << ", R = " << R << " are not in this build's lists");
   return ok;
+}
+
+/// Registers the test case only if `cond`, a constant expression, holds: a case that needs
+/// blocks a narrowed build does not instantiate is not registered there at all, rather than
+/// passing with nothing checked (a case without assertions fails: tests/cpu/main.cpp).
+/// Otherwise like TEST_CASE.
+#define RA_TEST_CASE_IF(cond, ...) \
+  RA_TEST_CASE_IF_IMPL_(INTERNAL_CATCH_UNIQUE_NAME(ra_test_case_), (cond), __VA_ARGS__)
+#define RA_TEST_CASE_IF_IMPL_(fn, cond, ...)                                                       \
+  static void fn();                                                                                \
+  namespace {                                                                                      \
+  const bool INTERNAL_CATCH_UNIQUE_NAME(ra_registered_) = ::ra::test::register_test_case_if<cond>( \
+      &fn, CATCH_INTERNAL_LINEINFO, Catch::NameAndTags{__VA_ARGS__});                              \
+  }                                                                                                \
+  static void fn()
+
+template <bool Register>
+bool register_test_case_if(void (*fn)(), const Catch::SourceLineInfo& line,
+                           const Catch::NameAndTags& name_and_tags) {
+  if constexpr (Register) {
+    const Catch::AutoReg registered(Catch::makeTestInvoker(fn), line, Catch::StringRef(),
+                                    name_and_tags);
+  } else {
+    (void)fn, (void)line, (void)name_and_tags;
+  }
+  return Register;
 }
 
 // ---- the (D, R) matrix ----------------------------------------------------------------------

@@ -2,10 +2,12 @@
 // and a mismatch names the argument, its dtype and the expected one.
 #include <catch2/catch.hpp>
 
-#include <random>
+#include <algorithm>
 #include <vector>
 
 #include <ra/cpu.hpp>
+
+#include "reference.hpp"
 
 TEST_CASE("type-erased views: mismatched dtypes and ranks are named", "[errors][any_view]") {
   std::vector<ra::fp16> a(2 * 3 * 5 * 32), o(a.size());
@@ -34,9 +36,9 @@ TEST_CASE("type-erased views: mismatched dtypes and ranks are named", "[errors][
                         Catch::Contains("caller: 'x' has dtype fp16, expected fp32"));
   }
   SECTION("matching dtypes give the typed result") {
-    std::mt19937 rng(7);
-    std::normal_distribution<float> dist;
-    for (auto& x : a) x = ra::fp16(dist(rng));
+    RA_TEST_RNG(rng);
+    const auto values = ra::test::random_normal<ra::fp16>(rng, a.size());
+    std::copy(values.begin(), values.end(), a.begin());  // in place: q, out view a's memory
     std::vector<ra::fp16> typed_out(a.size());
     ra::cpu::attention_forward(q, q, q, out, 4);
     auto v = ra::make_view(static_cast<const ra::fp16*>(a.data()), shape4);

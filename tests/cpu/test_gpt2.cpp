@@ -5,7 +5,7 @@
 // in the RA arm); the arms identical except attention (table, values, the RA W_attn a row
 // permutation of the baseline's); the loss falls over 30 AdamW steps on the embedded sample
 // (data/sample); bf16 compute tracks fp32; logits() agrees with the loss; the 124M parameter
-// count; bad input named in the error.
+// count; bad input named in the error; gate_stats() against a hand computation.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -13,11 +13,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ra/cpu.hpp>
@@ -114,10 +116,12 @@ TEST_CASE(
     "GPT-2 arms are identical except attention: shapes, values, the RA W_attn a row "
     "permutation of the baseline's",
     "[gpt2]") {
+  RA_TEST_RNG(rng);
   const auto cb = tiny(nn::Arm::baseline), cr = tiny(nn::Arm::ra);
   nn::GPT2<float> base(cb), ra_model(cr);
-  base.init_gpt2(7);
-  ra_model.init_gpt2(7);
+  const std::uint64_t seed = rng();
+  base.init_gpt2(seed);
+  ra_model.init_gpt2(seed);
   std::map<std::string, nn::ParameterInfo> rt;
   for (const auto& p : ra_model.parameter_table()) rt[p.name] = p;
   // Every baseline tensor exists in RA with the same shape and decay; RA adds only gates and
@@ -167,7 +171,7 @@ TEST_CASE(
   CHECK(rms(base.parameter("h.0.attn.w_o")) == Approx(0.01).epsilon(0.1));
   // wte's padded rows stay zero (vocab 50 pads to 64).
   nn::GPT2<float> padded(tiny(nn::Arm::baseline, 50));
-  padded.init_gpt2(7);
+  padded.init_gpt2(seed);
   const auto wte = padded.parameter("wte");
   CHECK(std::all_of(wte.begin() + 50 * 64, wte.end(), [](float v) { return v == 0.f; }));
   CHECK(std::any_of(wte.begin(), wte.begin() + 50 * 64, [](float v) { return v != 0.f; }));
@@ -193,7 +197,7 @@ TEST_CASE("GPT-2 full-model gradients match central finite differences in double
   for (const auto& c : cases) {
     INFO(c.name);
     nn::GPT2<double> model(c.cfg);
-    model.init_gpt2(11);
+    model.init_gpt2(rng());
     // Larger weights than GPT-2's 0.02 so attention and GELU are far from linear.
     for (float& p : model.parameters()) p *= 4.f;
     Batch batch(rng, 2, 16, c.cfg.vocab);
@@ -201,7 +205,7 @@ TEST_CASE("GPT-2 full-model gradients match central finite differences in double
     targets[5] = -1;  // ignored positions take no part
     const auto tgt = make_view(static_cast<const std::int32_t*>(targets.data()) + 1,
                                shape(index_t{2}, index_t{16}), {17, 1});  // (B,T)
-    model.set_dropout_seed(99);
+    model.set_dropout_seed(rng());
     model.forward(batch.inputs(), tgt);
     model.backward();
     const std::vector<float> grads(model.gradients().begin(), model.gradients().end());
@@ -233,6 +237,7 @@ TEST_CASE("GPT-2 full-model gradients match central finite differences in double
 
 TEST_CASE("GPT-2 loss falls over 30 AdamW steps on the embedded sample, both arms",
           "[gpt2][train]") {
+  RA_TEST_RNG(rng);
   const auto tokens = sample_tokens();
   auto train = std::make_shared<nn::TokenFile>();
   auto val = std::make_shared<nn::TokenFile>();
@@ -248,11 +253,13 @@ TEST_CASE("GPT-2 loss falls over 30 AdamW steps on the embedded sample, both arm
     auto cfg = tiny(arm, nn::ByteTokenizer::kVocab);
     cfg.max_seq = 32;
     nn::GPT2<float> model(cfg);
-    model.init_gpt2(1);
+    const std::uint64_t seed = rng();  // init, data order and dropout
+    INFO("run seed " << seed);
+    model.init_gpt2(seed);
     nn::AdamW opt(model.num_parameters(), model.parameter_table());
-    nn::BatchLoader loader(train, 8, 32, 1);
+    nn::BatchLoader loader(train, 8, 32, seed);
     nn::BatchLoader val_loader(val, 8, 32, 0, false);
-    nn::TrainingState state(1);
+    nn::TrainingState state(seed);
     const nn::CosineSchedule lr{3e-3, 3e-4, 5, 30};
     const double val_before = nn::evaluate(model, val_loader, 2);
     std::vector<std::int32_t> batch;
@@ -277,8 +284,9 @@ TEST_CASE("GPT-2 in bf16 compute tracks fp32 and logits() agrees with the loss",
   const auto cfg = tiny(nn::Arm::ra);
   nn::GPT2<float> f32(cfg);
   nn::GPT2<bf16> b16(cfg);
-  f32.init_gpt2(3);
-  b16.init_gpt2(3);
+  const std::uint64_t seed = rng();
+  f32.init_gpt2(seed);
+  b16.init_gpt2(seed);
   Batch batch(rng, 2, 16, cfg.vocab);
   const double lf = f32.forward(batch.inputs(), batch.targets());
   const double lb = b16.forward(batch.inputs(), batch.targets());
@@ -346,4 +354,105 @@ TEST_CASE("GPT-2 bad input names the problem", "[gpt2][errors]") {
   CHECK_THROWS_WITH(nn::parse_arm("ra2"), Catch::Contains("'ra2'") && Catch::Contains("baseline"));
   CHECK_THROWS_WITH(nn::parse_gate_mode("all"), Catch::Contains("'all'"));
   CHECK(nn::parse_gate_param("softplus") == GateParam::softplus);
+}
+
+TEST_CASE("GPT-2 gate_stats: effective gates and restart mixes per layer, by hand",
+          "[gpt2][gates]") {
+  // The expected numbers are worked out by hand from the definitions: clamp g = max(w, 1e-8),
+  // softplus g = ln(1 + e^w) (w itself above 20), alpha = clamp(a, 0, 0.5); mean, min and max
+  // over the layer's values. Raw values are chosen on every branch: below the clamp floor, a
+  // outside [0, 0.5] on both sides, softplus on both sides of 0 and past 20.
+  constexpr double kFloor = 1e-8;
+  auto expect = [](const nn::Summary& s, double mean, double min, double max) {
+    // The gates are computed in float: a few float roundings (2^-24 each) of relative error.
+    CHECK(s.mean == Approx(mean).epsilon(5e-7).margin(1e-15));
+    CHECK(s.min == Approx(min).epsilon(5e-7).margin(1e-15));
+    CHECK(s.max == Approx(max).epsilon(5e-7).margin(1e-15));
+  };
+  auto set = [](nn::GPT2<float>& m, const char* name, std::initializer_list<float> v) {
+    const auto p = m.parameter(name);
+    REQUIRE(p.size() == v.size());
+    std::copy(v.begin(), v.end(), p.begin());
+  };
+
+  SECTION("per-head clamp gates with self-restart") {
+    nn::GPT2<float> model(tiny(nn::Arm::ra));  // 2 layers, 2 heads
+    model.init_gpt2(1);
+    set(model, "h.0.attn.w_std", {0.75f, -0.5f});  // g = 0.75, 1e-8 (the floor)
+    set(model, "h.0.attn.w_rec", {0.25f, 0.125f});
+    set(model, "h.0.attn.a", {-0.25f, 0.375f});  // alpha = 0, 0.375
+    set(model, "h.1.attn.w_std", {1.5f, 2.f});
+    set(model, "h.1.attn.w_rec", {0.f, 3.f});  // g = 1e-8, 3
+    set(model, "h.1.attn.a", {0.75f, 0.5f});   // alpha = 0.5, 0.5
+    const auto stats = model.gate_stats();
+    REQUIRE(stats.size() == 2);
+    for (const auto& s : stats) {
+      CHECK(s.gated);
+      CHECK(s.restart);
+    }
+    expect(stats[0].g_std, (0.75 + kFloor) / 2, kFloor, 0.75);
+    expect(stats[0].g_rec, 0.1875, 0.125, 0.25);
+    expect(stats[0].alpha, 0.1875, 0.0, 0.375);
+    expect(stats[1].g_std, 1.75, 1.5, 2.0);
+    expect(stats[1].g_rec, (kFloor + 3.0) / 2, kFloor, 3.0);
+    expect(stats[1].alpha, 0.5, 0.5, 0.5);
+    // The mean really includes the floor: 0.375 alone is off by 5e-9 (relative 1.3e-8).
+    CHECK(stats[0].g_std.mean != Approx(0.375).epsilon(1e-9).margin(0));
+
+    // The GPU model reads only the tail of the layout that holds every gate and restart value
+    // (base = its first offset): the same numbers.
+    const auto& layout = model.layout();
+    index_t first = layout.total;
+    for (const auto& s : layout.layers)
+      for (index_t off : {s.w_std, s.w_rec, s.a}) first = std::min(first, off);
+    const auto params = std::as_const(model).parameters();
+    const auto tail = nn::gpt2_gate_stats(model.config(), layout,
+                                          params.subspan(static_cast<std::size_t>(first)), first);
+    REQUIRE(tail.size() == 2);
+    for (std::size_t l = 0; l < 2; ++l) {
+      for (auto [got, want] :
+           {std::pair{tail[l].g_std, stats[l].g_std}, std::pair{tail[l].g_rec, stats[l].g_rec},
+            std::pair{tail[l].alpha, stats[l].alpha}}) {
+        CHECK(got.mean == want.mean);
+        CHECK(got.min == want.min);
+        CHECK(got.max == want.max);
+      }
+    }
+  }
+
+  SECTION("per-layer softplus gates without restart") {
+    auto cfg = tiny(nn::Arm::ra);
+    cfg.gates = GateMode::per_layer;
+    cfg.gate_param = GateParam::softplus;
+    cfg.restart = false;
+    nn::GPT2<float> model(cfg);
+    model.init_gpt2(1);
+    set(model, "h.0.attn.w_std", {0.f});    // ln 2
+    set(model, "h.0.attn.w_rec", {-1.f});   // ln(1 + 1/e)
+    set(model, "h.1.attn.w_std", {25.f});   // past 20: w itself
+    set(model, "h.1.attn.w_rec", {-20.f});  // ln(1 + e^-20) = 2.0611536e-9
+    const auto stats = model.gate_stats();
+    REQUIRE(stats.size() == 2);
+    const double g[2][2] = {{0.69314718055994531, 0.31326168751822286},
+                            {25.0, 2.0611536203143810e-9}};
+    for (std::size_t l = 0; l < 2; ++l) {
+      INFO("layer " << l);
+      CHECK(stats[l].gated);
+      CHECK_FALSE(stats[l].restart);
+      expect(stats[l].g_std, g[l][0], g[l][0], g[l][0]);  // one value per layer
+      expect(stats[l].g_rec, g[l][1], g[l][1], g[l][1]);
+      expect(stats[l].alpha, 0.0, 0.0, 0.0);  // no restart: the empty summary
+    }
+  }
+
+  SECTION("the baseline has neither") {
+    nn::GPT2<float> model(tiny(nn::Arm::baseline));
+    model.init_gpt2(1);
+    const auto stats = model.gate_stats();
+    REQUIRE(stats.size() == 2);
+    for (const auto& s : stats) {
+      CHECK_FALSE(s.gated);
+      CHECK_FALSE(s.restart);
+    }
+  }
 }

@@ -23,6 +23,8 @@
 #include <ra/core/checksum.hpp>
 #include <ra/nn.hpp>
 
+#include "reference.hpp"
+
 namespace {
 
 using namespace ra;
@@ -43,11 +45,10 @@ nn::GPT2Config tiny_ra() {
 }
 
 // 300 random tokens: 18 windows of 17, so 4-window batches cross epoch boundaries.
-std::shared_ptr<nn::TokenFile> small_data() {
+std::shared_ptr<nn::TokenFile> small_data(std::mt19937_64& rng) {
   auto t = std::make_shared<nn::TokenFile>();
   t->path = "random";
   t->vocab = 257;
-  std::mt19937_64 rng(123);
   for (int i = 0; i < 300; ++i) t->tokens.push_back(static_cast<std::uint16_t>(rng() % 257));
   return t;
 }
@@ -127,14 +128,16 @@ struct Offsets {
 
 TEST_CASE("checkpoint resume is bit-exact (params, AdamW state, step, generator, data cursor)",
           "[gpt2][checkpoint]") {
-  const auto data = small_data();
-  Run straight(tiny_ra(), data, 1);
+  RA_TEST_RNG(rng);
+  const auto data = small_data(rng);
+  const std::uint64_t seed = rng();  // model init, data order and dropout of the run
+  Run straight(tiny_ra(), data, seed);
   std::vector<double> want;
   for (int s = 0; s < 8; ++s) want.push_back(straight.step());
 
   TempFile ckpt;
   {
-    Run first(tiny_ra(), data, 1);
+    Run first(tiny_ra(), data, seed);
     for (int s = 0; s < 3; ++s) CHECK(first.step() == want[s]);
     first.state.meta = "--steps 8";
     nn::save_checkpoint(ckpt.path, first.model, first.opt, first.state, first.loader);
@@ -142,9 +145,9 @@ TEST_CASE("checkpoint resume is bit-exact (params, AdamW state, step, generator,
   CHECK(nn::read_checkpoint_config(ckpt.path) == tiny_ra());
   // A fresh run, deliberately initialised differently: the checkpoint must override it all
   // (the data seed is what the loader is made with, and is checked).
-  Run resumed(tiny_ra(), data, 1);
-  resumed.model.init_gpt2(999);
-  resumed.state = nn::TrainingState(999);
+  Run resumed(tiny_ra(), data, seed);
+  resumed.model.init_gpt2(seed + 1);
+  resumed.state = nn::TrainingState(seed + 1);
   nn::load_checkpoint(ckpt.path, resumed.model, resumed.opt, resumed.state, resumed.loader);
   CHECK(resumed.state.step == 3);
   CHECK(resumed.state.meta == "--steps 8");
@@ -164,7 +167,8 @@ TEST_CASE("checkpoint resume is bit-exact (params, AdamW state, step, generator,
 }
 
 TEST_CASE("checkpoint errors name the file and the problem", "[gpt2][checkpoint][errors]") {
-  const auto data = small_data();
+  RA_TEST_RNG(rng);
+  const auto data = small_data(rng);
   Run run(tiny_ra(), data, 1);
   run.step();
   TempFile ckpt;
