@@ -199,7 +199,8 @@ inline double naive_restart(float a) {
   return std::clamp(double(a), 0.0, 0.5);
 }
 
-/// O' (B,H,T,D) and lse (B,H,T) of folded attention by the definition: scalar loops in double.
+/// O' (B,H,T_q,D) and lse (B,H,T_q) of folded attention by the definition: scalar loops in
+/// double. Kf and V have T_k >= T_q rows; query row i is key position i + T_k - T_q.
 struct NaiveAttention {
   Dense o;
   Dense lse;
@@ -209,13 +210,14 @@ template <View QV, View KV, View VV>
 NaiveAttention naive_attention(const QV& q, const KV& k, const VV& v, int R, const Gates& gates,
                                const Restart& restart) {
   const index_t B = q.extent(0), H = q.extent(1), T = q.extent(2), D = q.extent(3);
+  const index_t off = k.extent(2) - T;  // query row i sees keys j <= i + off
   NaiveAttention r;
   r.o.extents = {B, H, T, D};
   r.o.values.assign(static_cast<std::size_t>(B * H * T * D), 0.0);
   r.lse.extents = {B, H, T};
   r.lse.values.assign(static_cast<std::size_t>(B * H * T), 0.0);
   const double scale = 1.0 / std::sqrt(double(D));
-  std::vector<double> z(static_cast<std::size_t>(T));
+  std::vector<double> z(static_cast<std::size_t>(T + off));
   for (index_t b = 0; b < B; ++b)
     for (index_t h = 0; h < H; ++h) {
       double g_std = 1.0, g_rec = 1.0;
@@ -227,7 +229,7 @@ NaiveAttention naive_attention(const QV& q, const KV& k, const VV& v, int R, con
       const double alpha = restart.a != nullptr ? naive_restart(restart.a[h]) : 0.0;
       for (index_t i = 0; i < T; ++i) {
         double m = -std::numeric_limits<double>::infinity();
-        for (index_t j = 0; j <= i; ++j) {
+        for (index_t j = 0; j <= i + off; ++j) {
           double s = 0.0;
           for (index_t d = 0; d < D; ++d) {
             const double g = d < D - R ? g_std : g_rec;
@@ -237,13 +239,13 @@ NaiveAttention naive_attention(const QV& q, const KV& k, const VV& v, int R, con
           m = std::max(m, z[j]);
         }
         double l = 0.0;
-        for (index_t j = 0; j <= i; ++j) l += std::exp(z[j] - m);
+        for (index_t j = 0; j <= i + off; ++j) l += std::exp(z[j] - m);
         r.lse.values[static_cast<std::size_t>((b * H + h) * T + i)] = m + std::log(l);
         for (index_t d = 0; d < D; ++d) {
           double acc = 0.0;
-          for (index_t j = 0; j <= i; ++j)
+          for (index_t j = 0; j <= i + off; ++j)
             acc += std::exp(z[j] - m) / l * convert<double>(v(b, h, j, d));
-          acc = (1.0 - alpha) * acc + alpha * convert<double>(v(b, h, i, d));
+          acc = (1.0 - alpha) * acc + alpha * convert<double>(v(b, h, i + off, d));
           r.o.values[static_cast<std::size_t>(((b * H + h) * T + i) * D + d)] = acc;
         }
       }

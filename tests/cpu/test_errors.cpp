@@ -115,10 +115,15 @@ TEST_CASE("errors: folded_attention", "[errors][attention]") {
   const float w_std = 0.9f, w_rec = 0.1f;
 
   SECTION("mismatched shapes") {
+    // Kf and V share (B,H,T_k,D); Qf may have fewer rows (T_q <= T_k), never more.
     REQUIRE_THROWS_AS(ra::folded_attention<ra::Rank<4>>(q, k6, q), ra::error);
     REQUIRE_THROWS_WITH(ra::folded_attention<ra::Rank<4>>(q, k6, q),
-                        Contains("folded_attention") && Contains("'Qf' has shape (2,2,5,32)") &&
-                            Contains("'Kf' has shape (2,2,6,32)"));
+                        Contains("folded_attention") && Contains("'Kf' has shape (2,2,6,32)") &&
+                            Contains("'V' has shape (2,2,5,32)"));
+    REQUIRE_THROWS_WITH(ra::folded_attention<ra::Rank<4>>(k6, q, q),
+                        Contains("folded_attention") && Contains("'T_k' is 5") &&
+                            Contains("T_k >= T_q = 6"));
+    REQUIRE_NOTHROW(ra::folded_attention<ra::Rank<4>>(q, k6, k6));
     REQUIRE_THROWS_WITH(ra::folded_attention(q, q, v3, 4),
                         Contains("'V' has shape (2,3,5,32)") && Contains("expected equal shapes"));
   }

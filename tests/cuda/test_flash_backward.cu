@@ -166,7 +166,8 @@ TEST_CASE("attention_backward rejects bad parameters with a clear error",
   ra::cuda::AttentionBackwardParams p;
   p.fwd.q = p.fwd.k = p.fwd.v = p.fwd.o = buf.data();
   p.fwd.lse = lse.data();
-  p.fwd.batch = 1, p.fwd.heads = 1, p.fwd.seq = 64, p.fwd.head_dim = 64, p.fwd.rank = 4;
+  p.fwd.batch = 1, p.fwd.heads = 1, p.fwd.seq = 64, p.fwd.seq_k = 64, p.fwd.head_dim = 64;
+  p.fwd.rank = 4;
   p.fwd.q_row_stride = p.fwd.k_row_stride = p.fwd.v_row_stride = p.fwd.o_row_stride = 64;
   p.d_out = p.dq = p.dk = p.dv = buf.data();
   p.do_row_stride = p.dq_row_stride = p.dk_row_stride = p.dv_row_stride = 64;
@@ -188,6 +189,24 @@ TEST_CASE("attention_backward rejects bad parameters with a clear error",
     p.dk_row_stride = 65;
     REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr),
                         Catch::Contains("gradient stride") && Catch::Contains("65"));
+  }
+  SECTION("gradients sharing memory with an input or another gradient") {
+    // Inputs Qf, Kf, V, O' at rows 0..255 of buf, dO' and the gradients in grads: disjoint.
+    ra::cuda::DeviceBuffer<ra::fp16> grads(4 * 64 * 64);
+    p.fwd.k = buf.data() + 64 * 64, p.fwd.v = buf.data() + 2 * 64 * 64;
+    p.fwd.o = buf.data() + 3 * 64 * 64;
+    p.d_out = grads.data(), p.dq = grads.data() + 64 * 64, p.dk = grads.data() + 2 * 64 * 64;
+    p.dv = grads.data() + 3 * 64 * 64;
+    p.dk = p.dq;
+    REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr),
+                        Catch::Contains("output 'dQf' overlaps output 'dKf'"));
+    p.dk = buf.data() + 64 * 64;
+    REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr),
+                        Catch::Contains("output 'dKf' overlaps input 'Kf'"));
+    p.dk = grads.data() + 2 * 64 * 64;
+    p.workspace = reinterpret_cast<float*>(p.dv);
+    REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr),
+                        Catch::Contains("output 'dV' overlaps output 'workspace'"));
   }
   SECTION("unsupported rank") {
     p.fwd.rank = 3;

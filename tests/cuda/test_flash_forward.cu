@@ -16,6 +16,7 @@
 #include <ra/core.hpp>
 #include <ra/cuda/attention.cuh>
 #include <ra/cuda/buffer.cuh>
+#include <ra/cuda/device.cuh>
 #include <ra/cuda/flash_forward.cuh>
 
 #include "cuda_test_utils.cuh"
@@ -108,6 +109,44 @@ TEST_CASE("flash forward reads any strides", "[flash][cuda]") {
       }
 }
 
+TEST_CASE("a node of compile-time D and R launches the same kernel as runtime ints",
+          "[flash][cuda]") {
+  // ra::eval of a node with an Int<D> head dim and a Rank<R> skips the runtime dispatch
+  // (attention_forward(node, ...)); its output must be the runtime path's, bit for bit.
+  constexpr int D = ra::SupportedHeadDims::values[0];
+  constexpr int R = ra::SupportedRanks::values[ra::SupportedRanks::size - 1] < D
+                        ? ra::SupportedRanks::values[ra::SupportedRanks::size - 1]
+                        : 0;
+  const ra::index_t B = 2, T = 130, H = 3;
+  auto rng = ra::test::rng(0xf7);
+  for (bool restart : {false, true}) {
+    INFO("D=" << D << " R=" << R << " restart " << restart);
+    const auto host = ra::test::random_vector<ra::bf16>(B * H * T * D * 3, rng);
+    const auto in = ra::test::to_device(host);
+    const auto params = ra::test::to_device(std::vector<float>{0.9f, 0.4f, 0.1f, 0.2f, 0.3f});
+    ra::cuda::DeviceBuffer<ra::bf16> o1(B * H * T * D), o2(B * H * T * D);
+    ra::test::poison(o1.data(), o1.size());
+    ra::test::poison(o2.data(), o2.size());
+    const auto shp = ra::shape(B, H, T, ra::Int<D>{});
+    auto q = ra::make_view(static_cast<const ra::bf16*>(in.data()), shp);
+    auto k = ra::make_view(static_cast<const ra::bf16*>(in.data()) + B * H * T * D, shp);
+    auto v = ra::make_view(static_cast<const ra::bf16*>(in.data()) + 2 * B * H * T * D, shp);
+    const auto g = ra::gates::per_layer(params.data(), params.data() + 1);
+    const auto r = restart ? ra::restart::per_head(params.data() + 2) : ra::restart::none();
+    auto fixed = ra::folded_attention<ra::Rank<R>>(q, k, v, g, ra::causal, r);
+    STATIC_REQUIRE(decltype(fixed)::kHeadDim == D);
+    ra::eval(ra::make_view(o1.data(), shp), fixed, ra::cuda::device{});
+    auto runtime = ra::folded_attention(q, k, v, R, g, ra::causal, r);
+    ra::cuda::attention_forward(ra::cuda::make_params(runtime, ra::make_view(o2.data(), shp),
+                                                      nullptr),
+                                nullptr);
+    const auto h1 = ra::test::to_host(o1.data(), o1.size());
+    CHECK(ra::test::bitwise_equal(h1, ra::test::to_host(o2.data(), o2.size())));
+    CHECK_FALSE(ra::test::is_poison(h1.front()));
+    CHECK_FALSE(ra::test::is_poison(h1.back()));
+  }
+}
+
 TEST_CASE("R = 0 without gates is bit-for-bit the R = 0 path with unit gates", "[flash][cuda]") {
   // The baseline and RA share one kernel family: gates of exactly 1 change no bit.
   const ra::index_t B = 2, T = 300, H = 2, D = ra::SupportedHeadDims::values[0], C = H * D;
@@ -140,7 +179,7 @@ TEST_CASE("attention_forward rejects bad parameters with a clear error", "[flash
   ra::cuda::DeviceBuffer<ra::fp16> buf(3 * 64 * 64 + 8);
   ra::cuda::AttentionParams p;
   p.q = p.k = p.v = p.o = buf.data();
-  p.batch = 1, p.heads = 1, p.seq = 64, p.head_dim = 64, p.rank = 4;
+  p.batch = 1, p.heads = 1, p.seq = 64, p.seq_k = 64, p.head_dim = 64, p.rank = 4;
   p.q_row_stride = p.k_row_stride = p.v_row_stride = p.o_row_stride = 64;
   p.scale = 0.125f;
   SECTION("unsupported head dim") {
@@ -166,6 +205,25 @@ TEST_CASE("attention_forward rejects bad parameters with a clear error", "[flash
     p.o_pre_row_stride = 65;
     REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr),
                         Catch::Contains("o_pre stride") && Catch::Contains("65"));
+  }
+  SECTION("fewer keys than queries; fewer queries than keys (no decode kernel yet)") {
+    p.seq_k = 32;
+    REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr),
+                        Catch::Contains("'T_k' is 32") && Catch::Contains("T_k >= T_q = 64"));
+    p.seq = 16;
+    REQUIRE_THROWS_AS(ra::cuda::attention_forward(p, nullptr), ra::unsupported);
+    REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr),
+                        Catch::Contains("T_q = 16") && Catch::Contains("T_k = 32"));
+  }
+  SECTION("output sharing memory with an input or another output") {
+    // Qf, Kf, V at rows 0, 64, 128 of one buffer; O placed on Qf, then across Kf and V.
+    p.k = buf.data() + 64 * 64, p.v = buf.data() + 2 * 64 * 64;
+    p.o = buf.data();
+    REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr),
+                        Catch::Contains("output 'O' overlaps input 'Qf'"));
+    p.o = buf.data() + 2 * 64 * 64 - 64;  // O's first row is Kf's last
+    REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr),
+                        Catch::Contains("output 'O' overlaps input 'Kf'"));
   }
   SECTION("null pointer") {
     p.v = nullptr;

@@ -248,7 +248,10 @@ TEST_CASE("UnfusedAttention rejects problems outside its plan", "[cuda][unfused]
   CHECK_THROWS_WITH(plan.run(p, stream), Catch::Contains("k_row_stride"));
   p = params(B, T_);
   p.rank = static_cast<int>(D);
-  CHECK_THROWS_WITH(plan.run(p, stream), Catch::Contains("'rank'"));
+  CHECK_THROWS_WITH(plan.run(p, stream), Catch::Contains("'R' is 64"));
+  p = params(B, T_);
+  p.o = const_cast<ra::fp16*>(fused.data());  // O over Qf
+  CHECK_THROWS_WITH(plan.run(p, stream), Catch::Contains("output 'O' overlaps input 'Qf'"));
   CHECK_THROWS_WITH(ra::cuda::UnfusedAttention(ctx, {0, H, T_, D, DType::f16}),
                     Catch::Contains("max batch"));
   CHECK_NOTHROW(plan.run(params(0, T_), stream));  // empty problems run nothing

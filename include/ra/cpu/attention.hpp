@@ -2,9 +2,11 @@
 //
 // For each batch b and head h, with Qf, Kf, V the (T,D) slices of the node's (B,H,T,D) views:
 //   Q̂   = Qf ⊙ g            g_d = g_std for d < D-R, g_rec for d >= D-R (1 without gates)
-//   Z   = Q̂ · Kfᵀ / √D       (T,T), Z_ij = -inf for j > i (causal, top-left aligned)
+//   Z   = Q̂ · Kfᵀ / √D       (T_q,T_k), Z_ij = -inf for j > i + T_k - T_q (causal, aligned
+//                         bottom-right; T_q = T_k in training, T_q < T_k when decoding)
 //   P   = softmax_j(Z),  lse_i = log Σ_j exp(Z_ij)
-//   O   = P · V,  O' = (1 - α_h) O + α_h V   (α_h = clamp(a_h, 0, 0.5) with self-restart)
+//   O   = P · V,  O'_i = (1 - α_h) O_i + α_h V_{i+T_k-T_q}   (α_h = clamp(a_h, 0, 0.5) with
+//                                                            self-restart)
 // Backward (one-sided gate form), given dO':
 //   dO = (1 - α) dO',  dV = Pᵀ · dO + α dO',  dP = dO · Vᵀ,  dZ = P ⊙ (dP - rowsum(dP ⊙ P))
 //   dQ̂ = dZ · Kf / √D,  dQf = g ⊙ dQ̂,  dKf = dZᵀ · Q̂ / √D
@@ -23,6 +25,7 @@
 #include <ra/core/any_view.hpp>
 #include <ra/core/dispatch.hpp>
 #include <ra/core/error.hpp>
+#include <ra/core/overlap.hpp>
 #include <ra/core/tensor.hpp>
 #include <ra/core/view.hpp>
 #include <ra/cpu/matrix.hpp>
@@ -82,23 +85,25 @@ inline HeadParams head_params(const Gates& gates, const Restart& restart, index_
   return hp;
 }
 
-// Causal softmax of the (T,T) logits z in place (z becomes P); returns the per-row lse.
+// Causal softmax of the (T_q,T_k) logits z in place (z becomes P): row i sees keys
+// j <= i + T_k - T_q. Returns the per-row lse.
 inline Vector causal_softmax(Matrix& z) {
-  const index_t T = z.rows();
-  Vector lse(T);
-  for (index_t i = 0; i < T; ++i) {
+  const index_t Tq = z.rows(), Tk = z.cols();
+  Vector lse(Tq);
+  for (index_t i = 0; i < Tq; ++i) {
+    const index_t n = i + Tk - Tq + 1;  // keys this row sees
     auto row = z.row(i);
-    const double m = row.head(i + 1).maxCoeff();
-    row.head(i + 1) = (row.head(i + 1).array() - m).exp();
-    const double l = row.head(i + 1).sum();
-    row.head(i + 1) /= l;
-    row.tail(T - i - 1).setZero();
+    const double m = row.head(n).maxCoeff();
+    row.head(n) = (row.head(n).array() - m).exp();
+    const double l = row.head(n).sum();
+    row.head(n) /= l;
+    row.tail(Tk - n).setZero();
     lse(i) = m + std::log(l);
   }
   return lse;
 }
 
-// The forward of one (b, h) slice: P (T,T), lse (T), O (T,D) before restart.
+// The forward of one (b, h) slice: P (T_q,T_k), lse (T_q), O (T_q,D) before restart.
 struct HeadForward {
   Matrix p;
   Vector lse;
@@ -108,9 +113,9 @@ struct HeadForward {
 inline HeadForward head_forward(const Matrix& qhat, const Matrix& kf, const Matrix& v,
                                 double scale) {
   HeadForward f;
-  f.p = (qhat * kf.transpose()) * scale;  // (T,T) logits Z
+  f.p = (qhat * kf.transpose()) * scale;  // (T_q,T_k) logits Z
   f.lse = causal_softmax(f.p);            // Z -> P
-  f.o = f.p * v;                          // (T,D)
+  f.o = f.p * v;                          // (T_q,D)
   return f;
 }
 
@@ -120,10 +125,12 @@ auto head_slice(const V& t, index_t b, index_t h) {
   return select<0>(select<0>(t, b), h);  // (T,D)
 }
 
-template <class Node, View OV>
-void check_output(const char* where, const Node& node, const char* name, const OV& o) {
+// An output (or dO') of the shape of `like` (Qf: (B,H,T_q,D); Kf: (B,H,T_k,D)).
+template <View Like, View OV>
+void check_output(const char* where, const char* like_name, const Like& like, const char* name,
+                  const OV& o) {
   static_assert(OV::rank == 4, "attention: outputs are (B,H,T,D) views");
-  require_same_extents(where, "Qf", node.q, name, o);
+  require_same_extents(where, like_name, like, name, o);
   require_data(where, name, o);
 }
 
@@ -163,18 +170,25 @@ void attention_forward(const FoldedAttention<R, QV, KV, VV>& node, const OV& o,
                        float* lse = nullptr) {
   constexpr const char* where = "cpu::attention_forward";
   detail::check_inputs(where, node);
-  detail::check_output(where, node, "O", o);
-  const index_t B = node.batch(), H = node.heads(), T = node.seq(), D = node.head_dim();
+  detail::check_output(where, "Qf", node.q, "O", o);
+  const index_t B = node.batch(), H = node.heads(), T = node.seq_q(), D = node.head_dim();
+  require_disjoint(where,
+                   {{"O", footprint(o)},
+                    {"lse", footprint(lse, sizeof(float), {{lse ? B * H * T : 0, 1}})},
+                    {"Qf", footprint(node.q)},
+                    {"Kf", footprint(node.k)},
+                    {"V", footprint(node.v)}},
+                   2);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   for (index_t b = 0; b < B; ++b) {
     for (index_t h = 0; h < H; ++h) {
       const auto hp = detail::head_params(node.gates, node.restart, h, D, node.rank);
-      const Matrix qf = load(detail::head_slice(node.q, b, h));  // (T,D)
-      const Matrix kf = load(detail::head_slice(node.k, b, h));  // (T,D)
-      const Matrix v = load(detail::head_slice(node.v, b, h));   // (T,D)
+      const Matrix qf = load(detail::head_slice(node.q, b, h));  // (T_q,D)
+      const Matrix kf = load(detail::head_slice(node.k, b, h));  // (T_k,D)
+      const Matrix v = load(detail::head_slice(node.v, b, h));   // (T_k,D)
       const Matrix qhat = qf * hp.gate.asDiagonal();
       auto f = detail::head_forward(qhat, kf, v, scale);
-      if (hp.restart) f.o = (1.0 - hp.alpha) * f.o + hp.alpha * v;
+      if (hp.restart) f.o = (1.0 - hp.alpha) * f.o + hp.alpha * v.bottomRows(T);
       store(detail::head_slice(o, b, h), f.o);
       if (lse != nullptr)
         for (index_t t = 0; t < T; ++t) lse[(b * H + h) * T + t] = static_cast<float>(f.lse(t));
@@ -211,45 +225,65 @@ void attention_backward(const FoldedAttention<R, QV, KV, VV>& node, const DOV& d
                         const DKV& dk, const DVV& dv, AttentionGrads grads = {}) {
   constexpr const char* where = "cpu::attention_backward";
   detail::check_inputs(where, node);
-  detail::check_output(where, node, "dO", d_out);
-  detail::check_output(where, node, "dQf", dq);
-  detail::check_output(where, node, "dKf", dk);
-  detail::check_output(where, node, "dV", dv);
-  const index_t B = node.batch(), H = node.heads(), D = node.head_dim();
+  detail::check_output(where, "Qf", node.q, "dO", d_out);
+  detail::check_output(where, "Qf", node.q, "dQf", dq);
+  detail::check_output(where, "Kf", node.k, "dKf", dk);
+  detail::check_output(where, "Kf", node.k, "dV", dv);
+  const index_t B = node.batch(), H = node.heads(), D = node.head_dim(), Tq = node.seq_q();
   const index_t Ds = node.std_dims();
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   const bool gated = node.gates.enabled();
-  const index_t n_gates = !gated ? 0 : node.gates.mode == GateMode::per_head ? H : 1;
+  const index_t n_gates = node.spec().gate_count();
+  const index_t n_a = node.restart.enabled() ? H : 0;
+  auto floats = [](const float* p, index_t n) {
+    return footprint(p, sizeof(float), {{p ? n : 0, 1}});
+  };
+  require_disjoint(where,
+                   {{"dQf", footprint(dq)},
+                    {"dKf", footprint(dk)},
+                    {"dV", footprint(dv)},
+                    {"grads.w_std", floats(grads.w_std, n_gates)},
+                    {"grads.w_rec", floats(grads.w_rec, n_gates)},
+                    {"grads.a", floats(grads.a, n_a)},
+                    {"Qf", footprint(node.q)},
+                    {"Kf", footprint(node.k)},
+                    {"V", footprint(node.v)},
+                    {"dO", footprint(d_out)},
+                    {"gates.w_std", floats(node.gates.w_std, n_gates)},
+                    {"gates.w_rec", floats(node.gates.w_rec, n_gates)},
+                    {"restart.a", floats(node.restart.a, n_a)}},
+                   6);
   std::vector<double> sum_std(n_gates, 0.0), sum_rec(n_gates, 0.0), sum_a(H, 0.0);
 
   for (index_t b = 0; b < B; ++b) {
     for (index_t h = 0; h < H; ++h) {
       const auto hp = detail::head_params(node.gates, node.restart, h, D, node.rank);
-      const Matrix qf = load(detail::head_slice(node.q, b, h));    // (T,D)
-      const Matrix kf = load(detail::head_slice(node.k, b, h));    // (T,D)
-      const Matrix v = load(detail::head_slice(node.v, b, h));     // (T,D)
-      const Matrix g_out = load(detail::head_slice(d_out, b, h));  // (T,D) dO'
+      const Matrix qf = load(detail::head_slice(node.q, b, h));    // (T_q,D)
+      const Matrix kf = load(detail::head_slice(node.k, b, h));    // (T_k,D)
+      const Matrix v = load(detail::head_slice(node.v, b, h));     // (T_k,D)
+      const Matrix g_out = load(detail::head_slice(d_out, b, h));  // (T_q,D) dO'
       const Matrix qhat = qf * hp.gate.asDiagonal();
       const auto f = detail::head_forward(qhat, kf, v, scale);
 
-      Matrix d_o = g_out;  // (T,D) dO
-      Matrix d_v;          // (T,D)
+      Matrix d_o = g_out;  // (T_q,D) dO
+      Matrix d_v;          // (T_k,D)
       if (hp.restart) {
-        sum_a[h] += g_out.cwiseProduct(v - f.o).sum();
+        sum_a[h] += g_out.cwiseProduct(v.bottomRows(Tq) - f.o).sum();
         d_o *= 1.0 - hp.alpha;
-        d_v = f.p.transpose() * d_o + hp.alpha * g_out;
+        d_v = f.p.transpose() * d_o;
+        d_v.bottomRows(Tq) += hp.alpha * g_out;  // each query row's own token
       } else {
         d_v = f.p.transpose() * d_o;
       }
       // rowsum(dP ⊙ P)_i = Σ_j (dO_i · V_j) P_ij = dO_i · O_i.
-      const Vector delta = d_o.cwiseProduct(f.o).rowwise().sum();  // (T)
-      Matrix d_z = d_o * v.transpose();                            // (T,T) dP
+      const Vector delta = d_o.cwiseProduct(f.o).rowwise().sum();  // (T_q)
+      Matrix d_z = d_o * v.transpose();                            // (T_q,T_k) dP
       d_z.colwise() -= delta;
-      d_z = d_z.cwiseProduct(f.p);                           // (T,T) dZ
-      const Matrix d_qhat = (d_z * kf) * scale;              // (T,D)
-      const Matrix d_kf = (d_z.transpose() * qhat) * scale;  // (T,D)
+      d_z = d_z.cwiseProduct(f.p);                           // (T_q,T_k) dZ
+      const Matrix d_qhat = (d_z * kf) * scale;              // (T_q,D)
+      const Matrix d_kf = (d_z.transpose() * qhat) * scale;  // (T_k,D)
       if (gated) {
-        const Matrix prod = d_qhat.cwiseProduct(qf);  // (T,D)
+        const Matrix prod = d_qhat.cwiseProduct(qf);  // (T_q,D)
         const index_t gi = node.gates.index(static_cast<int>(h));
         sum_std[gi] += prod.leftCols(Ds).sum();
         sum_rec[gi] += prod.rightCols(D - Ds).sum();

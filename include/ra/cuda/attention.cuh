@@ -44,21 +44,17 @@ inline void check_aligned(const char* where, const char* what,
                 "16-byte alignment");
 }
 
-/// Checks a params struct; throws ra::error naming the bad field.
+/// Checks a params struct for the flash kernels; throws ra::error naming the bad field
+/// (ra::unsupported for values outside the supported lists or shapes no kernel takes yet).
 inline void validate(const AttentionParams& p, const char* where = "attention_forward") {
-  require_arg(p.batch >= 0, where, "batch", p.batch, "B >= 0");
-  require_arg(p.heads > 0, where, "heads", p.heads, "H > 0");
-  require_arg(p.seq >= 0, where, "seq", p.seq, "T >= 0");
   check_head_dim_and_rank(where, p.head_dim, p.rank);
-  require_arg(p.q && p.k && p.v && p.o, where, "q/k/v/o", "a null pointer",
-              "device pointers to Qf, Kf, V and O");
-  if (p.gates.enabled())
-    require_arg(p.gates.w_std && p.gates.w_rec, where, "gates", "a null pointer",
-                "device pointers to the gate values");
+  validate_common(p, where);
   check_strides(where, "stride", p.dtype, p.batch, p.heads, p.seq,
-                {p.q_batch_stride, p.q_head_stride, p.q_row_stride, p.k_batch_stride,
-                 p.k_head_stride, p.k_row_stride, p.v_batch_stride, p.v_head_stride, p.v_row_stride,
-                 p.o_batch_stride, p.o_head_stride, p.o_row_stride});
+                {p.q_batch_stride, p.q_head_stride, p.q_row_stride, p.o_batch_stride,
+                 p.o_head_stride, p.o_row_stride});
+  check_strides(where, "stride", p.dtype, p.batch, p.heads, p.seq_k,
+                {p.k_batch_stride, p.k_head_stride, p.k_row_stride, p.v_batch_stride,
+                 p.v_head_stride, p.v_row_stride});
   check_aligned(where, "pointer", {p.q, p.k, p.v, p.o});
   if (p.o_pre != nullptr) {
     check_strides(where, "o_pre stride", p.dtype, p.batch, p.heads, p.seq,
@@ -79,7 +75,9 @@ void flash_forward_rank(const AttentionParams& p, cudaStream_t stream);
 
 }  // namespace detail
 
-/// O' = folded attention of (Qf, Kf, V) as described by p, on `stream`.
+/// O' = folded attention of (Qf, Kf, V) as described by p, on `stream`: the ONE mapping of
+/// runtime (dtype, D) to the kernels (flash_dispatch.cuh maps R, flash_rank.cuh the gate mode
+/// and restart, at the boundary of the per-(dtype, D, R) build units).
 /// Throws ra::error on bad parameters, ra::unsupported on values outside the
 /// supported lists, ra::cuda_error when a launch fails.
 inline void attention_forward(const AttentionParams& p, cudaStream_t stream) {
@@ -127,7 +125,8 @@ AttentionParams make_params(const FoldedAttention<R, Q, K, V>& node, const O& o,
   detail::set_strides(o, p.o_batch_stride, p.o_head_stride, p.o_row_stride, "O");
   p.batch = static_cast<int>(node.batch());
   p.heads = static_cast<int>(node.heads());
-  p.seq = static_cast<int>(node.seq());
+  p.seq = static_cast<int>(node.seq_q());
+  p.seq_k = static_cast<int>(node.seq_k());
   p.head_dim = static_cast<int>(node.head_dim());
   p.rank = node.rank;
   p.scale = 1.0f / std::sqrt(static_cast<float>(node.head_dim()));
@@ -150,6 +149,28 @@ AttentionParams make_params(const FoldedAttention<R, Q, K, V>& node, const O& o,
   detail::set_strides(o_pre, p.o_pre_batch_stride, p.o_pre_head_stride, p.o_pre_row_stride,
                       "o_pre");
   return p;
+}
+
+/// O' (and lse when not null) of a folded-attention node into o, on `stream`. A node whose D
+/// and R are compile-time values (an Int<D> head dim and a Rank<R>) of the supported lists
+/// launches the kernels of <T, D, R> directly, without mapping ints back to templates;
+/// otherwise it goes through attention_forward(params). Throws as make_params and
+/// attention_forward(params).
+template <int R, class Q, class K, class V, View O>
+void attention_forward(const FoldedAttention<R, Q, K, V>& node, const O& o, float* lse,
+                       cudaStream_t stream) {
+  using Node = FoldedAttention<R, Q, K, V>;
+  using T = std::remove_cv_t<typename Q::value_type>;
+  constexpr int kD = Node::kHeadDim;
+  const AttentionParams p = make_params(node, o, lse);
+  if constexpr (R != kDynamicRank && kD != 0 && R < kD && SupportedHeadDims::contains(kD) &&
+                SupportedRanks::contains(R)) {
+    validate(p);
+    if (p.batch == 0 || p.seq == 0) return;
+    detail::flash_forward_rank<T, kD, R>(p, stream);
+  } else {
+    attention_forward(p, stream);
+  }
 }
 
 /// Params for folded attention over type-erased (B,H,T,D) device views (element type read

@@ -58,7 +58,7 @@ struct device {
     if constexpr (detail::is_gemm_v<N>) {
       eval_gemm(node, out);
     } else if constexpr (is_folded_attention_v<N>) {
-      attention_forward(make_params(node, out, nullptr), stream);
+      attention_forward(node, out, nullptr, stream);
     } else if constexpr (detail::is_block_pipeline_v<N>) {
       eval_pipeline(node, out);
     } else {
@@ -90,7 +90,7 @@ struct device {
     static_assert(YV::rank == 2 || YV::rank == 3, "attention block: y is (B,T,C) or (BT,C)");
     const index_t B = p.o_heads.extent(0), T_ = p.o_heads.extent(2);
     eval_gemm(p.project, p.fused, p.bias);  // x (BT,C) -> fused (BT,3C)
-    attention_forward(make_params(p.attend, p.o_heads, nullptr), stream);  // -> o (B,H,T,D)
+    attention_forward(p.attend, p.o_heads, nullptr, stream);  // -> o (B,H,T,D)
     if constexpr (YV::rank == 3) {
       require(y.extent(0) == B && y.extent(1) == T_, "cuda::device: 'y' has shape ",
               to_string(y.extents()), ", expected (", B, ",", T_, ",C)");

@@ -745,9 +745,35 @@ inline void validate(const AttentionBackwardParams& p) {
               "backward_workspace_floats(B, H, T) floats");
   check_strides(where, "gradient stride", p.fwd.dtype, p.fwd.batch, p.fwd.heads, p.fwd.seq,
                 {p.do_batch_stride, p.do_head_stride, p.do_row_stride, p.dq_batch_stride,
-                 p.dq_head_stride, p.dq_row_stride, p.dk_batch_stride, p.dk_head_stride,
-                 p.dk_row_stride, p.dv_batch_stride, p.dv_head_stride, p.dv_row_stride});
+                 p.dq_head_stride, p.dq_row_stride});
+  check_strides(where, "gradient stride", p.fwd.dtype, p.fwd.batch, p.fwd.heads, p.fwd.seq_k,
+                {p.dk_batch_stride, p.dk_head_stride, p.dk_row_stride, p.dv_batch_stride,
+                 p.dv_head_stride, p.dv_row_stride});
   check_aligned(where, "gradient pointer", {p.d_out, p.dq, p.dk, p.dv});
+  const AttentionParams& f = p.fwd;
+  const index_t n_gates = f.spec().gate_count(), n_a = f.restart.enabled() ? f.heads : 0;
+  require_disjoint(
+      where,
+      {{"dQf", operand(f, p.dq, f.seq, p.dq_batch_stride, p.dq_head_stride, p.dq_row_stride)},
+       {"dKf", operand(f, p.dk, f.seq_k, p.dk_batch_stride, p.dk_head_stride, p.dk_row_stride)},
+       {"dV", operand(f, p.dv, f.seq_k, p.dv_batch_stride, p.dv_head_stride, p.dv_row_stride)},
+       {"d_w_std", floats(p.d_w_std, n_gates)},
+       {"d_w_rec", floats(p.d_w_rec, n_gates)},
+       {"d_a", floats(p.d_a, n_a)},
+       {"workspace",
+        floats(p.workspace, backward_workspace_floats(f.batch, f.heads, f.seq))},
+       {"dO'", operand(f, p.d_out, f.seq, p.do_batch_stride, p.do_head_stride, p.do_row_stride)},
+       {"Qf", operand(f, f.q, f.seq, f.q_batch_stride, f.q_head_stride, f.q_row_stride)},
+       {"Kf", operand(f, f.k, f.seq_k, f.k_batch_stride, f.k_head_stride, f.k_row_stride)},
+       {"V", operand(f, f.v, f.seq_k, f.v_batch_stride, f.v_head_stride, f.v_row_stride)},
+       {"O'", operand(f, f.o, f.seq, f.o_batch_stride, f.o_head_stride, f.o_row_stride)},
+       {"o_pre", operand(f, f.o_pre, f.seq, f.o_pre_batch_stride, f.o_pre_head_stride,
+                         f.o_pre_row_stride)},
+       {"lse", floats(f.lse, index_t{f.batch} * f.heads * f.seq)},
+       {"gates.w_std", floats(f.gates.w_std, n_gates)},
+       {"gates.w_rec", floats(f.gates.w_rec, n_gates)},
+       {"restart.a", floats(f.restart.a, n_a)}},
+      7);
 }
 
 namespace detail {
@@ -764,11 +790,12 @@ void flash_backward_rank(const AttentionBackwardParams& p, cudaStream_t stream);
 
 namespace detail {
 
-/// Requires a gradient view of the forward's (B,H,T,D) shape and element type.
+/// Requires a gradient view of the forward's shape ((B,H,T_q,D) for dO' and dQf, (B,H,T_k,D)
+/// for dKf and dV: `rows`) and element type.
 template <View G>
-void check_like_forward(const AttentionParams& fwd, const char* name, const G& g) {
+void check_like_forward(const AttentionParams& fwd, const char* name, const G& g, int rows) {
   constexpr const char* where = "attention_backward";
-  const std::array<index_t, 4> want{fwd.batch, fwd.heads, fwd.seq, fwd.head_dim};
+  const std::array<index_t, 4> want{fwd.batch, fwd.heads, rows, fwd.head_dim};
   require(g.extents() == want, where, ": '", name, "' has shape ", to_string(g.extents()),
           ", expected the forward's (B,H,T,D) = ", to_string(want));
   require(dtype_v<typename G::value_type> == fwd.dtype, where, ": '", name, "' has dtype ",
@@ -786,10 +813,10 @@ AttentionBackwardParams make_backward_params(const AttentionParams& fwd, const D
                                              const DQ& dq, const DK& dk, const DV& dv,
                                              float* d_w_std, float* d_w_rec, float* d_a,
                                              float* workspace) {
-  detail::check_like_forward(fwd, "dO'", d_out);
-  detail::check_like_forward(fwd, "dQf", dq);
-  detail::check_like_forward(fwd, "dKf", dk);
-  detail::check_like_forward(fwd, "dV", dv);
+  detail::check_like_forward(fwd, "dO'", d_out, fwd.seq);
+  detail::check_like_forward(fwd, "dQf", dq, fwd.seq);
+  detail::check_like_forward(fwd, "dKf", dk, fwd.seq_k);
+  detail::check_like_forward(fwd, "dV", dv, fwd.seq_k);
   AttentionBackwardParams p;
   p.fwd = fwd;
   p.d_out = d_out.data();

@@ -279,6 +279,7 @@ class UnfusedAttention {
   void validate(const AttentionParams& p) const {
     constexpr const char* where = "UnfusedAttention::run";
     require(blas_ != nullptr, where, ": the plan is empty (default-constructed or moved from)");
+    validate_common(p, where);
     require_arg(p.dtype == max_.dtype, where, "dtype", p.dtype,
                 ra::detail::concat(max_.dtype, " (the planned dtype)"));
     require_arg(p.batch >= 0 && p.batch <= max_.batch, where, "batch", p.batch,
@@ -289,13 +290,6 @@ class UnfusedAttention {
                 ra::detail::concat("in [0, ", max_.seq, "] (the planned maximum)"));
     require_arg(p.head_dim > 0 && p.head_dim <= max_.head_dim, where, "head_dim", p.head_dim,
                 ra::detail::concat("in [1, ", max_.head_dim, "] (the planned maximum)"));
-    require_arg(p.rank >= 0 && p.rank < p.head_dim, where, "rank", p.rank,
-                ra::detail::concat("0 <= R < D = ", p.head_dim));
-    require_arg(p.q && p.k && p.v && p.o, where, "q/k/v/o", "a null pointer",
-                "device pointers to Qf, Kf, V and O");
-    if (p.gates.enabled())
-      require_arg(p.gates.w_std && p.gates.w_rec, where, "gates", "a null pointer",
-                  "device pointers to the gate values");
     // The batched GEMMs read rows through int leading dimensions of at least D.
     const std::pair<const char*, index_t> rows[] = {{"q_row_stride", p.q_row_stride},
                                                     {"k_row_stride", p.k_row_stride},

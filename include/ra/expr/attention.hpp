@@ -1,10 +1,12 @@
 // ra/expr/attention.hpp — the lazy folded-attention node.
 //
 //   Z_ij = (1/sqrt(D)) · sum_d g_d · Qf_id · Kf_jd      (g_d = g_std for d < D-R, else g_rec)
-//   Z_ij = -inf for j > i (causal, top-left aligned);  P = softmax_j(Z);  O = P · V
-//   O'   = (1 - alpha_h) · O + alpha_h · V               (self-restart, optional)
+//   Z_ij = -inf for j > i + (T_k - T_q) (causal, bottom-right aligned: attention_spec.hpp)
+//   P = softmax_j(Z);  O = P · V;  O'_i = (1 - alpha_h) · O_i + alpha_h · V_{i+T_k-T_q}
+//   (self-restart, optional)
 //
-// Qf, Kf, V, O are (B, H, T, D) views (any strides, last stride 1 for the GPU). With the
+// Qf, O are (B, H, T_q, D) and Kf, V (B, H, T_k, D) views with T_q <= T_k (T_q = T_k in
+// training; fewer query rows when decoding); any strides, last stride 1 for the GPU. With the
 // folded layout Qf = [Q_std | K_low], Kf = [K_std | Q_low], this is reciprocal attention;
 // R = 0 is plain causal attention. The node holds views by value and computes nothing until
 // ra::eval(out, node, device).
@@ -14,6 +16,7 @@
 
 #include <ra/core/dispatch.hpp>
 #include <ra/core/tensor.hpp>
+#include <ra/expr/attention_spec.hpp>
 #include <ra/expr/gates.hpp>
 
 namespace ra {
@@ -59,23 +62,25 @@ struct FoldedAttention {
 
   index_t batch() const { return q.extent(0); }
   index_t heads() const { return q.extent(1); }
-  index_t seq() const { return q.extent(2); }
+  index_t seq_q() const { return q.extent(2); }
+  index_t seq_k() const { return k.extent(2); }
   index_t head_dim() const { return q.extent(3); }
   index_t std_dims() const { return head_dim() - rank; }
 
+  /// The call this node describes (shapes read from Qf and Kf).
+  AttentionSpec spec() const {
+    return {batch(), heads(), seq_q(), seq_k(), head_dim(), rank, gates, restart};
+  }
+
   /// Checks shapes, rank and parameters; throws ra::error naming the problem.
   void validate(const char* where = "folded_attention") const {
-    require_same_extents(where, "Qf", q, "Kf", k);
-    require_same_extents(where, "Qf", q, "V", v);
-    require_arg(head_dim() > 0, where, "D", head_dim(), "a positive head dim");
-    require_arg(rank >= 0 && rank < head_dim(), where, "R", rank,
-                detail::concat("0 <= R < D = ", head_dim()));
-    if (gates.enabled()) {
-      require_arg(gates.w_std != nullptr, where, "gates.w_std", "a null pointer",
-                  "gate parameters for the chosen gate mode");
-      require_arg(gates.w_rec != nullptr, where, "gates.w_rec", "a null pointer",
-                  "gate parameters for the chosen gate mode");
+    require_same_extents(where, "Kf", k, "V", v);
+    for (int m : {0, 1, 3}) {
+      constexpr const char* names[] = {"B", "H", "T", "D"};
+      require(q.extent(m) == k.extent(m), where, ": 'Qf' and 'Kf' differ in ", names[m], " (",
+              q.extent(m), " vs ", k.extent(m), "), expected Qf (B,H,T_q,D) and Kf (B,H,T_k,D)");
     }
+    ra::validate(spec(), where);
   }
 };
 
