@@ -130,20 +130,13 @@ int run(int argc, char** argv) {
   std::vector<Result> rs;
   for (int T : {1024, 2048, 4096}) {
     using namespace ra::cuda;
-    rs.push_back(time_variant<64, FlashTile<64, 128, 64, 2, true>>("d64 wgmma 128x64 b2", B, H, T, iters));
-    rs.push_back(time_variant<64, FlashTile<64, 128, 64, 1, true>>("d64 wgmma 128x64 b1", B, H, T, iters));
-    rs.push_back(time_variant<64, FlashTile<64, 128, 128, 1, true>>("d64 wgmma 128x128 b1 (default)", B, H, T, iters));
-    rs.push_back(time_variant<64, FlashTile<64, 192, 64, 1, true>>("d64 wgmma 192x64 b1", B, H, T, iters));
-    rs.push_back(time_variant<64, FlashTile<64, 64, 64, 4, true>>("d64 wgmma 64x64 b4", B, H, T, iters));
     rs.push_back(time_variant<64, FlashTile<64, 128, 64, 2>>("d64 mma 128x64 w8 b2 (default)", B, H, T, iters));
     rs.push_back(time_variant<64, FlashTile<64, 128, 64, 1>>("d64 mma 128x64 w8 b1", B, H, T, iters));
     rs.push_back(time_variant<64, FlashTile<64, 128, 128, 1>>("d64 mma 128x128 w8 b1", B, H, T, iters));
     rs.push_back(time_variant<64, FlashTile<64, 64, 64, 4>>("d64 mma 64x64 w4 b4", B, H, T, iters));
     rs.push_back(time_variant<64, FlashTile<64, 64, 128, 2>>("d64 mma 64x128 w4 b2", B, H, T, iters));
     rs.push_back(time_variant<64, FlashTile<64, 192, 64, 1>>("d64 mma 192x64 w12 b1", B, H, T, iters));
-    rs.push_back(time_variant<32, FlashTile<32, 128, 64, 2, true>>("d32 wgmma 128x64 b2 (default)", B, H * 2, T, iters));
     rs.push_back(time_variant<32, FlashTile<32, 128, 64, 2>>("d32 mma 128x64 w8 b2 (default)", B, H * 2, T, iters));
-    rs.push_back(time_variant<128, FlashTile<128, 128, 64, 1, true>>("d128 wgmma 128x64 b1 (default)", B, H / 2, T, iters));
     rs.push_back(time_variant<128, FlashTile<128, 128, 64, 1>>("d128 mma 128x64 w8 b1 (default)", B, H / 2, T, iters));
     rs.push_back(time_variant<128, FlashTile<128, 64, 64, 2>>("d128 mma 64x64 w4 b2", B, H / 2, T, iters));
     rs.push_back(time_variant<128, FlashTile<128, 128, 32, 1>>("d128 mma 128x32 w8 b1", B, H / 2, T, iters));

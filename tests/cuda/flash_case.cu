@@ -24,9 +24,7 @@ std::string describe(const FlashCase& c) {
      << " restart=" << c.restart << (c.separate_inputs ? " separate inputs" : " fused inputs")
      << (c.backward ? (c.compact_grads ? ", compact grads" : ", folded grads") : ", forward only")
      << " path="
-     << (c.path == cuda::ForwardPath::wgmma      ? "wgmma"
-         : c.path == cuda::ForwardPath::mma_sync ? "mma.sync"
-                                                 : "automatic")
+     << (c.path == cuda::ForwardPath::mma_sync ? "mma.sync" : "automatic")
      << " seed=" << seed();
   return os.str();
 }

@@ -14,10 +14,9 @@
 //
 // Qf, Kf, V are read in place from any (B,H,T,D) strides (the fused (B,T,3C) buffer gives
 // (3TC, D, 3C, 1)); O' is written through its own strides ((TC, D, C, 1) for (B,T,C)).
-// fp16/bf16 run on the tensor cores: on Hopper (sm_90a builds) through wgmma with A = Q̂ or
-// P in registers and K, V read from shared memory by descriptor; elsewhere through mma.sync
-// (sm_80+). Both share this kernel; only the two products and the K/V tile layout differ.
-// fp32 runs a SIMT path that is correct but slower.
+// fp16/bf16 run on the tensor cores through mma.sync (sm_80+, Hopper included); fp32 runs a
+// SIMT path that is correct but slower. (The wgmma variant once grafted into this kernel is
+// gone: docs/NOTES.md keeps what it measured and its D = 64 bug.)
 #pragma once
 
 #include <cuda_runtime.h>
@@ -32,7 +31,6 @@
 #include <ra/cuda/check.cuh>
 #include <ra/cuda/forward_path.cuh>
 #include <ra/cuda/mma.cuh>
-#include <ra/cuda/wgmma.cuh>
 #include <ra/expr/gates.hpp>
 
 namespace ra::cuda {
@@ -40,11 +38,9 @@ namespace ra::cuda {
 /// Tile shape of the tensor-core forward kernel: kBlockM query rows (16 per warp) against
 /// kBlockN keys per step. The defaults are chosen per head dim (FlashForwardTraits<D>); the
 /// benchmark instantiates other shapes to re-check that choice on a new GPU.
-template <int D, int BlockM, int BlockN, int MinBlocks, bool Wgmma = false>
+template <int D, int BlockM, int BlockN, int MinBlocks>
 struct FlashTile {
   static constexpr int kHeadDim = D;
-  // wgmma: each warpgroup (4 warps, 64 rows) issues m64 MMAs; needs sm_90a.
-  static constexpr bool kWgmma = Wgmma;
   static constexpr int kBlockM = BlockM;
   static constexpr int kBlockN = BlockN;
   static constexpr int kWarps = kBlockM / 16;
@@ -53,11 +49,9 @@ struct FlashTile {
   // Rows padded by 8 elements (16 bytes): consecutive rows start 4·(D/8+1) banks apart, so
   // the eight 16-byte rows of every ldmatrix land in distinct banks for all supported D.
   static constexpr int kPitch = D + 8;
-  // wgmma reads K and V as unpadded 8x(16 B) core matrices (see load_tile_core).
-  static constexpr int kKvTile = kBlockN * (kWgmma ? D : kPitch);
+  static constexpr int kKvTile = kBlockN * kPitch;
   static constexpr int kSmemElems = kBlockM * kPitch + 4 * kKvTile;  // Q, K[2], V[2]
   static_assert(D % 16 == 0, "head dim must be a multiple of 16");
-  static_assert(!kWgmma || BlockM % 64 == 0, "wgmma tiles are whole warpgroups");
   static_assert(BlockM % 16 == 0 && BlockN % 16 == 0, "tiles are multiples of 16");
 };
 
@@ -70,12 +64,6 @@ struct FlashTile {
 template <int D>
 using FlashForwardTraits = FlashTile<D, 128, 64, (D <= 64 ? 2 : 1)>;
 
-/// Hopper (wgmma) tiles: two warpgroups of 64 rows against 64 keys per step; at D=64 against
-/// 128 keys, because 64-key steps at D=64 give wrong results on an H200 (bench/flash_tune
-/// shows it; the cause is not found yet, see docs/NOTES.md) while 128-key steps are right.
-template <int D>
-using FlashForwardTraitsSm90 =
-    FlashTile<D, 128, (D == 64 ? 128 : 64), (D == 64 ? 1 : (D < 64 ? 2 : 1)), true>;
 
 namespace detail {
 
@@ -178,69 +166,6 @@ __device__ __forceinline__ void load_tile(T* smem, const T* gmem, index_t stride
   }
 }
 
-/// As load_tile, into the layout wgmma reads without swizzling: 8-row groups, each stored
-/// as D/8 consecutive core matrices of 8 rows x 16 bytes. Each 8-thread phase writes one
-/// whole core matrix (128 contiguous bytes: no bank conflict) while each warp reads 64
-/// contiguous bytes from each of 8 rows.
-template <class T, int D, int kRows, int kThreads>
-__device__ __forceinline__ void load_tile_core(T* smem, const T* gmem, index_t stride,
-                                               int valid_rows, int tid) {
-  constexpr int kChunksPerRow = D / 8;
-  constexpr int kChunks = kRows * kChunksPerRow;
-#pragma unroll
-  for (int i = tid; i < kChunks; i += kThreads) {
-    const int r_lo = i % 8, c = (i / 8) % kChunksPerRow, r_hi = i / (8 * kChunksPerRow);
-    const int r = r_hi * 8 + r_lo;
-    const bool valid = r < valid_rows;
-    const T* src = valid ? gmem + r * stride + c * 8 : gmem;
-    mma::cp_async_16(smem + r_hi * 8 * D + c * 64 + r_lo * 8, src, valid ? 16 : 0);
-  }
-}
-
-/// acc (+)= A · B on one warpgroup: A as K/16 register fragments a[kk], B in shared memory
-/// from `smem` with descriptor strides (lbo, sbo) and `step` bytes between k-steps. N is the
-/// accumulator width; kAccumulate = false overwrites acc. Waits for completion.
-template <class T, int N, int kTransB, bool kAccumulate = false, int K>
-__device__ __forceinline__ void wgmma_product(float (&acc)[N / 8][4], std::uint32_t (&a)[K][4],
-                                              const T* smem, std::uint32_t lbo, std::uint32_t sbo,
-                                              std::uint32_t step) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  auto& flat = reinterpret_cast<float(&)[N / 2]>(acc);
-  // Every write to the accumulators and to the A registers must be ordered before
-  // wgmma.fence; that asm names no registers, so pin them explicitly (else the compiler may
-  // sink, e.g., the packing of P into the A fragments past the fence).
-  wgmma::fence_operand(flat);
-#pragma unroll
-  for (int kk = 0; kk < K; ++kk) wgmma::fence_operand(a[kk]);
-  wgmma::fence();
-#pragma unroll
-  for (int kk = 0; kk < K; ++kk) {
-    const auto* base = reinterpret_cast<const unsigned char*>(smem) + kk * step;
-    wgmma::wgmma_rs<T, N, kTransB>(flat, a[kk], wgmma::make_desc(base, lbo, sbo),
-                                   (kAccumulate || kk > 0) ? 1 : 0);
-  }
-  wgmma::commit();
-  wgmma::wait<0>();
-  // The asm statements above look synchronous to the compiler: keep it from reading the
-  // accumulators, or recycling the A registers, before the wait.
-  wgmma::fence_operand(flat);
-#pragma unroll
-  for (int kk = 0; kk < K; ++kk) wgmma::fence_operand(a[kk]);
-#else
-  __trap();  // wgmma tiles are only launched from sm_90a code (see use_wgmma)
-#endif
-}
-
-template <class T, int D, class Tr>
-__device__ __forceinline__ void load_kv_tile(T* smem, const T* gmem, index_t stride, int valid_rows,
-                                             int tid) {
-  if constexpr (Tr::kWgmma) {
-    load_tile_core<T, D, Tr::kBlockN, Tr::kThreads>(smem, gmem, stride, valid_rows, tid);
-  } else {
-    load_tile<T, D, Tr::kPitch, Tr::kBlockN, Tr::kThreads>(smem, gmem, stride, valid_rows, tid);
-  }
-}
-
 template <class T, int D, int R, GateMode G, bool kRestart, class Tr>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     flash_forward_kernel(const __grid_constant__ AttentionParams p) {
@@ -272,8 +197,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   // Prologue: Q, K_0, V_0 in one group.
   load_tile<T, D, kPitch, kBlockM, kThreads>(sQ, q + m0 * p.q_row_stride, p.q_row_stride, T_ - m0,
                                              tid);
-  load_kv_tile<T, D, Tr>(sK, k, p.k_row_stride, T_, tid);
-  load_kv_tile<T, D, Tr>(sV, v, p.v_row_stride, T_, tid);
+  load_tile<T, D, kPitch, kBlockN, kThreads>(sK, k, p.k_row_stride, T_, tid);
+  load_tile<T, D, kPitch, kBlockN, kThreads>(sV, v, p.v_row_stride, T_, tid);
   mma::cp_async_commit();
 
   const float2 gate = load_gates<G != GateMode::none>(p.gates, h);
@@ -292,51 +217,43 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     const int buf = n & 1;
     if (n + 1 < n_tiles) {  // prefetch the next K/V tile into the other buffer
       const int nn = n0 + kBlockN;
-      load_kv_tile<T, D, Tr>(sK + (buf ^ 1) * Tr::kKvTile, k + nn * p.k_row_stride, p.k_row_stride,
-                             T_ - nn, tid);
-      load_kv_tile<T, D, Tr>(sV + (buf ^ 1) * Tr::kKvTile, v + nn * p.v_row_stride, p.v_row_stride,
-                             T_ - nn, tid);
+      load_tile<T, D, kPitch, kBlockN, kThreads>(sK + (buf ^ 1) * Tr::kKvTile,
+                                                 k + nn * p.k_row_stride, p.k_row_stride, T_ - nn,
+                                                 tid);
+      load_tile<T, D, kPitch, kBlockN, kThreads>(sV + (buf ^ 1) * Tr::kKvTile,
+                                                 v + nn * p.v_row_stride, p.v_row_stride, T_ - nn,
+                                                 tid);
       mma::cp_async_commit();
       mma::cp_async_wait<1>();
     } else {
       mma::cp_async_wait<0>();
     }
-    if constexpr (Tr::kWgmma) wgmma::fence_proxy_async();  // cp.async data -> async proxy
     __syncthreads();
 
     if (n == 0)  // Q̂ fragments, gated once
       load_q_fragments<T, D, kPitch, kStd, G != GateMode::none>(qf, sQ, warp * 16, gate, lane);
 
-    // Tiles wholly above the diagonal of this warp (warpgroup, for wgmma) add nothing.
-    const int rows_active = Tr::kWgmma ? 64 : 16;  // rows that branch together
-    const int first_row = m0 + (warp * 16 / rows_active) * rows_active;
-    if (n0 <= first_row + rows_active - 1) {
+    // Tiles wholly above the diagonal of this warp add nothing.
+    const int first_row = m0 + warp * 16;
+    if (n0 <= first_row + 15) {
       const T* sKb = sK + buf * Tr::kKvTile;
       const T* sVb = sV + buf * Tr::kKvTile;
       float s[kBlockN / 8][4];
       const int mi = lane / 8, r = lane % 8;
-      if constexpr (Tr::kWgmma) {
-        // S = Q̂ · Kᵀ: B = K tile, K-major; k-step kk starts 2 core matrices further along d.
-        wgmma_product<T, kBlockN, 0>(s, qf, sKb, 128, (D / 8) * 128, 256);
-      } else {
 #pragma unroll
-        for (int j = 0; j < kBlockN / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+      for (int j = 0; j < kBlockN / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
+      for (int kk = 0; kk < D / 16; ++kk) {
 #pragma unroll
-          for (int jj = 0; jj < kBlockN / 16; ++jj) {
-            std::uint32_t bk[4];
-            mma::ldmatrix_x4(bk,
-                             sKb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
-            mma::mma_16816<T>(s[2 * jj], qf[kk], bk[0], bk[1]);
-            mma::mma_16816<T>(s[2 * jj + 1], qf[kk], bk[2], bk[3]);
-          }
+        for (int jj = 0; jj < kBlockN / 16; ++jj) {
+          std::uint32_t bk[4];
+          mma::ldmatrix_x4(bk, sKb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
+          mma::mma_16816<T>(s[2 * jj], qf[kk], bk[0], bk[1]);
+          mma::mma_16816<T>(s[2 * jj + 1], qf[kk], bk[2], bk[3]);
         }
       }
 
-      // Diagonal or ragged tile. With wgmma the test is per warpgroup: every branch between
-      // two wgmma instructions must be uniform across the warpgroup, or the compiler may
-      // give its warps different copies of the next (.aligned) wgmma.
+      // Diagonal or ragged tile.
       if (n0 + kBlockN > first_row || n0 + kBlockN > T_) {
 #pragma unroll
         for (int j = 0; j < kBlockN / 8; ++j) {
@@ -389,20 +306,15 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
         pa[kk][2] = mma::pack<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
         pa[kk][3] = mma::pack<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
       }
-      if constexpr (Tr::kWgmma) {
-        // B = V tile read N-major (d contiguous); k-step kk starts 2 row groups further.
-        wgmma_product<T, D, 1, true>(o, pa, sVb, (D / 8) * 128, 128, 2 * (D / 8) * 128);
-      } else {
 #pragma unroll
-        for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      for (int kk = 0; kk < kBlockN / 16; ++kk) {
 #pragma unroll
-          for (int dd = 0; dd < D / 16; ++dd) {
-            std::uint32_t bv[4];
-            mma::ldmatrix_x4_trans(
-                bv, sVb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
-            mma::mma_16816<T>(o[2 * dd], pa[kk], bv[0], bv[1]);
-            mma::mma_16816<T>(o[2 * dd + 1], pa[kk], bv[2], bv[3]);
-          }
+        for (int dd = 0; dd < D / 16; ++dd) {
+          std::uint32_t bv[4];
+          mma::ldmatrix_x4_trans(bv,
+                                 sVb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
+          mma::mma_16816<T>(o[2 * dd], pa[kk], bv[0], bv[1]);
+          mma::mma_16816<T>(o[2 * dd + 1], pa[kk], bv[2], bv[3]);
         }
       }
     }
@@ -523,25 +435,9 @@ void launch_flash_forward(const AttentionParams& p, cudaStream_t stream) {
   RA_CUDA_CHECK_LAUNCH();
 }
 
-/// True when the wgmma kernel of this instantiation was compiled for the current device
-/// (an sm_90a cubin reports binaryVersion 90); decided once per instantiation.
-template <class T, int D, int R, GateMode G, bool kRestart>
-bool has_wgmma_code() {
-  static const bool has = [] {
-    cudaFuncAttributes attr{};
-    const auto kernel =
-        detail::flash_forward_kernel<T, D, R, G, kRestart, FlashForwardTraitsSm90<D>>;
-    if (cudaFuncGetAttributes(&attr, kernel) != cudaSuccess) {
-      (void)cudaGetLastError();  // no image for this device: not an error here
-      return false;
-    }
-    return attr.binaryVersion >= 90;
-  }();
-  return has;
-}
-
-/// The forward kernel specialised for <T, D, R, G, restart>, on the path p.path asks for.
-/// Throws ra::error when wgmma is asked for but not available.
+/// The forward kernel specialised for <T, D, R, G, restart>. p.path has one tensor-core
+/// path to choose today (mma.sync, also the automatic choice); the sm_90a kernels of the
+/// Hopper issue will add theirs.
 template <class T, int D, int R, GateMode G, bool kRestart>
 void flash_forward(const AttentionParams& p, cudaStream_t stream) {
   if constexpr (std::is_same_v<T, float>) {
@@ -549,17 +445,7 @@ void flash_forward(const AttentionParams& p, cudaStream_t stream) {
     detail::flash_forward_simt_kernel<D, R, G, kRestart><<<grid, 128, 0, stream>>>(p);
     RA_CUDA_CHECK_LAUNCH();
   } else {
-    // automatic takes mma.sync: on an H200 it matches or beats this wgmma kernel at every
-    // head dim measured (bench/flash_tune: 71 vs 101 us at D=64, 72 vs 85 us at D=128,
-    // T=1024), which still waits for each product before its softmax.
-    if (p.path == ForwardPath::wgmma) {
-      require(has_wgmma_code<T, D, R, G, kRestart>(),
-              "attention_forward: the wgmma path was requested but this binary has no sm_90a "
-              "code for the device (build with CMAKE_CUDA_ARCHITECTURES=90a)");
-      launch_flash_forward<T, D, R, G, kRestart, FlashForwardTraitsSm90<D>>(p, stream);
-    } else {
-      launch_flash_forward<T, D, R, G, kRestart, FlashForwardTraits<D>>(p, stream);
-    }
+    launch_flash_forward<T, D, R, G, kRestart, FlashForwardTraits<D>>(p, stream);
   }
 }
 

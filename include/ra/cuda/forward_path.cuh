@@ -5,9 +5,9 @@
 namespace ra::cuda {
 
 /// The tensor-core path of the fp16/bf16 forward: automatic (the measured faster one for the
-/// device and head dim: today mma.sync everywhere, see flash_forward.cuh), mma_sync, or wgmma
-/// (needs sm_90a code for the device: a build with CMAKE_CUDA_ARCHITECTURES=90a; asking for it
-/// elsewhere throws). fp32 has one (SIMT) path and ignores the choice.
-enum class ForwardPath { automatic, mma_sync, wgmma };
+/// device and head dim) or mma_sync, today the only one (sm_80 and later, Hopper included).
+/// The sm_90a TMA + wgmma kernels of the Hopper issue add their value here. fp32 has one
+/// (SIMT) path and ignores the choice.
+enum class ForwardPath { automatic, mma_sync };
 
 }  // namespace ra::cuda

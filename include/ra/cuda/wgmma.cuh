@@ -5,7 +5,8 @@
 // A fragment per warp (rows 16w..16w+15 of the 64): the mma.sync m16n8k16 A layout.
 // Accumulator per warp: for each n8 chunk j, d[4j..4j+1] = (row g, cols 8j+2t..),
 // d[4j+2..4j+3] = (row g+8, same cols) — the mma.sync C layout, repeated.
-// Needs sm_90a; the callers guard on __CUDA_ARCH_FEAT_SM90_ALL.
+// Needs sm_90a; the callers guard on __CUDA_ARCH_FEAT_SM90_ALL. No kernel uses it today: it is
+// kept for the sm_90a attention kernels (docs/NOTES.md: the D = 64 bug of the first attempt).
 #pragma once
 
 #include <cstdint>
