@@ -7,6 +7,8 @@
 #                         tmpfs where one can be mounted)
 #   examples.kill_resume  SIGKILL at random moments during checkpoint writes, then resume:
 #                         bit-identical to an uninterrupted run
+#   examples.quality_verdict.*  quality_test's paired 95% interval and verdict on chosen losses
+#                         (a stand-in trainer), and runs spread over calls (--resume-runs)
 #   examples.bpe.*        sub-word tokens (where libsentencepiece exists): train, resume and
 #                         generate on them; another model, a missing one, mixed files refused
 # Each is CI-sized: one layer of C = 64, a few steps; all of them take about half a minute.
@@ -86,6 +88,9 @@ endforeach()
 foreach(_case metrics summary_json summary_tsv gates checkpoint stdout tokens manifest quality
               tmpfs)
   ra_program_test(full_disk ${_case})
+endforeach()
+foreach(_case better none worse resume per_seed)
+  ra_program_test(quality_verdict ${_case})
 endforeach()
 add_test(NAME examples.kill_resume
          COMMAND bash "${_programs}/kill_resume.sh" "$<TARGET_FILE_DIR:train_gpt2>"
