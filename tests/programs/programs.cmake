@@ -9,6 +9,8 @@
 #                         bit-identical to an uninterrupted run
 #   examples.quality_verdict.*  quality_test's paired 95% interval and verdict on chosen losses
 #                         (a stand-in trainer), and runs spread over calls (--resume-runs)
+#   examples.build_corpus.*  scripts/build_corpus.py on a made-up tarball and catch2's docs:
+#                         what is kept or dropped and why, the split, the manifest; its errors
 #   examples.bpe.*        sub-word tokens (where libsentencepiece exists): train, resume and
 #                         generate on them; another model, a missing one, mixed files refused
 # Each is CI-sized: one layer of C = 64, a few steps; all of them take about half a minute.
@@ -91,6 +93,9 @@ foreach(_case metrics summary_json summary_tsv gates checkpoint stdout tokens ma
 endforeach()
 foreach(_case better none worse resume per_seed)
   ra_program_test(quality_verdict ${_case})
+endforeach()
+foreach(_case corpus errors)
+  ra_program_test(build_corpus ${_case})
 endforeach()
 add_test(NAME examples.kill_resume
          COMMAND bash "${_programs}/kill_resume.sh" "$<TARGET_FILE_DIR:train_gpt2>"
