@@ -18,24 +18,13 @@
 #include <ra/nn/sentencepiece.hpp>
 #include <ra/nn/tokenizer.hpp>
 
+#include "sample.hpp"
+
 namespace {
 
 using namespace ra;
 
-std::filesystem::path sample_dir() {
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "data" /
-         "sample";
-}
-
-std::vector<std::string> sample_texts() {
-  std::vector<std::filesystem::path> files;
-  for (const auto& e : std::filesystem::directory_iterator(sample_dir()))
-    if (e.path().extension() == ".rst") files.push_back(e.path());
-  std::sort(files.begin(), files.end());
-  std::vector<std::string> texts;
-  for (const auto& f : files) texts.push_back(read_file(f.string(), "test"));
-  return texts;
-}
+using test::sample_texts;
 
 // Chunks of about 1 KB of whole lines, as prepare_data feeds the trainer.
 std::vector<std::string> chunks(const std::vector<std::string>& texts, std::size_t skip = 0) {
