@@ -4,7 +4,8 @@
 // options are examples/train/options.hpp, the files it keeps in --out
 // examples/train/run_folder.hpp. Device-free: it includes no backend, so the GPU half
 // (examples/train/cuda.cu) compiles it with nvcc without the CPU backend, and the CPU half
-// without CUDA.
+// without CUDA. The tokenizer (bytes, or a SentencePiece model, which needs a library that no
+// CUDA unit includes) is resolved by the CPU half and handed in as an nn::Tokenizer.
 #pragma once
 
 #include <algorithm>
@@ -106,6 +107,9 @@ struct Summary {
   std::uint64_t steps = 0, tokens = 0;
   double train_s = 0.0, val_loss = 0.0, last_loss = 0.0;
   std::uint32_t params_crc32c = 0;  // of the fp32 parameters: equal for bit-identical runs
+  std::string tokenizer;            // the name the token files record
+  ra::nn::AdamWConfig optimizer;
+  std::uint64_t spikes = 0;  // elements SPAM clipped over the whole run
 };
 
 inline void write_summary(const Options& o, const ra::nn::GPT2Config& c, std::size_t params,
@@ -117,7 +121,9 @@ inline void write_summary(const Options& o, const ra::nn::GPT2Config& c, std::si
   t << "arm\t" << ra::nn::name(c.arm) << "\nseed\t" << o.seed << "\nsteps\t" << s.steps
     << "\ntokens\t" << s.tokens << "\ntrain_s\t" << s.train_s << "\ntok_s\t" << tok_s
     << "\nval_loss\t" << s.val_loss << "\ntrain_loss\t" << s.last_loss << "\nparams\t" << params
-    << "\nparams_crc32c\t" << crc << "\n";
+    << "\nparams_crc32c\t" << crc << "\ntokenizer\t" << s.tokenizer << "\nvocab\t" << c.vocab
+    << "\noptimizer\t" << ra::nn::name(s.optimizer.kind) << "\nspam_spikes\t" << s.spikes << "\n";
+  const auto& sp = s.optimizer.spam;
   std::ostringstream j;
   j << "{\n  \"arm\": \"" << ra::nn::name(c.arm) << "\",\n  \"config\": \"" << describe(c)
     << "\",\n  \"device\": \"" << o.device << "\",\n  \"precision\": \"" << o.precision
@@ -125,19 +131,28 @@ inline void write_summary(const Options& o, const ra::nn::GPT2Config& c, std::si
     << ",\n  \"steps\": " << s.steps << ",\n  \"tokens\": " << s.tokens
     << ",\n  \"train_seconds\": " << s.train_s << ",\n  \"tokens_per_second\": " << tok_s
     << ",\n  \"val_loss\": " << s.val_loss << ",\n  \"train_loss\": " << s.last_loss
-    << ",\n  \"parameters\": " << params << ",\n  \"parameters_crc32c\": \"" << crc << "\"\n}\n";
+    << ",\n  \"parameters\": " << params << ",\n  \"parameters_crc32c\": \"" << crc
+    << "\",\n  \"tokenizer\": \"" << s.tokenizer << "\",\n  \"vocab\": " << c.vocab
+    << ",\n  \"optimizer\": \"" << ra::nn::name(s.optimizer.kind)
+    << "\",\n  \"weight_decay\": " << s.optimizer.weight_decay
+    << ",\n  \"grad_clip\": " << s.optimizer.grad_clip;
+  if (s.optimizer.kind == ra::nn::OptimizerKind::adamw_spam)
+    j << ",\n  \"spam\": {\"threshold\": " << sp.threshold
+      << ", \"reset_interval\": " << sp.reset_interval << ", \"warmup\": " << sp.warmup
+      << ", \"clip_delay\": " << sp.clip_delay << ", \"spikes\": " << s.spikes << "}";
+  j << "\n}\n";
   ra::write_file_atomic((fs::path(o.out) / "summary.tsv").string(), t.str(), "train_gpt2");
   ra::write_file_atomic((fs::path(o.out) / "summary.json").string(), j.str(), "train_gpt2");
 }
 
-// Greedy (top_k = 0) or seeded top-k sampling from the model, --generate tokens long.
+// Greedy (top_k = 0) or seeded top-k sampling from the model, --generate tokens long, encoded
+// and decoded by the data's tokenizer.
 template <class Model>
-std::string generate(Model& model, const Options& o) {
-  using Tok = ra::nn::ByteTokenizer;
+std::string generate(Model& model, const Options& o, const ra::nn::Tokenizer& tok) {
   const index_t max_seq = model.config().max_seq;
   std::vector<std::int32_t> tokens;
-  for (auto t : Tok::encode(o.prompt)) tokens.push_back(t);
-  if (tokens.empty()) tokens.push_back(Tok::kEot);
+  for (auto t : tok.encode(o.prompt)) tokens.push_back(t);
+  if (tokens.empty()) tokens.push_back(tok.eot());
   std::mt19937_64 rng(o.seed);
   model.set_training(false);
   for (index_t n = 0; n < o.generate; ++n) {
@@ -170,21 +185,30 @@ std::string generate(Model& model, const Options& o) {
     }
     tokens.push_back(next);
   }
-  return Tok::decode(tokens);
+  return tok.decode(tokens);
 }
 
-inline std::shared_ptr<const ra::nn::TokenFile> load_tokens(const Options& o, const char* file) {
+// The tokens of --data DIR/file, refused unless of the tokenizer `tok` (name and vocabulary).
+inline std::shared_ptr<const ra::nn::TokenFile> load_tokens(const Options& o, const char* file,
+                                                            const ra::nn::Tokenizer& tok) {
   auto t = load((fs::path(o.data) / file).string());
-  ra::nn::require_tokenizer(*t, ra::nn::ByteTokenizer::kName, ra::nn::ByteTokenizer::kVocab,
-                            "train_gpt2");
+  ra::nn::require_tokenizer(*t, tok.name(), tok.vocab(), "train_gpt2");
   return t;
 }
 
+// Writes the gates of every gated layer at `step` to gates_curve.tsv.
+inline void log_gates(Metrics& log, std::uint64_t step,
+                      const std::vector<ra::nn::LayerGateStats>& stats) {
+  for (std::size_t l = 0; l < stats.size(); ++l)
+    for (std::size_t g = 0; g < stats[l].g_rec_values.size(); ++g)
+      log.gate_row(step, l, g, stats[l].g_std_values[g], stats[l].g_rec_values[g]);
+}
+
 template <class Model, class Optimizer>
-int train(Options o) {
+int train(Options o, const ra::nn::Tokenizer& tok) {
   using namespace ra::nn;
-  const auto train_data = load_tokens(o, "train.bin");
-  const auto val_data = load_tokens(o, "val.bin");
+  const auto train_data = load_tokens(o, "train.bin", tok);
+  const auto val_data = load_tokens(o, "val.bin", tok);
   std::optional<Checkpoint> resumed;
   if (!o.resume.empty()) {
     auto r = read_checkpoint_with_fallback(o.resume);
@@ -216,9 +240,7 @@ int train(Options o) {
   }
   Model& model = *slot;
   model.init_gpt2(o.seed);
-  AdamWConfig acfg;
-  acfg.weight_decay = o.weight_decay;
-  acfg.grad_clip = o.grad_clip;
+  const AdamWConfig acfg = optimizer_config(o);
   Optimizer opt(model.num_parameters(), model.parameter_table(), acfg);
   TrainingState state(o.seed);
   std::string resumed_from;
@@ -250,14 +272,27 @@ int train(Options o) {
               " (or --steps 0 to evaluate or generate only)");
   CosineSchedule schedule{o.lr, o.min_lr, o.warmup, by_time ? 1 : std::max<index_t>(total, 1)};
   schedule.validate("train_gpt2");
-  Metrics metrics = open_run_folder(o, resumed_from, state.step);
+  RunLogs logs = open_run_folder(o, resumed_from, state.step);
+  Metrics& metrics = logs.metrics;
 
   std::printf("model: %s, %zu parameters, %s compute on %s\n", describe(cfg).c_str(),
               model.num_parameters(), o.precision.c_str(), o.device.c_str());
-  std::printf("data: %s: %zu train tokens (%lld windows of %lld), %zu val tokens; batch %lld\n",
-              o.data.c_str(), train_data->tokens.size(), static_cast<long long>(loader.windows()),
-              static_cast<long long>(o.seq + 1), val_data->tokens.size(),
-              static_cast<long long>(o.batch));
+  std::printf(
+      "data: %s: %zu train tokens (%lld windows of %lld), %zu val tokens; batch %lld; "
+      "tokenizer %s\n",
+      o.data.c_str(), train_data->tokens.size(), static_cast<long long>(loader.windows()),
+      static_cast<long long>(o.seq + 1), val_data->tokens.size(), static_cast<long long>(o.batch),
+      tok.name().c_str());
+  if (acfg.kind == OptimizerKind::adamw_spam) {
+    std::printf(
+        "optimizer: adamw_spam (threshold %g, reset every %llu steps, warm-up %llu, clip "
+        "delay %llu), weight decay %g, clip %g\n",
+        acfg.spam.threshold, static_cast<unsigned long long>(acfg.spam.reset_interval),
+        static_cast<unsigned long long>(acfg.spam.warmup),
+        static_cast<unsigned long long>(acfg.spam.clip_delay), acfg.weight_decay, acfg.grad_clip);
+  } else {
+    std::printf("optimizer: adamw, weight decay %g, clip %g\n", acfg.weight_decay, acfg.grad_clip);
+  }
   if (by_time) {
     std::printf(
         "budget: %.1f s of training; lr %.3g warmup %lld then cosine to %.3g over the time\n",
@@ -282,6 +317,7 @@ int train(Options o) {
                 static_cast<unsigned long long>(state.tokens), state.train_seconds, v);
     ra::flush_stdout("train_gpt2");
     metrics.row("val", state.step, state.tokens, state.train_seconds, v, 0.0, 0.0, 0.0);
+    log_gates(logs.gates, state.step, model.gate_stats());
     return v;
   };
 
@@ -307,11 +343,16 @@ int train(Options o) {
     sum.last_loss = r.loss;
     metrics.row("train", state.step, state.tokens, state.train_seconds, r.loss, lr, r.grad_norm,
                 tok_s);
-    if (state.step % static_cast<std::uint64_t>(o.log_every) == 0 || state.step == 1) {
-      std::printf("step %6llu%s | loss %.4f | lr %.3e | norm %.3f | %8.0f tok/s | %s\n",
+    if (state.step % static_cast<std::uint64_t>(o.log_every) == 0 || state.step == 1 ||
+        r.optimizer.spam.reset) {
+      std::string spam;
+      if (acfg.kind == OptimizerKind::adamw_spam)
+        spam = ra::detail::concat(" | spam", r.optimizer.spam.reset ? " RESET" : "", " w ",
+                                  r.optimizer.spam.warmup_scale, " spikes ", r.optimizer.spikes);
+      std::printf("step %6llu%s | loss %.4f | lr %.3e | norm %.3f%s | %8.0f tok/s | %s\n",
                   static_cast<unsigned long long>(state.step),
                   by_time ? "" : ("/" + std::to_string(total)).c_str(), r.loss, lr, r.grad_norm,
-                  tok_s, gate_line(model.gate_stats()).c_str());
+                  spam.c_str(), tok_s, gate_line(model.gate_stats()).c_str());
       ra::flush_stdout("train_gpt2");
     }
     ra::require(std::isfinite(r.loss), "train_gpt2: the loss is ", r.loss, " at step ", state.step,
@@ -331,6 +372,9 @@ int train(Options o) {
   sum.steps = state.step;
   sum.tokens = state.tokens;
   sum.train_s = state.train_seconds;
+  sum.tokenizer = tok.name();
+  sum.optimizer = acfg;
+  sum.spikes = opt.spikes();
   {
     const auto p = model.parameters();
     sum.params_crc32c = ra::crc32c(p.data(), p.size() * sizeof(float));
@@ -343,23 +387,23 @@ int train(Options o) {
   std::printf("final: %s\n", gate_line(model.gate_stats()).c_str());
   if (!o.out.empty()) {
     if (trained && saved_step != state.step) save_checkpoint(ckpt, model, opt, state, loader);
-    metrics.close();
+    logs.close();
     write_gates(o.out, model.gate_stats());
     write_summary(o, cfg, model.num_parameters(), sum);
-    std::printf("wrote %s/{metrics.tsv, gates.tsv, summary.tsv, summary.json%s}\n", o.out.c_str(),
-                trained ? ", ckpt.bin" : "");
+    std::printf("wrote %s/{metrics.tsv, gates_curve.tsv, gates.tsv, summary.tsv, summary.json%s}\n",
+                o.out.c_str(), trained ? ", ckpt.bin" : "");
   }
   if (o.generate > 0) {
     std::printf("--- %lld tokens from the prompt (%s, seed %llu) ---\n",
                 static_cast<long long>(o.generate),
                 o.top_k ? ("top-" + std::to_string(o.top_k) + " sampling").c_str() : "greedy",
                 static_cast<unsigned long long>(o.seed));
-    std::printf("%s\n---\n", generate(model, o).c_str());
+    std::printf("%s\n---\n", generate(model, o, tok).c_str());
   }
   return 0;
 }
 
 /// Trains on the GPU (examples/train/cuda.cu; absent from builds without CUDA).
-int train_on_cuda(const Options& o);
+int train_on_cuda(const Options& o, const ra::nn::Tokenizer& tok);
 
 }  // namespace train_gpt2

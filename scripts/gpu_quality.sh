@@ -5,6 +5,7 @@
 # build-quality/) and, when $OUT is set, a copy of it there.
 #
 #   bash scripts/gpu_quality.sh OUT_DIR [quality_test options...]
+#   bash scripts/gpu_quality.sh --build-only      (data and build only: scripts/verdict_runs.sh)
 #
 # Data: DATA (default build/data) must hold train.bin and val.bin from scripts/prepare_data.sh.
 # A machine without the linux-doc package (a GPU image without apt) can be given the files
@@ -13,7 +14,7 @@
 # scripts/gpu_check.sh --narrow makes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out_dir=${1:?usage: gpu_quality.sh OUT_DIR [quality_test options]}
+out_dir=${1:?usage: gpu_quality.sh OUT_DIR [quality_test options] | --build-only}
 shift
 data=${DATA:-build/data}
 build=${RA_QUALITY_BUILD:-build-gpu-narrow}
@@ -36,6 +37,7 @@ fi
 cmake --build "$build" -j "$(nproc)" --target train_gpt2 quality_test >/dev/null
 trainer=$(find "$build" -name train_gpt2 -type f -perm -u+x | head -1)
 quality=$(find "$build" -name quality_test -type f -perm -u+x | head -1)
+if [[ $out_dir == --build-only ]]; then echo "$trainer $quality"; exit 0; fi
 mkdir -p "$out_dir"
 echo "== $quality --data $data --out $out_dir --trainer $trainer --device cuda --precision bf16 $*"
 "$quality" --data "$data" --out "$out_dir" --trainer "$trainer" --device cuda --precision bf16 "$@" \

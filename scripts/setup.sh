@@ -6,8 +6,10 @@
 #   bash scripts/setup.sh               install if needed, build into build/, run the example
 #   bash scripts/setup.sh --deps-only   only the install step (scripts/test.sh calls this)
 #
-# Needs: cmake >= 3.25, g++ >= 12 (C++20), make, Eigen 3.4, Catch2 2.13. On Debian/Ubuntu as
-# root the missing ones are installed with apt-get; otherwise the script says what is missing.
+# Needs: cmake >= 3.25, g++ >= 12 (C++20), make, Eigen 3.4, Catch2 2.13, python3, and SentencePiece
+# (libsentencepiece-dev: sub-word tokens; the build works without it on byte tokens alone, but
+# scripts/test.sh then fails, as its tests are skipped). On Debian/Ubuntu as root the missing
+# ones are installed with apt-get; otherwise the script says what is missing.
 # CUDA is optional: where nvcc exists the CUDA targets are configured too (see scripts/test.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,9 +27,11 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 [[ -f /usr/include/eigen3/Eigen/Core ]] || missing+=(libeigen3-dev)
 [[ -f /usr/include/catch2/catch.hpp ]] || missing+=(catch2)
+[[ -f /usr/include/sentencepiece_trainer.h ]] || missing+=(libsentencepiece-dev)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)  # scripts/build_corpus.py and its test
 
 if ((${#missing[@]} == 0)); then
-  echo "setup.sh: cmake, g++, make, Eigen and Catch2 are installed; not running apt-get"
+  echo "setup.sh: cmake, g++, make, Eigen, Catch2, python3 and SentencePiece are installed; not running apt-get"
 elif [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
   echo "setup.sh: installing ${missing[*]} with apt-get"
   apt-get update

@@ -9,9 +9,9 @@
 
 namespace train_gpt2 {
 
-int train_on_cuda(const Options& o) {
-  if (o.precision == "bf16") return train<ra::cuda::GPT2<ra::bf16>, ra::cuda::AdamW>(o);
-  if (o.precision == "fp32") return train<ra::cuda::GPT2<float>, ra::cuda::AdamW>(o);
+int train_on_cuda(const Options& o, const ra::nn::Tokenizer& tok) {
+  if (o.precision == "bf16") return train<ra::cuda::GPT2<ra::bf16>, ra::cuda::AdamW>(o, tok);
+  if (o.precision == "fp32") return train<ra::cuda::GPT2<float>, ra::cuda::AdamW>(o, tok);
   throw ra::error("train_gpt2: --precision '" + o.precision + "', expected bf16 or fp32");
 }
 

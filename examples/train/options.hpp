@@ -2,10 +2,11 @@
 // its strict parser and its range), --help generated from it, and the comparison of a
 // resumed run's flags with its checkpoint.
 //
-// Kinds: model and data flags describe what a checkpoint holds (the model's config, the
-// loader's seed, B and T, the training tokens); on --resume the ones the command leaves out
-// are taken from the checkpoint and the ones it gives must agree with it. Run and text flags
-// (budget, schedule, optimizer, logging, output, device, generation) may change on resume.
+// Kinds: model, data and optimizer flags describe what a checkpoint holds (the model's config,
+// the loader's seed, B and T, the training tokens, the optimizer kind and SPAM's settings); on
+// --resume the ones the command leaves out are taken from the checkpoint and the ones it gives
+// must agree with it. Run and text flags (budget, schedule, AdamW's weight decay and clipping,
+// logging, output, device, generation) may change on resume.
 // Every number goes through ra::parse_integer / ra::parse_real (ra/core/parse.hpp): the whole
 // text, within the type, within the flag's meaning, finite.
 #pragma once
@@ -41,6 +42,9 @@ struct Options {
   bool restart = false, bias = true;
   index_t layers = 4, heads = 2, C = 128;  // D = 64: in every build's kernel list
   float dropout = 0.f;
+  // optimizer (ra/nn/adamw.hpp)
+  std::string optimizer = "adamw";
+  ra::nn::SpamConfig spam;
   // run
   index_t seq = 64, batch = 8;
   std::optional<index_t> steps, token_budget;
@@ -60,7 +64,7 @@ struct Options {
   std::set<std::string> given;  // the flags the command line gave
 };
 
-enum class FlagKind { model, data, run, text };
+enum class FlagKind { model, data, optimizer, run, text };
 
 struct Flag {
   std::string name;
@@ -124,6 +128,28 @@ inline const std::vector<Flag>& flags() {
          o.dropout = static_cast<float>(real("--dropout", {0.0, 1.0, false, true})(v));
        }},
       {"--no-bias", K::model, "--no-bias", [](Options& o, auto) { o.bias = false; }, false},
+      {"--optimizer", K::optimizer, "--optimizer adamw|adamw_spam",
+       [=](Options& o, auto v) {
+         o.optimizer = word("--optimizer", ra::nn::parse_optimizer_kind)(v);
+       }},
+      {"--spam-threshold", K::optimizer, "--spam-threshold 5000 (θ; 0: no spike clipping)",
+       [=](Options& o, auto v) {
+         o.spam.threshold = real("--spam-threshold", {0.0, kInf})(v);
+       }},
+      {"--spam-interval", K::optimizer, "--spam-interval 500 (ΔT; 0: no reset)",
+       [=](Options& o, auto v) {
+         o.spam.reset_interval =
+             static_cast<std::uint64_t>(integer("--spam-interval", 0, kMaxSteps)(v));
+       }},
+      {"--spam-warmup", K::optimizer, "--spam-warmup 150",
+       [=](Options& o, auto v) {
+         o.spam.warmup = static_cast<std::uint64_t>(integer("--spam-warmup", 0, kMaxSteps)(v));
+       }},
+      {"--spam-clip-delay", K::optimizer, "--spam-clip-delay 20",
+       [=](Options& o, auto v) {
+         o.spam.clip_delay =
+             static_cast<std::uint64_t>(integer("--spam-clip-delay", 0, kMaxSteps)(v));
+       }},
       {"--data", K::data, "--data DIR (train.bin, val.bin)",
        [](Options& o, auto v) { o.data = std::string(v); }},
       {"--seq", K::data, "--seq 64",
@@ -203,16 +229,21 @@ inline std::string flag_help(FlagKind kind, const char* label) {
 
 inline std::string usage() {
   return "usage: train_gpt2 [options]\n" + flag_help(FlagKind::model, "model:  ") +
-         flag_help(FlagKind::data, "data:   ") + flag_help(FlagKind::run, "run:    ") +
-         flag_help(FlagKind::text, "text:   ") +
+         flag_help(FlagKind::data, "data:   ") + flag_help(FlagKind::optimizer, "optim.: ") +
+         flag_help(FlagKind::run, "run:    ") + flag_help(FlagKind::text, "text:   ") +
          R"(budget: --steps N | --token-budget N, optionally capped by --time-budget-s S (or S alone);
         --stop-at N stops after step N with the schedule unchanged (chunked runs)
 --out:  a fresh run refuses a folder that holds a run (ckpt.bin, metrics.tsv, summaries)
         unless --overwrite; a resumed run cuts metrics.tsv back to the checkpoint's step
+optim.: AdamW (β 0.9/0.95, ε 1e-8, --weight-decay, --grad-clip), or with --optimizer adamw_spam
+        AdamW with SPAM (Huang et al., ICLR 2025): spike clipping at θ·v, moments reset every ΔT
+        steps, cosine warm-up of N steps after each reset (include/ra/nn/adamw.hpp)
+tokens: --data DIR holds train.bin and val.bin of one tokenizer: bytes, or a SentencePiece model
+        (DIR/tokenizer.model, whose SHA-256 the token files name); --generate decodes with it
 resume: --resume CKPT continues a run (from CKPT.prev, saying so, when CKPT fails its check).
-        The model and data flags come from the checkpoint; given again, they must equal its
-        values (--data may name another folder holding the same tokens). The run and text
-        flags above may change on resume.)";
+        The model, data and optimizer flags come from the checkpoint; given again, they must
+        equal its values (--data may name another folder holding the same tokens). The run
+        and text flags above may change on resume.)";
 }
 
 /// Parses the command line. Throws ra::error naming a bad flag or value (with the usage for
@@ -303,6 +334,14 @@ inline void adopt_checkpoint(Options& o, const ra::nn::Checkpoint& c,
   compare("--seq", o.seq, c.data.seq);
   compare("--batch", o.batch, c.data.batch);
   compare("--seed", o.seed, c.data.seed);
+  const std::string optimizer(ra::nn::name(c.optimizer));
+  compare("--optimizer", o.optimizer, optimizer);
+  if (c.optimizer == ra::nn::OptimizerKind::adamw_spam) {
+    compare("--spam-threshold", o.spam.threshold, c.spam.threshold);
+    compare("--spam-interval", o.spam.reset_interval, c.spam.reset_interval);
+    compare("--spam-warmup", o.spam.warmup, c.spam.warmup);
+    compare("--spam-clip-delay", o.spam.clip_delay, c.spam.clip_delay);
+  }
   const auto have = ra::nn::BatchLoader::token_checksum(train.tokens);
   if (train.tokens.size() != c.data.tokens || have != c.data.checksum)
     differ.push_back(ra::detail::concat(
@@ -323,6 +362,8 @@ inline void adopt_checkpoint(Options& o, const ra::nn::Checkpoint& c,
     o.seq = c.data.seq;
     o.batch = c.data.batch;
     o.seed = c.data.seed;
+    o.optimizer = optimizer;
+    if (c.optimizer == ra::nn::OptimizerKind::adamw_spam) o.spam = c.spam;
     return;
   }
   std::string list, may_change;
@@ -331,10 +372,28 @@ inline void adopt_checkpoint(Options& o, const ra::nn::Checkpoint& c,
     if ((f.kind == FlagKind::run || f.kind == FlagKind::text) && f.name != "--resume")
       may_change += " " + f.name;
   throw ra::error("train_gpt2: this command differs from checkpoint '" + c.path +
-                  "' in its model or data:" + list +
+                  "' in its model, data or optimizer:" + list +
                   "\nexpected the checkpoint's values (leave these flags out to take them from "
                   "the checkpoint); the flags that may change on resume are:" +
                   may_change);
+}
+
+/// The optimizer the flags describe (after adopt_checkpoint() on --resume). Throws ra::error
+/// naming a SPAM flag given with --optimizer adamw, or a SPAM setting out of range.
+inline ra::nn::AdamWConfig optimizer_config(const Options& o) {
+  ra::nn::AdamWConfig c;
+  c.weight_decay = o.weight_decay;
+  c.grad_clip = o.grad_clip;
+  c.kind = ra::nn::parse_optimizer_kind(o.optimizer);
+  c.spam = o.spam;
+  if (c.kind == ra::nn::OptimizerKind::adamw)
+    for (const auto& f : flags())
+      ra::require(
+          f.kind != FlagKind::optimizer || f.name == "--optimizer" || !o.given.count(f.name),
+          "train_gpt2: ", f.name, " is a setting of SPAM, expected --optimizer adamw_spam",
+          o.resume.empty() ? "" : " (the checkpoint's optimizer is adamw)");
+  c.validate("train_gpt2");
+  return c;
 }
 
 }  // namespace train_gpt2

@@ -91,7 +91,8 @@ TEST_CASE("token files round-trip and every corruption gives an error naming it"
   const std::vector<std::uint16_t> tokens{0, 1, 256, 255, 7, 256};
   nn::write_tokens(path, tokens, 257, nn::ByteTokenizer::kName);
   const auto bytes = read_bytes(path);
-  CHECK(bytes.size() == 48 + 2 * tokens.size());
+  CHECK(bytes.size() == nn::kTokenHeaderBytes + 2 * tokens.size());
+  CHECK(nn::kTokenHeaderBytes == 128);
   CHECK(bytes.substr(0, 8) == "RATOKENS");
   CHECK(bytes.substr(32, 5) == std::string("byte\0", 5));
   const auto t = nn::read_tokens(path);
@@ -118,7 +119,7 @@ TEST_CASE("token files round-trip and every corruption gives an error naming it"
     b[8] = 9;
     write_bytes(dir.file("version.bin"), b);
     CHECK_THROWS_WITH(nn::read_tokens(dir.file("version.bin")),
-                      Catch::Contains("version 9") && Catch::Contains("expected version 2"));
+                      Catch::Contains("version 9") && Catch::Contains("expected version 3"));
   }
   SECTION("version 1: no tokenizer recorded") {
     auto b = bytes;
@@ -126,6 +127,14 @@ TEST_CASE("token files round-trip and every corruption gives an error naming it"
     write_bytes(dir.file("v1.bin"), b);
     CHECK_THROWS_WITH(nn::read_tokens(dir.file("v1.bin")),
                       Catch::Contains("version 1") && Catch::Contains("tokenizer") &&
+                          Catch::Contains("prepare_data again"));
+  }
+  SECTION("version 2: no room for a model's checksum") {
+    auto b = bytes;
+    b[8] = 2;
+    write_bytes(dir.file("v2.bin"), b);
+    CHECK_THROWS_WITH(nn::read_tokens(dir.file("v2.bin")),
+                      Catch::Contains("version 2") && Catch::Contains("checksum") &&
                           Catch::Contains("prepare_data again"));
   }
   SECTION("truncated header") {
@@ -143,7 +152,8 @@ TEST_CASE("token files round-trip and every corruption gives an error naming it"
     CHECK_THROWS_WITH(nn::read_tokens(dir.file("long.bin")), Catch::Contains("trailing bytes"));
   }
   SECTION("a flipped bit anywhere fails the checksum") {
-    for (std::size_t i : {std::size_t{12}, std::size_t{33}, std::size_t{48}, bytes.size() - 1}) {
+    for (std::size_t i :
+         {std::size_t{12}, std::size_t{33}, std::size_t{100}, std::size_t{128}, bytes.size() - 1}) {
       INFO("byte " << i);
       auto b = bytes;
       b[i] = static_cast<char>(b[i] ^ 0x10);
@@ -152,10 +162,43 @@ TEST_CASE("token files round-trip and every corruption gives an error naming it"
                         Catch::Contains("fails its checksum") && Catch::Contains("flip.bin"));
     }
   }
+  SECTION("the header alone (read_token_header): the same checks but the checksum's") {
+    const auto h = nn::read_token_header(path);
+    CHECK(h.tokenizer == "byte");
+    CHECK(h.vocab == 257);
+    CHECK(h.tokens.empty());
+    CHECK_THROWS_WITH(nn::read_token_header(dir.file("absent.bin")),
+                      Catch::Contains("cannot open") && Catch::Contains("absent.bin"));
+    write_bytes(dir.file("short.bin"), bytes.substr(0, 20));
+    CHECK_THROWS_WITH(nn::read_token_header(dir.file("short.bin")),
+                      Catch::Contains("20 bytes") && Catch::Contains("truncated"));
+    write_bytes(dir.file("cut.bin"), bytes.substr(0, bytes.size() - 2));
+    CHECK_THROWS_WITH(nn::read_token_header(dir.file("cut.bin")),
+                      Catch::Contains("promises 6 tokens") && Catch::Contains("truncated"));
+    auto b = bytes;
+    b[0] = 'X';
+    write_bytes(dir.file("magic.bin"), b);
+    CHECK_THROWS_WITH(nn::read_token_header(dir.file("magic.bin")), Catch::Contains("bad magic"));
+    b = bytes;
+    b[8] = 2;
+    write_bytes(dir.file("v2.bin"), b);
+    CHECK_THROWS_WITH(nn::read_token_header(dir.file("v2.bin")),
+                      Catch::Contains("version 2") && Catch::Contains("expected version 3"));
+    b = bytes;
+    b[34] = '\x01';  // a control character in the tokenizer's name
+    write_bytes(dir.file("name.bin"), b);
+    CHECK_THROWS_WITH(nn::read_token_header(dir.file("name.bin")),
+                      Catch::Contains("names its tokenizer"));
+    b = bytes;
+    b[33] = 'X';  // "bXte": a valid name, so only read_tokens' checksum finds it
+    write_bytes(dir.file("renamed.bin"), b);
+    CHECK(nn::read_token_header(dir.file("renamed.bin")).tokenizer == "bXte");
+    CHECK_THROWS_WITH(nn::read_tokens(dir.file("renamed.bin")), Catch::Contains("checksum"));
+  }
   SECTION("token out of range (behind a valid checksum)") {
     auto b = bytes;
-    b[48 + 2 * 4] = 1;  // token 4 becomes 257 (0x0101)
-    b[48 + 2 * 4 + 1] = 1;
+    b[128 + 2 * 4] = 1;  // token 4 becomes 257 (0x0101)
+    b[128 + 2 * 4 + 1] = 1;
     write_bytes(dir.file("range.bin"), resealed(b));
     CHECK_THROWS_WITH(nn::read_tokens(dir.file("range.bin")),
                       Catch::Contains("token 257 at index 4") && Catch::Contains("vocab = 257"));
@@ -167,8 +210,43 @@ TEST_CASE("token files round-trip and every corruption gives an error naming it"
                       Catch::Contains("tokenizer") && Catch::Contains("'two words'"));
     CHECK_THROWS_WITH(nn::write_tokens(dir.file("w.bin"), tokens, 257, ""),
                       Catch::Contains("tokenizer"));
+    CHECK_THROWS_WITH(nn::write_tokens(dir.file("w.bin"), tokens, 257, std::string(97, 'x')),
+                      Catch::Contains("1..96 printable"));
+    CHECK_THROWS_WITH(
+        nn::write_tokens(dir.file("w.bin"), tokens, 65537, "byte"),
+        Catch::Contains("vocab") && Catch::Contains("65537") && Catch::Contains("uint16"));
     CHECK_FALSE(std::filesystem::exists(dir.file("w.bin")));
   }
+}
+
+TEST_CASE("SHA-256 and SentencePiece names need no SentencePiece library", "[data][tokenizer]") {
+  // FIPS 180-4's examples.
+  CHECK(ra::sha256_hex("abc") ==
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(ra::sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(ra::sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  const std::string million(1000000, 'a');
+  CHECK(ra::sha256_hex(million) ==
+        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  ra::Sha256 pieces;  // fed in odd pieces across block boundaries
+  for (std::size_t i = 0; i < million.size(); i += 997)
+    pieces.update(std::string_view(million).substr(i, 997));
+  CHECK(pieces.hex() == ra::sha256_hex(million));
+  const auto name = nn::sentencepiece_name("model bytes");
+  CHECK(name == "sentencepiece:" + ra::sha256_hex("model bytes"));
+  CHECK(nn::is_sentencepiece_name(name));
+  CHECK_FALSE(nn::is_sentencepiece_name("sentencepiece:abc"));
+  CHECK_FALSE(nn::is_sentencepiece_name("byte"));
+  CHECK_FALSE(nn::is_sentencepiece_name("sentencepiece:" + std::string(64, 'G')));
+  // The byte tokenizer behind the run-time interface.
+  const auto byte = nn::make_byte_tokenizer();
+  CHECK(byte->name() == "byte");
+  CHECK(byte->vocab() == 257);
+  CHECK(byte->eot() == 256);
+  const std::vector<std::int32_t> t{'o', 'k', 256};
+  CHECK(byte->decode(t) == "ok<|endoftext|>");
+  CHECK(byte->encode("ok") == std::vector<std::uint16_t>{'o', 'k'});
 }
 
 TEST_CASE("token files of another tokenizer or vocabulary are refused by name", "[data][file]") {
@@ -177,6 +255,14 @@ TEST_CASE("token files of another tokenizer or vocabulary are refused by name", 
   nn::write_tokens(dir.file("byte.bin"), tokens, 257, "byte");
   nn::write_tokens(dir.file("v300.bin"), tokens, 300, "byte");
   nn::write_tokens(dir.file("bpe.bin"), tokens, 257, "gpt2");
+  // A SentencePiece model's name: the prefix and a SHA-256 in hex (78 characters).
+  const std::string spm = "sentencepiece:" + std::string(64, 'a');
+  nn::write_tokens(dir.file("spm.bin"), tokens, 16384, spm);
+  CHECK(nn::read_tokens(dir.file("spm.bin")).tokenizer == spm);
+  CHECK_THROWS_WITH(
+      nn::require_tokenizer(nn::read_tokens(dir.file("spm.bin")),
+                            "sentencepiece:" + std::string(64, 'b'), 16384, "trainer"),
+      Catch::Contains("expected tokenizer 'sentencepiece:bbbb"));
   using Tok = nn::ByteTokenizer;
   CHECK_NOTHROW(nn::require_tokenizer(nn::read_tokens(dir.file("byte.bin")), Tok::kName,
                                       Tok::kVocab, "trainer"));

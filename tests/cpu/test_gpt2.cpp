@@ -26,6 +26,7 @@
 #include <ra/nn.hpp>
 
 #include "reference.hpp"
+#include "sample.hpp"
 
 namespace {
 
@@ -62,24 +63,13 @@ struct Batch {
   }
 };
 
-std::filesystem::path sample_dir() {
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "data" /
-         "sample";
-}
-
 // The embedded sample, byte-tokenized, EOT after each file (sorted by name).
 std::vector<std::uint16_t> sample_tokens() {
-  std::vector<std::filesystem::path> files;
-  for (const auto& e : std::filesystem::directory_iterator(sample_dir()))
-    if (e.path().extension() == ".rst") files.push_back(e.path());
-  std::sort(files.begin(), files.end());
-  REQUIRE(files.size() >= 2);
+  const auto texts = ra::test::sample_texts();
+  REQUIRE(texts.size() >= 2);
   std::vector<std::uint16_t> tokens;
-  for (const auto& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    const auto t = nn::ByteTokenizer::encode(ss.str());
+  for (const auto& text : texts) {
+    const auto t = nn::ByteTokenizer::encode(text);
     tokens.insert(tokens.end(), t.begin(), t.end());
     tokens.push_back(nn::ByteTokenizer::kEot);
   }

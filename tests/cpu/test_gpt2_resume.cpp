@@ -61,9 +61,10 @@ struct Run {
   nn::TrainingState state;
   nn::CosineSchedule lr{1e-3, 1e-4, 2, 8};
   std::vector<std::int32_t> batch;
-  Run(const nn::GPT2Config& cfg, std::shared_ptr<nn::TokenFile> data, std::uint64_t seed)
+  Run(const nn::GPT2Config& cfg, std::shared_ptr<nn::TokenFile> data, std::uint64_t seed,
+      const nn::AdamWConfig& optimizer = {})
       : model(cfg),
-        opt(model.num_parameters(), model.parameter_table()),
+        opt(model.num_parameters(), model.parameter_table(), optimizer),
         loader(std::move(data), 4, 16, seed),
         state(seed) {
     model.init_gpt2(seed);
@@ -111,18 +112,34 @@ void poke(std::string& b, std::size_t offset, V v) {
   std::memcpy(b.data() + offset, &v, sizeof v);
 }
 
-// Byte offsets in a version-2 checkpoint of a model with n parameters (see checkpoint.hpp):
+// Byte offsets in a version-3 checkpoint of a model with n parameters (see checkpoint.hpp):
 // a 24-byte header, then the config (5 int64, arm u8, R int32, gates u8, gate_param u8,
-// restart u8, dropout float, bias u8), then (count, values) arrays.
+// restart u8, dropout float, bias u8), then (count, values) arrays, the optimizer kind (u8)
+// before its t, m, v, and SPAM's five 8-byte fields after them.
 struct Offsets {
   std::size_t n;
   std::size_t arm() const { return 24 + 40; }
   std::size_t gate_param() const { return arm() + 1 + 4 + 1; }
   std::size_t params() const { return 24 + 53 + 8; }
-  std::size_t adam_t() const { return params() + 4 * n; }
+  std::size_t kind() const { return params() + 4 * n; }
+  std::size_t adam_t() const { return kind() + 1; }
   std::size_t adam_v() const { return adam_t() + 8 + 8 + 4 * n + 8; }
-  std::size_t step() const { return adam_v() + 4 * n; }
+  std::size_t spam() const { return adam_v() + 4 * n; }
+  std::size_t spikes() const { return spam() + 4 * 8; }
+  std::size_t step() const { return spam() + 5 * 8; }
 };
+
+// SPAM with a period short enough for a few steps to cross resets, warm-ups and clipping (a
+// low threshold, so elements are clipped).
+nn::AdamWConfig tiny_spam() {
+  nn::AdamWConfig c;
+  c.kind = nn::OptimizerKind::adamw_spam;
+  c.spam.threshold = 1.5;
+  c.spam.reset_interval = 3;
+  c.spam.warmup = 2;
+  c.spam.clip_delay = 1;
+  return c;
+}
 
 }  // namespace
 
@@ -226,9 +243,74 @@ TEST_CASE("checkpoint errors name the file and the problem", "[gpt2][checkpoint]
     auto b = bytes;
     b[8] = 1;
     write(b);
-    CHECK_THROWS_WITH(load(), Catch::Contains("version 1, expected version 2") &&
+    CHECK_THROWS_WITH(load(), Catch::Contains("version 1, expected version 3") &&
                                   Catch::Contains("before checkpoints had checksums"));
+    b[8] = 2;
+    write(b);
+    CHECK_THROWS_WITH(load(), Catch::Contains("version 2, expected version 3") &&
+                                  Catch::Contains("optimizer kind"));
   }
+  SECTION("another optimizer kind, or other SPAM settings, by name") {
+    Run spam(tiny_ra(), data, 1, tiny_spam());
+    CHECK_THROWS_WITH(
+        nn::load_checkpoint(ckpt.path, spam.model, spam.opt, spam.state, spam.loader),
+        Catch::Contains("written by optimizer adamw;") &&
+            Catch::Contains("this run's optimizer is adamw_spam (threshold 1.5, interval 3"));
+    spam.step();
+    nn::save_checkpoint(ckpt.path, spam.model, spam.opt, spam.state, spam.loader);
+    CHECK_THROWS_WITH(load(), Catch::Contains("written by optimizer adamw_spam (threshold 1.5") &&
+                                  Catch::Contains("this run's optimizer is adamw,"));
+    auto longer = tiny_spam();
+    longer.spam.reset_interval = 4;
+    Run other_spam(tiny_ra(), data, 1, longer);
+    CHECK_THROWS_WITH(nn::load_checkpoint(ckpt.path, other_spam.model, other_spam.opt,
+                                          other_spam.state, other_spam.loader),
+                      Catch::Contains("interval 3") && Catch::Contains("interval 4"));
+  }
+  SECTION("tokens of another tokenizer") {
+    auto renamed = std::make_shared<nn::TokenFile>(*data);
+    renamed->tokenizer = "sentencepiece:" + std::string(64, 'c');
+    nn::BatchLoader loader(renamed, 4, 16, 1);
+    CHECK_THROWS_WITH(nn::load_checkpoint(ckpt.path, other.model, other.opt, other.state, loader),
+                      Catch::Contains("tokenizer ''") && Catch::Contains("'sentencepiece:cccc"));
+  }
+}
+
+TEST_CASE("checkpoint resume with AdamW + SPAM is bit-exact across resets and clipping",
+          "[gpt2][checkpoint][spam]") {
+  RA_TEST_RNG(rng);
+  const auto data = small_data(rng);
+  const std::uint64_t seed = rng();
+  Run straight(tiny_ra(), data, seed, tiny_spam());
+  std::vector<double> want;
+  for (int s = 0; s < 8; ++s) want.push_back(straight.step());
+  CHECK(straight.opt.spikes() > 0);  // the low threshold clipped elements
+
+  TempFile ckpt;
+  std::uint64_t spikes_at_4 = 0;
+  {
+    // Saved at step 4: inside a period, after a reset (step 3), during the warm-up.
+    Run first(tiny_ra(), data, seed, tiny_spam());
+    for (int s = 0; s < 4; ++s) CHECK(first.step() == want[s]);
+    spikes_at_4 = first.opt.spikes();
+    nn::save_checkpoint(ckpt.path, first.model, first.opt, first.state, first.loader);
+  }
+  const auto c = nn::read_checkpoint(ckpt.path);
+  CHECK(c.optimizer == nn::OptimizerKind::adamw_spam);
+  CHECK(c.spam == tiny_spam().spam);
+  CHECK(c.spam_spikes == spikes_at_4);
+  Run resumed(tiny_ra(), data, seed, tiny_spam());
+  nn::restore_checkpoint(c, resumed.model, resumed.opt, resumed.state, resumed.loader);
+  CHECK(resumed.opt.spikes() == spikes_at_4);
+  for (int s = 4; s < 8; ++s) {
+    INFO("step " << s);
+    const double l = resumed.step();
+    CHECK(std::memcmp(&l, &want[s], sizeof l) == 0);
+  }
+  CHECK(same_bits(resumed.model.parameters(), straight.model.parameters()));
+  CHECK(same_bits(resumed.opt.first_moment(), straight.opt.first_moment()));
+  CHECK(same_bits(resumed.opt.second_moment(), straight.opt.second_moment()));
+  CHECK(resumed.opt.spikes() == straight.opt.spikes());
 }
 
 TEST_CASE("checkpoint: a flipped bit anywhere is refused by its checksum",
@@ -272,6 +354,7 @@ TEST_CASE("checkpoint: every field is checked behind a valid checksum, naming it
   };
   REQUIRE(peek_u64(at.params() - 8) == at.n);
   REQUIRE(peek_u64(at.adam_t()) == 1);
+  REQUIRE(static_cast<std::uint8_t>(bytes[at.kind()]) == 0);
   REQUIRE(peek_u64(at.adam_v() - 8) == at.n);
   REQUIRE(peek_u64(at.step()) == 1);
   auto expect = [&](std::string b, const std::string& what) {
@@ -304,6 +387,19 @@ TEST_CASE("checkpoint: every field is checked behind a valid checksum, naming it
   SECTION("a step counter edited beyond what was trained") {
     poke(b, at.step(), std::uint64_t{99});
     expect(b, "field 'adam.t' is 1, expected state.step = 99");
+  }
+  SECTION("an out-of-range optimizer kind") {
+    poke(b, at.kind(), std::uint8_t{5});
+    expect(b, "field 'optimizer.kind' is 5, expected 0 (adamw) or 1 (adamw_spam)");
+  }
+  SECTION("clipped spikes recorded for plain AdamW") {
+    poke(b, at.spikes(), std::uint64_t{3});
+    expect(b, "field 'spam.spikes' is 3, expected 0 (optimizer adamw clips no spikes)");
+  }
+  SECTION("an invalid SPAM setting") {
+    poke(b, at.kind(), std::uint8_t{1});
+    poke(b, at.spam(), -1.0);
+    expect(b, "spam threshold");
   }
   SECTION("an invalid config (R >= D)") {
     poke(b, at.arm() + 1, std::int32_t{64});

@@ -1,15 +1,23 @@
 // tests/cpu/test_optim.cpp — AdamW against hand-computed updates (bias correction, decoupled
-// weight decay on decayed tensors only, global-norm clipping) and the warmup + cosine
-// learning-rate schedule at known points.
+// weight decay on decayed tensors only, global-norm clipping), the warmup + cosine
+// learning-rate schedule at known points, and AdamW with SPAM against a double-precision
+// reference written out here (spikes, momentum resets, warm-ups), its phase at known steps and
+// its errors.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include <ra/nn/adamw.hpp>
 #include <ra/nn/gpt2.hpp>
 #include <ra/nn/schedule.hpp>
+
+#include "reference.hpp"
 
 namespace {
 
@@ -140,4 +148,195 @@ TEST_CASE("learning-rate schedule: linear warmup, cosine to min_lr, flat after",
   CHECK(no_warmup.at(2) == Approx(1.0));
   CHECK_THROWS_WITH((nn::CosineSchedule{1.0, 2.0, 0, 4}.validate()), Catch::Contains("min_lr"));
   CHECK_THROWS_WITH((nn::CosineSchedule{1.0, 0.1, 0, 0}.validate()), Catch::Contains("total"));
+}
+
+// ---- AdamW with SPAM (ra/nn/adamw.hpp) --------------------------------------------------------
+
+namespace {
+
+// SPAM written out from the paper's rule, in double throughout (moments included), with its own
+// bookkeeping: nothing here calls into nn::SpamConfig.
+struct SpamReference {
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, wd = 0.1, clip = 0.0;
+  double theta = 0.0;
+  std::uint64_t interval = 0, warmup = 0, delay = 0;
+  std::vector<double> m, v;
+  std::vector<bool> decay;
+  std::uint64_t t = 0, spikes = 0;
+
+  void step(std::vector<double>& p, const std::vector<float>& grad, double lr) {
+    ++t;
+    double sq = 0.0;
+    for (float g : grad) sq += double(g) * double(g);
+    const double scale = clip > 0.0 ? std::min(1.0, clip / (std::sqrt(sq) + 1e-6)) : 1.0;
+    const std::uint64_t k = t % interval;  // this test always resets
+    if (k == 0) {
+      std::fill(m.begin(), m.end(), 0.0);
+      std::fill(v.begin(), v.end(), 0.0);
+    }
+    double w = 1.0;
+    if (t >= interval && k < warmup)
+      w = 1.0 -
+          0.99 * 0.5 * (1.0 + std::cos(3.14159265358979323846 * double(k) / double(warmup + 1)));
+    for (std::size_t i = 0; i < p.size(); ++i) {
+      double g = grad[i] * scale;
+      if (k >= delay && v[i] > 0.0 && g * g > theta * v[i]) {
+        g = (g < 0 ? -1.0 : 1.0) * std::sqrt(theta * v[i]);
+        ++spikes;
+      }
+      m[i] = beta1 * m[i] + (1 - beta1) * g;
+      v[i] = beta2 * v[i] + (1 - beta2) * g * g;
+      const double mh = m[i] / (1 - std::pow(beta1, double(t)));
+      const double vh = v[i] / (1 - std::pow(beta2, double(t)));
+      p[i] -= lr * (w * mh / (std::sqrt(vh) + eps) + (decay[i] ? wd : 0.0) * p[i]);
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("SPAM's phase: resets every ΔT steps, clipping after the delay, cosine warm-up",
+          "[optim][spam]") {
+  const nn::SpamConfig d;  // the paper's defaults
+  CHECK(d.threshold == 5000.0);
+  CHECK(d.reset_interval == 500);
+  CHECK(d.warmup == 150);
+  CHECK(d.clip_delay == 20);
+  auto p = d.at(1);
+  CHECK_FALSE(p.reset);
+  CHECK_FALSE(p.clip);           // the second moment is too young
+  CHECK(p.warmup_scale == 1.0);  // no warm-up before the first reset: the schedule has its own
+  CHECK(d.at(19).clip == false);
+  CHECK(d.at(20).clip);
+  p = d.at(500);
+  CHECK(p.reset);
+  CHECK_FALSE(p.clip);
+  CHECK(p.since_reset == 0);
+  CHECK(p.warmup_scale == Approx(0.01));
+  CHECK(d.at(501).warmup_scale ==
+        Approx(1.0 - 0.99 * 0.5 * (1.0 + std::cos(3.14159265358979323846 / 151.0))));
+  CHECK(d.at(575).warmup_scale == Approx(1.0 - 0.99 * 0.5).epsilon(0.02));  // about half way
+  CHECK(d.at(649).warmup_scale > 0.99);
+  CHECK(d.at(650).warmup_scale == 1.0);
+  CHECK(d.at(520).clip);
+  CHECK(d.at(519).clip == false);
+  CHECK(d.at(1000).reset);
+  for (std::uint64_t t = 500; t < 650; ++t) CHECK(d.at(t + 1).warmup_scale >= d.at(t).warmup_scale);
+  // ΔT = 0: never a reset, never a warm-up.
+  nn::SpamConfig never = d;
+  never.reset_interval = 0;
+  CHECK_FALSE(never.at(500).reset);
+  CHECK(never.at(500).warmup_scale == 1.0);
+  CHECK(never.at(500).since_reset == 500);
+  // Plain AdamW has no phase.
+  const auto plain = nn::AdamWConfig{}.phase(500);
+  CHECK_FALSE(plain.reset);
+  CHECK_FALSE(plain.clip);
+  CHECK(plain.warmup_scale == 1.0);
+}
+
+TEST_CASE("AdamW + SPAM matches a double-precision reference over spikes, resets and warm-ups",
+          "[optim][spam]") {
+  RA_TEST_RNG(rng);
+  // Tensor 0 (elements 0..3) decays, tensor 1 (4..6) does not.
+  const std::vector<Tensor> table{{0, 4, true}, {4, 3, false}};
+  const std::size_t n = 7;
+  nn::AdamWConfig cfg;
+  cfg.kind = nn::OptimizerKind::adamw_spam;
+  cfg.grad_clip = 8.0;        // on, and reached by the spike step
+  cfg.spam.threshold = 25.0;  // |g| > 5·√v is a spike
+  cfg.spam.reset_interval = 4;
+  cfg.spam.warmup = 2;
+  cfg.spam.clip_delay = 1;
+  nn::AdamW opt(n, table, cfg);
+  SpamReference ref;
+  ref.clip = cfg.grad_clip;
+  ref.theta = cfg.spam.threshold;
+  ref.interval = 4;
+  ref.warmup = 2;
+  ref.delay = 1;
+  ref.m.assign(n, 0.0);
+  ref.v.assign(n, 0.0);
+  ref.decay = {true, true, true, true, false, false, false};
+
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  std::vector<float> p(n);
+  for (auto& x : p) x = static_cast<float>(u(rng));
+  std::vector<double> want(p.begin(), p.end());
+  std::uint64_t spikes = 0;
+  for (int t = 1; t <= 11; ++t) {
+    INFO("step " << t);
+    std::vector<float> g(n);
+    for (auto& x : g) x = static_cast<float>(0.5 * u(rng));
+    if (t == 6)
+      g[2] = 40.f;              // a spike inside a period (k = 2 >= delay): clipped, and the
+                                // global norm (> 8) is clipped first
+    if (t == 10) g[5] = -30.f;  // a negative spike after the second reset (k = 2)
+    const double lr = 1e-2 * (1.0 + 0.1 * t);
+    const auto r = opt.step(p, g, lr);
+    ref.step(want, g, lr);
+    CHECK(r.spam.reset == (t % 4 == 0));
+    if (t == 4 || t == 8) {
+      CHECK(r.spam.warmup_scale == Approx(0.01));
+      CHECK(r.spikes == 0);  // the moments were just zeroed: nothing to compare with
+    }
+    if (t == 6 || t == 10) CHECK(r.spikes >= 1);
+    if (t == 6) CHECK(r.clip_scale < 1.0);
+    spikes += r.spikes;
+    CHECK(opt.spikes() == spikes);
+    CHECK(spikes == ref.spikes);
+    for (std::size_t i = 0; i < n; ++i) {
+      INFO("element " << i);
+      // fp32 moments and parameters against double ones: a few fp32 roundings per step.
+      CHECK(p[i] == Approx(want[i]).epsilon(1e-5).margin(1e-6));
+      CHECK(opt.first_moment()[i] == Approx(ref.m[i]).epsilon(1e-5).margin(1e-7));
+      CHECK(opt.second_moment()[i] == Approx(ref.v[i]).epsilon(1e-5).margin(1e-9));
+    }
+  }
+  CHECK(spikes >= 2);
+  CHECK(opt.steps() == 11);
+}
+
+TEST_CASE("SPAM that never resets nor clips is AdamW bit for bit", "[optim][spam]") {
+  RA_TEST_RNG(rng);
+  const std::vector<Tensor> table{{0, 3, true}, {3, 2, false}};
+  nn::AdamWConfig plain, spam;
+  spam.kind = nn::OptimizerKind::adamw_spam;
+  spam.spam.threshold = 0.0;
+  spam.spam.reset_interval = 0;
+  nn::AdamW a(5, table, plain), b(5, table, spam);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> pa(5), pb;
+  for (auto& x : pa) x = nd(rng);
+  pb = pa;
+  for (int t = 0; t < 5; ++t) {
+    std::vector<float> g(5);
+    for (auto& x : g) x = nd(rng);
+    a.step(pa, g, 1e-2);
+    b.step(pb, g, 1e-2);
+  }
+  CHECK(std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)) == 0);
+  CHECK(b.spikes() == 0);
+}
+
+TEST_CASE("SPAM bad input names the problem", "[optim][spam][errors]") {
+  CHECK(nn::parse_optimizer_kind("adamw") == nn::OptimizerKind::adamw);
+  CHECK(nn::parse_optimizer_kind("adamw_spam") == nn::OptimizerKind::adamw_spam);
+  CHECK(nn::name(nn::OptimizerKind::adamw_spam) == "adamw_spam");
+  CHECK_THROWS_WITH(nn::parse_optimizer_kind("spam"),
+                    Catch::Contains("'spam'") && Catch::Contains("'adamw_spam'"));
+  const std::vector<Tensor> table{{0, 2, true}};
+  nn::AdamWConfig bad;
+  bad.kind = nn::OptimizerKind::adamw_spam;
+  bad.spam.reset_interval = 10;
+  bad.spam.warmup = 11;
+  CHECK_THROWS_WITH(nn::AdamW(2, table, bad), Catch::Contains("spam warmup") &&
+                                                  Catch::Contains("11") &&
+                                                  Catch::Contains("reset interval 10"));
+  bad.spam.warmup = 5;
+  bad.spam.threshold = -1.0;
+  CHECK_THROWS_WITH(nn::AdamW(2, table, bad), Catch::Contains("spam threshold"));
+  // The same values are ignored by plain AdamW.
+  bad.kind = nn::OptimizerKind::adamw;
+  CHECK_NOTHROW(nn::AdamW(2, table, bad));
 }

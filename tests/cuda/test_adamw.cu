@@ -13,6 +13,14 @@
 // of squares (judged in test_reduce.cu) and the clip factor follows from it bit for bit; the
 // NaN step leaves parameters, working copy and moments bit for bit; the working copy is the
 // rounded parameters; restore() gives the same state and the same next step.
+//
+// AdamW with SPAM (second case): seven steps with a reset every 3 steps, a warm-up of 2, a
+// clip delay of 1 and a low threshold, with planted spikes of both signs. Each step is judged
+// from the GPU's state before it, against nn::AdamW — the CPU optimizer, restored to that
+// state, which computes each element in double and rounds once — as the exact reference, and
+// the same update in fp32 (training_reference.hpp) as the naive one. Gradients whose clip
+// decision lies within 0.1% of the threshold are moved away from it first, so fp32 and double
+// decide alike; then the number of clipped elements is exact.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -166,4 +174,112 @@ TEST_CASE("training cuda::AdamW keeps the precision rule against the update of n
   const std::vector<float> short_m(sz(n - 1)), full(sz(n));
   CHECK_THROWS_AS(copy.restore(short_m, full, 1), ra::error);
   CHECK_THROWS_WITH(copy.restore(full, short_m, 1), Catch::Contains("restore"));
+}
+
+TEST_CASE("training cuda::AdamW with SPAM keeps the precision rule against nn::AdamW",
+          "[sanitize][cuda][training][adamw][spam]") {
+  const std::vector<TableEntry> table = {
+      {0, 300, true}, {300, 37, false}, {337, 500, true}, {837, 163, false}};
+  const index_t n = 1010;
+  ra::nn::AdamWConfig cfg;
+  cfg.kind = ra::nn::OptimizerKind::adamw_spam;
+  cfg.spam.threshold = 50.0;  // |g| > 7·√v is a spike
+  cfg.spam.reset_interval = 3;
+  cfg.spam.warmup = 2;
+  cfg.spam.clip_delay = 1;
+  ra::cuda::AdamW gpu(n, table, cfg);
+  RA_CUDA_CHECK(cudaDeviceSynchronize());
+  ra::test::Stream stream;
+  auto g = ra::test::rng(801);
+  auto p_d = ra::test::to_device(ra::test::random_vector<float>(n, g));
+  ra::cuda::DeviceBuffer<ra::bf16> work_d(n);
+  ra::test::poison(work_d.data(), n);
+  const auto decay = ra::nn::decay_mask(sz(n), table, "test_adamw");
+  std::vector<std::pair<index_t, index_t>> tensors;  // (offset, size): a row of the rule each
+  for (const auto& t : table) tensors.emplace_back(t.offset, t.n);
+  tensors.emplace_back(1000, 10);
+
+  std::uint64_t spikes = 0;
+  for (int step = 0; step < 7; ++step) {
+    const std::uint64_t t = gpu.steps() + 1;
+    const auto phase = cfg.phase(t);
+    INFO("step " << t << " (reset " << phase.reset << ", clip " << phase.clip << ", warm-up "
+                 << phase.warmup_scale << ") seed=" << ra::test::seed());
+    // The GPU's state before the step.
+    const auto p0 = ra::test::to_host(p_d.data(), n);
+    const auto m0 = gpu.first_moment(), v0 = gpu.second_moment();
+    auto grads = ra::test::random_vector<float>(n, g, step % 2 ? 0.01f : 0.5f);
+    for (index_t i = 5 + step; i < n; i += 97)  // spikes, of both signs
+      grads[sz(i)] = (i % 2 ? 1.f : -1.f) * (step % 2 ? 0.5f : 20.f);
+    // Keep every clip decision at least 0.1% away from the threshold.
+    for (int round = 0; round < 8; ++round) {
+      double sq = 0.0;
+      for (float x : grads) sq += static_cast<double>(x) * x;
+      const double scale = std::min(1.0, cfg.grad_clip / (std::sqrt(sq) + 1e-6));
+      bool moved = false;
+      for (index_t i = 0; i < n && phase.clip && !phase.reset; ++i) {
+        const double gi = grads[sz(i)] * scale, lim = cfg.spam.threshold * v0[sz(i)];
+        if (lim > 0.0 && std::abs(gi * gi / lim - 1.0) < 1e-3) {
+          grads[sz(i)] *= 0.9f;
+          moved = true;
+        }
+      }
+      if (!moved) break;
+    }
+    auto g_d = ra::test::to_device(grads);
+    // The CPU optimizer from the same state: the exact reference.
+    ra::nn::AdamW cpu(sz(n), table, cfg);
+    cpu.restore(m0, v0, t - 1, spikes);
+    std::vector<float> p_cpu = p0;
+    const auto rc = cpu.step(p_cpu, grads, 1e-2);
+    const auto rg = gpu.step(p_d.data(), g_d.data(), work_d.data(), 1e-2, stream);
+    CHECK(rg.spam.reset == phase.reset);
+    CHECK(rg.spam.clip == phase.clip);
+    CHECK(rg.spikes == rc.spikes);  // every decision is away from the threshold
+    if (phase.clip && !phase.reset) CHECK(rg.spikes > 0);
+    spikes += rg.spikes;
+    CHECK(gpu.spikes() == spikes);
+    CHECK(gpu.steps() == t);
+    const auto naive =
+        ra::test::adamw_reference<float>(as_double(p0), as_double(grads), as_double(m0),
+                                         as_double(v0), decay, rc.clip_scale, cfg, 1e-2, t);
+    CHECK(naive.spikes == rc.spikes);
+    const auto p = ra::test::to_host(p_d.data(), n);
+    const auto m = gpu.first_moment(), v = gpu.second_moment();
+    const auto exact_m = cpu.first_moment(), exact_v = cpu.second_moment();
+    for (auto [offset, size] : tensors) {
+      INFO("the tensor at " << offset << " (" << size << " values)");
+      const auto part = [&](const auto& x) {
+        return std::vector<double>(x.begin() + offset, x.begin() + offset + size);
+      };
+      RA_CHECK_PRECISION(ra::test::judge("training adamw_spam p fp32", "p", part(as_double(p)),
+                                         part(naive.p.v), part(as_double(p_cpu)),
+                                         part(naive.p.floor), sz(size)));
+      RA_CHECK_PRECISION(
+          ra::test::judge("training adamw_spam m fp32", "m", part(as_double(m)), part(naive.m.v),
+                          part(as_double(std::vector<float>(exact_m.begin(), exact_m.end()))),
+                          part(naive.m.floor), sz(size)));
+      RA_CHECK_PRECISION(
+          ra::test::judge("training adamw_spam v fp32", "v", part(as_double(v)), part(naive.v.v),
+                          part(as_double(std::vector<float>(exact_v.begin(), exact_v.end()))),
+                          part(naive.v.floor), sz(size)));
+    }
+    if (phase.reset) {  // the moments restarted from zero: m = (1 − β1)·ĝ exactly as computed
+      CHECK(rg.spikes == 0);
+    }
+  }
+  CHECK(spikes > 0);
+  // restore() carries the spike count, and the next step is the same on both.
+  ra::cuda::AdamW copy(n, table, cfg);
+  copy.restore(gpu.first_moment(), gpu.second_moment(), gpu.steps(), gpu.spikes());
+  RA_CUDA_CHECK(cudaDeviceSynchronize());
+  CHECK(copy.spikes() == gpu.spikes());
+  auto p2_d = ra::test::to_device(ra::test::to_host(p_d.data(), n));
+  auto g_d = ra::test::to_device(ra::test::random_vector<float>(n, g));
+  const auto a = gpu.step(p_d.data(), g_d.data(), work_d.data(), 1e-2, stream);
+  const auto b = copy.step(p2_d.data(), g_d.data(), static_cast<float*>(nullptr), 1e-2, stream);
+  CHECK(a.spikes == b.spikes);
+  CHECK(
+      ra::test::bitwise_equal(ra::test::to_host(p_d.data(), n), ra::test::to_host(p2_d.data(), n)));
+  CHECK(ra::test::bitwise_equal(copy.second_moment(), gpu.second_moment()));
 }

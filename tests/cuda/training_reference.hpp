@@ -174,10 +174,9 @@ LayerNormReference layernorm_reference(const std::vector<double>& x, const std::
       const Acc res = dres.empty() ? Acc(0) : static_cast<Acc>(dres[k]);
       r.dx.v[k] = stored<Acc, T>(rs * (g - mg - xh * mgx) + res);
       const double t_g = std::abs(rd * g), t_mg = std::abs(rd * mg), t_x = std::abs(rd * xh * mgx);
-      r.dx.floor[k] = uT * std::sqrt(sq(t_g) + sq(t_mg) + sq(t_x) + sq(res)) +
-                      rho * (t_g + t_mg + 3.0 * t_x) +
-                      rd * rd * (std::abs(mgx) + std::abs(xh * mg)) * mu_f +
-                      rd * (mg_f + std::abs(xh) * mgx_f);
+      r.dx.floor[k] =
+          uT * std::sqrt(sq(t_g) + sq(t_mg) + sq(t_x) + sq(res)) + rho * (t_g + t_mg + 3.0 * t_x) +
+          rd * rd * (std::abs(mgx) + std::abs(xh * mg)) * mu_f + rd * (mg_f + std::abs(xh) * mgx_f);
       dw[at(c)] += dyc * xh;
       db[at(c)] += dyc;
       dw_t2[at(c)] += sq(dyc * xh);
@@ -536,14 +535,17 @@ Computed dgelu_epilogue_reference(const std::vector<double>& dy, const std::vect
 // ---- AdamW --------------------------------------------------------------------------------
 
 struct AdamWReference {
-  Computed p, m, v;  // fp32, one value per parameter
+  Computed p, m, v;          // fp32, one value per parameter
+  std::uint64_t spikes = 0;  // elements SPAM clipped
 };
 
-/// One AdamW step (ra/nn/adamw.hpp's formula) from the state p, m, v (fp32 values) with
-/// gradients g, clip factor `scale`, learning rate lr at step t (1-based); decay: one byte per
-/// parameter. Constants are taken in Acc (in float: as ra/cuda/adamw.cuh rounds them).
-/// Outputs in fp32; floors u32·‖terms‖₂ of m' = β1·m + (1−β1)·ĝ, v' = β2·v + (1−β2)·ĝ² and
-/// p' = p − lr·m̂/(√v̂ + ε) − lr·λ·p (ĝ = scale·g).
+/// One AdamW step (ra/nn/adamw.hpp's formula; with cfg.kind adamw_spam also SPAM's reset,
+/// spike clipping and warm-up at step t) from the state p, m, v (fp32 values) with gradients g,
+/// clip factor `scale`, learning rate lr at step t (1-based); decay: one byte per parameter.
+/// Constants are taken in Acc (in float: as ra/cuda/adamw.cuh rounds them). Outputs in fp32;
+/// floors u32·‖terms‖₂ of m' = β1·m + (1−β1)·ĝ, v' = β2·v + (1−β2)·ĝ² and
+/// p' = p − lr·w·m̂/(√v̂ + ε) − lr·λ·p (ĝ = scale·g, clipped by SPAM; the moments before the
+/// step zero at a reset).
 template <class Acc>
 AdamWReference adamw_reference(const std::vector<double>& p, const std::vector<double>& g,
                                const std::vector<double>& m, const std::vector<double>& v,
@@ -555,22 +557,29 @@ AdamWReference adamw_reference(const std::vector<double>& p, const std::vector<d
             rate = f(lr), s = f(scale);
   const Acc c1 = f(1.0 - std::pow(cfg.beta1, static_cast<double>(t)));
   const Acc c2 = f(1.0 - std::pow(cfg.beta2, static_cast<double>(t)));
+  const nn::SpamPhase phase = cfg.phase(t);
+  const Acc theta = f(cfg.spam.threshold), w = f(phase.warmup_scale);
   AdamWReference r;
   r.p.assign(p.size());
   r.m.assign(p.size());
   r.v.assign(p.size());
   for (std::size_t i = 0; i < p.size(); ++i) {
-    const Acc gi = f(g[i]) * s;
-    const Acc mi = b1 * f(m[i]) + (Acc(1) - b1) * gi;
-    const Acc vi = b2 * f(v[i]) + (Acc(1) - b2) * gi * gi;
+    Acc gi = f(g[i]) * s;
+    const Acc m0 = phase.reset ? Acc(0) : f(m[i]), v0 = phase.reset ? Acc(0) : f(v[i]);
+    if (phase.clip && v0 > Acc(0) && gi * gi > theta * v0) {
+      gi = std::copysign(std::sqrt(theta * v0), gi);
+      ++r.spikes;
+    }
+    const Acc mi = b1 * m0 + (Acc(1) - b1) * gi;
+    const Acc vi = b2 * v0 + (Acc(1) - b2) * gi * gi;
     const Acc lam = decay[i] ? wd : Acc(0);
-    const Acc step = (mi / c1) / (std::sqrt(vi / c2) + eps);
+    const Acc step = w * ((mi / c1) / (std::sqrt(vi / c2) + eps));
     const Acc pi = f(p[i]) - rate * (step + lam * f(p[i]));
     r.m.v[i] = stored<Acc, float>(mi);
     r.v.v[i] = stored<Acc, float>(vi);
     r.p.v[i] = stored<Acc, float>(pi);
-    r.m.floor[i] = kU32 * std::sqrt(sq(b1 * f(m[i])) + sq((Acc(1) - b1) * gi));
-    r.v.floor[i] = kU32 * std::sqrt(sq(b2 * f(v[i])) + sq((Acc(1) - b2) * gi * gi));
+    r.m.floor[i] = kU32 * std::sqrt(sq(b1 * m0) + sq((Acc(1) - b1) * gi));
+    r.v.floor[i] = kU32 * std::sqrt(sq(b2 * v0) + sq((Acc(1) - b2) * gi * gi));
     r.p.floor[i] = kU32 * std::sqrt(sq(p[i]) + sq(rate * step) + sq(rate * lam * f(p[i])));
   }
   return r;

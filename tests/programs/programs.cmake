@@ -7,6 +7,12 @@
 #                         tmpfs where one can be mounted)
 #   examples.kill_resume  SIGKILL at random moments during checkpoint writes, then resume:
 #                         bit-identical to an uninterrupted run
+#   examples.quality_verdict.*  quality_test's paired 95% interval and verdict on chosen losses
+#                         (a stand-in trainer), and runs spread over calls (--resume-runs)
+#   examples.build_corpus.*  scripts/build_corpus.py on a made-up tarball and catch2's docs:
+#                         what is kept or dropped and why, the split, the manifest; its errors
+#   examples.bpe.*        sub-word tokens (where libsentencepiece exists): train, resume and
+#                         generate on them; another model, a missing one, mixed files refused
 # Each is CI-sized: one layer of C = 64, a few steps; all of them take about half a minute.
 set(_programs "${PROJECT_SOURCE_DIR}/tests/programs")
 set(_work "${CMAKE_CURRENT_BINARY_DIR}/program_tests")
@@ -51,6 +57,24 @@ ra_flag_test(seeds_repeated "--seeds '1,1' repeats 1, expected distinct values"
              $<TARGET_FILE:quality_test> --data "${_smoke}/data" --seeds 1,1)
 ra_flag_test(quality_budget_text "--token-budget '5k' is not an integer"
              $<TARGET_FILE:quality_test> --data "${_smoke}/data" --token-budget 5k)
+ra_flag_test(optimizer_unknown "--optimizer 'adam': optimizer: got 'adam', expected 'adamw' or 'adamw_spam'"
+             ${_train} --optimizer adam --steps 1)
+ra_flag_test(spam_threshold_negative "--spam-threshold '-1' is out of range" ${_train}
+             --optimizer adamw_spam --spam-threshold -1 --steps 1)
+ra_flag_test(spam_interval_text "--spam-interval '5x' is not an integer" ${_train}
+             --optimizer adamw_spam --spam-interval 5x --steps 1)
+ra_flag_test(spam_without_spam "--spam-warmup is a setting of SPAM, expected --optimizer adamw_spam"
+             ${_train} --spam-warmup 10 --steps 1)
+ra_flag_test(spam_warmup_beyond_interval "spam warmup.*20.*at most the reset interval 10"
+             ${_train} --optimizer adamw_spam --spam-interval 10 --spam-warmup 20 --steps 1)
+set_tests_properties(examples.flags.spam_without_spam examples.flags.spam_warmup_beyond_interval
+                     PROPERTIES FIXTURES_REQUIRED ra_smoke_data)
+ra_flag_test(vocab_too_large "--vocab '70000' is too large: token files store uint16"
+             $<TARGET_FILE:prepare_data> --input "${PROJECT_SOURCE_DIR}/data/sample"
+             --out "${_work}/flags_vocab" --tokenizer sentencepiece --vocab 70000)
+ra_flag_test(tokenizer_unknown "--tokenizer 'gpt2', expected byte or sentencepiece"
+             $<TARGET_FILE:prepare_data> --input "${PROJECT_SOURCE_DIR}/data/sample"
+             --out "${_work}/flags_tokenizer" --tokenizer gpt2)
 
 # ---- scripted cases: bash SCRIPT BIN DATA WORK CASE ---------------------------------------
 function(ra_program_test script name)
@@ -60,14 +84,35 @@ function(ra_program_test script name)
   set_tests_properties(examples.${script}.${name} PROPERTIES FIXTURES_REQUIRED ra_smoke_data
                                                              SKIP_RETURN_CODE 77 TIMEOUT 120)
 endfunction()
-foreach(_case out_folder cut_metrics fallback mismatch schedule other_data tokenizer)
+foreach(_case out_folder cut_metrics fallback mismatch schedule other_data tokenizer optimizer)
   ra_program_test(resume ${_case})
 endforeach()
 foreach(_case metrics summary_json summary_tsv gates checkpoint stdout tokens manifest quality
               tmpfs)
   ra_program_test(full_disk ${_case})
 endforeach()
+foreach(_case better none worse resume per_seed)
+  ra_program_test(quality_verdict ${_case})
+endforeach()
+foreach(_case corpus errors)
+  ra_program_test(build_corpus ${_case})
+endforeach()
 add_test(NAME examples.kill_resume
          COMMAND bash "${_programs}/kill_resume.sh" "$<TARGET_FILE_DIR:train_gpt2>"
                  "${_smoke}/data" "${_work}/kill_resume")
 set_tests_properties(examples.kill_resume PROPERTIES FIXTURES_REQUIRED ra_smoke_data TIMEOUT 180)
+
+# ---- sub-word tokens: a SentencePiece model of the sample, and the programs on its tokens ----
+if(RA_HAVE_SENTENCEPIECE)
+  add_test(NAME examples.prepare_data_bpe
+           COMMAND prepare_data --input "${PROJECT_SOURCE_DIR}/data/sample" --ext .rst
+                   --out "${_smoke}/data_bpe" --tokenizer sentencepiece --vocab 400 --threads 2)
+  set_tests_properties(examples.prepare_data_bpe PROPERTIES FIXTURES_SETUP ra_smoke_bpe)
+  foreach(_case pipeline wrong_model missing_model mixed byte_resume)
+    add_test(NAME examples.bpe.${_case}
+             COMMAND bash "${_programs}/bpe.sh" "$<TARGET_FILE_DIR:train_gpt2>"
+                     "${_smoke}/data_bpe" "${_work}/bpe_${_case}" ${_case})
+    set_tests_properties(examples.bpe.${_case} PROPERTIES FIXTURES_REQUIRED ra_smoke_bpe
+                                                           TIMEOUT 120)
+  endforeach()
+endif()

@@ -17,6 +17,9 @@
 #   schedule       a checkpoint past the run's --steps is refused
 #   other_data     resuming on other training tokens is refused, naming --data
 #   tokenizer      token files of another vocabulary or tokenizer are refused at load
+#   optimizer      a run of AdamW with SPAM resumes bit-exactly with its optimizer taken from
+#                  the checkpoint; another optimizer or other SPAM settings are refused by
+#                  name, and so are SPAM flags on an AdamW checkpoint
 source "$(dirname "$0")/common.sh"
 case_=$4
 expect_failure() { "$(dirname "$0")/expect_failure.sh" "$@"; }
@@ -102,6 +105,23 @@ case "$case_" in
     cp "$DATA/train.bin" "$WORK/bpe/"
     expect_failure "val.bin' holds tokens of tokenizer 'gpt2' with vocab 257, expected tokenizer 'byte'" \
       "$TRAIN" "${TINY[@]}" --data "$WORK/bpe" --steps 2 ;;
+  optimizer)
+    SPAM=(--optimizer adamw_spam --spam-interval 3 --spam-warmup 2 --spam-clip-delay 1
+          --spam-threshold 4)
+    "$TRAIN" "${TINY[@]}" "${SPAM[@]}" --steps 7 --eval-every 3 --out "$WORK/straight" >/dev/null
+    grep -q '^optimizer	adamw_spam$' "$WORK/straight/summary.tsv" || fail "summary lacks the optimizer"
+    "$TRAIN" "${TINY[@]}" "${SPAM[@]}" --steps 7 --eval-every 3 --stop-at 4 --out "$a" >/dev/null
+    expect_failure "--optimizer adamw \(the checkpoint: adamw_spam\)" \
+      "$TRAIN" "${TINY[@]}" --steps 7 --resume "$a/ckpt.bin" --optimizer adamw
+    expect_failure "--spam-interval 4 \(the checkpoint: 3\)" \
+      "$TRAIN" "${TINY[@]}" --steps 7 --resume "$a/ckpt.bin" --spam-interval 4
+    "$TRAIN" "${TINY[@]}" --steps 7 --eval-every 3 --resume "$a/ckpt.bin" --out "$a" >/dev/null ||
+      fail "resuming a SPAM run without its flags failed"
+    [[ "$(params_crc "$WORK/straight")" == "$(params_crc "$a")" ]] ||
+      fail "the resumed SPAM run's parameters differ from the straight run's"
+    "$TRAIN" "${TINY[@]}" --steps 2 --out "$WORK/b" >/dev/null
+    expect_failure "--spam-threshold is a setting of SPAM.*the checkpoint's optimizer is adamw" \
+      "$TRAIN" "${TINY[@]}" --steps 4 --resume "$WORK/b/ckpt.bin" --spam-threshold 10 ;;
   *) fail "unknown case '$case_'" ;;
 esac
 echo "resume $case_: ok"

@@ -639,14 +639,13 @@ class GPT2 {
   bool fused_gelu_, fused_bias_grad_;
 };
 
-/// The GPU optimizer step of a GPU model: AdamW on its device buffers, refreshing its working
-/// copy; returns the gradient norm before clipping (train_step calls this by name).
+/// The GPU optimizer step of a GPU model: AdamW (or AdamW with SPAM) on its device buffers,
+/// refreshing its working copy; returns what the step did, the gradient norm before clipping
+/// included (train_step calls this by name).
 template <class T>
-double optimizer_step(GPT2<T>& model, AdamW& opt, double lr) {
-  return opt
-      .step(model.device_parameters(), model.device_gradients(), model.device_working_copy(), lr,
-            model.stream())
-      .grad_norm;
+nn::AdamWStep optimizer_step(GPT2<T>& model, AdamW& opt, double lr) {
+  return opt.step(model.device_parameters(), model.device_gradients(), model.device_working_copy(),
+                  lr, model.stream());
 }
 
 }  // namespace ra::cuda

@@ -2,19 +2,22 @@
 // share, evaluation, and checkpoints that resume bit-exactly and are never loaded corrupt.
 //
 // A training step: next batch from the loader → dropout seed from the state's generator →
-// forward → backward → AdamW at the given learning rate. Everything it reads is in the
-// checkpoint, so a run resumed from one takes the same steps, bit for bit, as the run that
-// wrote it:
-//   model config, fp32 master parameters; AdamW moments m, v and step count t;
+// forward → backward → AdamW (or AdamW with SPAM) at the given learning rate. Everything it
+// reads is in the checkpoint, so a run resumed from one takes the same steps, bit for bit, as
+// the run that wrote it:
+//   model config, fp32 master parameters;
+//   optimizer: its kind by name ("adamw" or "adamw_spam", ra/nn/adamw.hpp), step count t,
+//   moments m, v, SPAM's hyperparameters (θ, ΔT, N, clip delay) and its count of clipped
+//   elements (SPAM's phase follows from t);
 //   training state: step, tokens seen, training seconds, generator state (as text);
-//   data record: seed, B, T, windows, the training tokens' count and CRC-32C, and the
-//   cursor (epoch, position);
+//   data record: seed, B, T, windows, the training tokens' count and CRC-32C, the cursor
+//   (epoch, position) and the name of the tokenizer that made the tokens;
 //   a free-form `meta` string (the trainer stores its command line there).
 //
-// File layout (version 2), scalars in little-endian byte order, strings as (u64 length,
+// File layout (version 3), scalars in little-endian byte order, strings as (u64 length,
 // bytes), arrays as (u64 count, values):
 //   bytes 0..7    magic "RACHECKP"
-//         8..11   version (2)
+//         8..11   version (3; 2 lacked the optimizer kind, SPAM and the tokenizer)
 //         12..15  reserved (0)
 //         16..23  body length n
 //         24..    the body: the fields above, in that order
@@ -24,7 +27,8 @@
 // path.prev (previous_checkpoint_path). read_checkpoint() verifies the checksum first (a
 // flipped bit anywhere is refused), then every field — enumerations in range, the config
 // valid, array lengths from the config's layout, every parameter and moment finite (v >= 0),
-// the data record self-consistent — and that the counters agree as train_step leaves them:
+// the optimizer kind known and its SPAM settings valid, the data record self-consistent — and
+// that the counters agree as train_step leaves them:
 // AdamW's t = step, tokens = step·B·T, epoch·windows + position = step·B. Each error names
 // the file, the field and what was expected. read_checkpoint_with_fallback() falls back to
 // path.prev when path fails its check and says why.
@@ -57,7 +61,7 @@ static_assert(std::endian::native == std::endian::little,
               "checkpoints are stored in little-endian byte order");
 
 inline constexpr std::array<char, 8> kCheckpointMagic = {'R', 'A', 'C', 'H', 'E', 'C', 'K', 'P'};
-inline constexpr std::uint32_t kCheckpointVersion = 2;
+inline constexpr std::uint32_t kCheckpointVersion = 3;
 inline constexpr std::size_t kCheckpointHeaderBytes = 24;
 
 /// What a training run carries from step to step besides the model and the optimizer.
@@ -77,14 +81,15 @@ struct StepResult {
   double loss = 0.0;
   double grad_norm = 0.0;
   double lr = 0.0;
+  AdamWStep optimizer;  // what the optimizer did (SPAM's phase and clipped elements)
 };
 
 /// The optimizer step of a model whose parameters() and gradients() are host spans (the CPU
-/// model); returns the gradient norm before clipping. The GPU model brings its own overload
-/// (ra::cuda::optimizer_step), which train_step finds by argument-dependent lookup.
+/// model). The GPU model brings its own overload (ra::cuda::optimizer_step), which train_step
+/// finds by argument-dependent lookup.
 template <class Model>
-double optimizer_step(Model& model, AdamW& opt, double lr) {
-  return opt.step(model.parameters(), model.gradients(), lr).grad_norm;
+AdamWStep optimizer_step(Model& model, AdamW& opt, double lr) {
+  return opt.step(model.parameters(), model.gradients(), lr);
 }
 
 /// One training step at learning rate lr (see the top of this header). `batch` is scratch
@@ -100,7 +105,8 @@ StepResult train_step(Model& model, Optimizer& opt, BatchLoader& loader, Trainin
   r.lr = lr;
   r.loss = model.forward(loader.inputs(batch), loader.targets(batch));
   model.backward();
-  r.grad_norm = optimizer_step(model, opt, lr);
+  r.optimizer = optimizer_step(model, opt, lr);
+  r.grad_norm = r.optimizer.grad_norm;
   ++state.step;
   state.tokens += static_cast<std::uint64_t>(loader.batch() * loader.seq());
   return r;
@@ -133,11 +139,12 @@ struct DataRecord {
   std::uint64_t tokens = 0;      // tokens in the training file
   std::uint32_t checksum = 0;    // their CRC-32C (BatchLoader::data_checksum)
   BatchLoader::Cursor cursor{};  // where the next batch starts
+  std::string tokenizer;         // the tokenizer that made the tokens (TokenFile::tokenizer)
 
   /// The record of a loader as it stands.
   static DataRecord of(const BatchLoader& l) {
-    return {l.seed(),          l.batch(), l.seq(), l.windows(), l.data().tokens.size(),
-            l.data_checksum(), l.cursor()};
+    return {l.seed(),          l.batch(),  l.seq(),           l.windows(), l.data().tokens.size(),
+            l.data_checksum(), l.cursor(), l.data().tokenizer};
   }
 };
 
@@ -146,8 +153,11 @@ struct Checkpoint {
   std::string path;
   GPT2Config config;
   std::vector<float> parameters;  // the flat fp32 master parameters (gpt2_layout order)
-  std::uint64_t adam_steps = 0;   // AdamW's t
+  OptimizerKind optimizer = OptimizerKind::adamw;
+  std::uint64_t adam_steps = 0;  // the optimizer's t
   std::vector<float> adam_m, adam_v;
+  SpamConfig spam;                // meaningful for adamw_spam only
+  std::uint64_t spam_spikes = 0;  // elements SPAM clipped so far (0 for adamw)
   TrainingState state;
   DataRecord data;
 };
@@ -337,9 +347,16 @@ void save_checkpoint(const std::string& path, const Model& model, const Optimize
   w.put<std::uint64_t>(0);  // body length, filled in below
   detail::put_config(w, model.config());
   w.put_floats(model.parameters());
+  const AdamWConfig& oc = opt.config();
+  w.put<std::uint8_t>(static_cast<std::uint8_t>(oc.kind));
   w.put<std::uint64_t>(opt.steps());
   w.put_floats(opt.first_moment());
   w.put_floats(opt.second_moment());
+  w.put<double>(oc.spam.threshold);
+  w.put<std::uint64_t>(oc.spam.reset_interval);
+  w.put<std::uint64_t>(oc.spam.warmup);
+  w.put<std::uint64_t>(oc.spam.clip_delay);
+  w.put<std::uint64_t>(opt.spikes());
   w.put<std::uint64_t>(state.step);
   w.put<std::uint64_t>(state.tokens);
   w.put<double>(state.train_seconds);
@@ -356,6 +373,7 @@ void save_checkpoint(const std::string& path, const Model& model, const Optimize
   w.put<std::uint32_t>(d.checksum);
   w.put<std::uint64_t>(d.cursor.epoch);
   w.put<std::uint64_t>(d.cursor.position);
+  w.put_string(d.tokenizer);
   std::string& bytes = w.bytes();
   const std::uint64_t body = bytes.size() - kCheckpointHeaderBytes;
   std::memcpy(bytes.data() + 16, &body, sizeof body);
@@ -381,7 +399,10 @@ inline Checkpoint read_checkpoint(const std::string& path) {
   std::memcpy(&body, bytes.data() + 16, sizeof body);
   require(version == kCheckpointVersion, "checkpoint '", path, "' has version ", version,
           ", expected version ", kCheckpointVersion,
-          version < kCheckpointVersion ? " (written before checkpoints had checksums)" : "");
+          version == 1   ? " (written before checkpoints had checksums)"
+          : version == 2 ? " (written before checkpoints recorded the optimizer kind and the "
+                           "tokenizer: start the run again)"
+                         : "");
   const std::uint64_t want = kCheckpointHeaderBytes + 4 + body;
   require(body <= bytes.size() && bytes.size() == want, "checkpoint '", path, "' is ", bytes.size(),
           " bytes but its header promises ", want, ": ",
@@ -404,9 +425,16 @@ inline Checkpoint read_checkpoint(const std::string& path) {
   const GPT2Layout layout = gpt2_layout(c.config);
   const auto n = static_cast<std::size_t>(layout.total);
   c.parameters = r.get_floats("parameters", n, "the parameter count of the config");
+  c.optimizer = static_cast<OptimizerKind>(
+      detail::get_code(r, path, "optimizer.kind", 2, "0 (adamw) or 1 (adamw_spam)"));
   c.adam_steps = r.get<std::uint64_t>("adam.t");
   c.adam_m = r.get_floats("adam.m", n, "one per parameter");
   c.adam_v = r.get_floats("adam.v", n, "one per parameter");
+  c.spam.threshold = r.get<double>("spam.threshold");
+  c.spam.reset_interval = r.get<std::uint64_t>("spam.interval");
+  c.spam.warmup = r.get<std::uint64_t>("spam.warmup");
+  c.spam.clip_delay = r.get<std::uint64_t>("spam.clip_delay");
+  c.spam_spikes = r.get<std::uint64_t>("spam.spikes");
   TrainingState& s = c.state;
   s.step = r.get<std::uint64_t>("state.step");
   s.tokens = r.get<std::uint64_t>("state.tokens");
@@ -428,6 +456,7 @@ inline Checkpoint read_checkpoint(const std::string& path) {
   d.checksum = r.get<std::uint32_t>("data.checksum");
   d.cursor.epoch = r.get<std::uint64_t>("data.epoch");
   d.cursor.position = r.get<std::uint64_t>("data.position");
+  d.tokenizer = r.get_string("data.tokenizer");
   r.expect_end();
 
   auto field = [&](bool ok, const char* name, const auto& value, const auto&... expected) {
@@ -437,6 +466,23 @@ inline Checkpoint read_checkpoint(const std::string& path) {
   detail::require_finite(path, "parameters", c.parameters, layout.table);
   detail::require_finite(path, "adam.m", c.adam_m, layout.table);
   detail::require_finite(path, "adam.v", c.adam_v, layout.table, true);
+  if (c.optimizer == OptimizerKind::adamw_spam) {
+    try {
+      c.spam.validate("spam");
+    } catch (const error& e) {
+      throw error(ra::detail::concat("checkpoint '", path, "': ", e.what()));
+    }
+  }
+  {
+    std::uint64_t most = 0;  // at most every element in every step
+    field((c.optimizer == OptimizerKind::adamw_spam || c.spam_spikes == 0) &&
+              !detail::mul_overflows(c.adam_steps, n, most) && c.spam_spikes <= most,
+          "spam.spikes", c.spam_spikes,
+          c.optimizer == OptimizerKind::adamw ? "0 (optimizer adamw clips no spikes)"
+                                              : "at most adam.t · parameters");
+  }
+  field(d.tokenizer.empty() || detail::is_tokenizer_name(d.tokenizer), "data.tokenizer",
+        ra::detail::concat("'", d.tokenizer, "'"), "a tokenizer name (or none)");
   field(std::isfinite(s.train_seconds) && s.train_seconds >= 0.0, "state.train_seconds",
         s.train_seconds, "a finite time >= 0");
   field(d.batch >= 1, "data.B", d.batch, "a positive batch size");
@@ -505,6 +551,17 @@ void restore_checkpoint(const Checkpoint& c, Model& model, Optimizer& opt, Train
                         BatchLoader& loader) {
   const std::string diff = detail::config_difference(c.config, model.config());
   require(diff.empty(), "checkpoint '", c.path, "' is of another model: ", diff);
+  const AdamWConfig& oc = opt.config();
+  auto optimizer_text = [](OptimizerKind k, const SpamConfig& s) {
+    if (k == OptimizerKind::adamw) return std::string(name(k));
+    return ra::detail::concat(name(k), " (threshold ", s.threshold, ", interval ", s.reset_interval,
+                              ", warmup ", s.warmup, ", clip delay ", s.clip_delay, ")");
+  };
+  require(c.optimizer == oc.kind && (oc.kind == OptimizerKind::adamw || c.spam == oc.spam),
+          "checkpoint '", c.path, "' was written by optimizer ",
+          optimizer_text(c.optimizer, c.spam), "; this run's optimizer is ",
+          optimizer_text(oc.kind, oc.spam),
+          ", expected the same (--optimizer and the --spam-* flags)");
   require(c.parameters.size() == model.num_parameters() && c.adam_m.size() == opt.size(),
           "checkpoint '", c.path, "' has ", c.parameters.size(),
           " parameters; the model and optimizer have ", model.num_parameters(), " and ", opt.size(),
@@ -518,8 +575,11 @@ void restore_checkpoint(const Checkpoint& c, Model& model, Optimizer& opt, Train
           "); the loader has seed ", have.seed, ", B = ", have.batch, ", T = ", have.seq, " and ",
           have.tokens, " tokens (CRC-32C ", have.checksum,
           "), expected the same (same --seed, --batch, --seq and training data)");
+  require(d.tokenizer == have.tokenizer, "checkpoint '", c.path,
+          "' was trained on tokens of tokenizer '", d.tokenizer, "'; the loader's are of '",
+          have.tokenizer, "', expected the same");
   model.set_parameters(c.parameters);
-  opt.restore(c.adam_m, c.adam_v, c.adam_steps);
+  opt.restore(c.adam_m, c.adam_v, c.adam_steps, c.spam_spikes);
   state = c.state;
   loader.seek(d.cursor);
 }

@@ -2,16 +2,18 @@
 //
 // Token file (what examples/prepare_data writes; all integers little-endian):
 //   bytes  0..7   magic "RATOKENS"
-//          8..11  version (2)
-//         12..15  vocab: every token is < vocab (257 for the byte tokenizer)
+//          8..11  version (3)
+//         12..15  vocab: every token is < vocab (257 for the byte tokenizer; at most 65536)
 //         16..23  token count n
 //         24..27  CRC-32C of the whole file, these four bytes left out
 //         28..31  reserved (0)
-//         32..47  the tokenizer's name (ASCII, NUL-padded; "byte" for ByteTokenizer)
-//         48..    n tokens, uint16
+//         32..127 the tokenizer's name (ASCII, NUL-padded): "byte" for ByteTokenizer,
+//                 "sentencepiece:<SHA-256 of the model file>" for ra/nn/sentencepiece.hpp
+//         128..   n tokens, uint16 (so a vocabulary above 65536 is refused, not widened)
 // write_tokens() writes it atomically (ra/core/file.hpp). read_tokens() checks all of it and
 // throws ra::error naming the file and the problem: missing or unreadable, shorter than the
-// header, bad magic, unknown version (1: written before files recorded their tokenizer),
+// header, bad magic, unknown version (1: written before files recorded their tokenizer, 2:
+// before the name had room for a model's checksum),
 // truncated (or trailing bytes), a checksum mismatch, a token >= vocab. require_tokenizer()
 // refuses a file of another tokenizer or vocabulary than the one a program uses.
 //
@@ -30,6 +32,7 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <span>
@@ -46,9 +49,9 @@
 namespace ra::nn {
 
 inline constexpr std::array<char, 8> kTokenMagic = {'R', 'A', 'T', 'O', 'K', 'E', 'N', 'S'};
-inline constexpr std::uint32_t kTokenVersion = 2;
-inline constexpr std::size_t kTokenHeaderBytes = 48;
-inline constexpr std::size_t kTokenizerNameBytes = 16;
+inline constexpr std::uint32_t kTokenVersion = 3;
+inline constexpr std::size_t kTokenHeaderBytes = 128;
+inline constexpr std::size_t kTokenizerNameBytes = 96;
 
 /// The tokens of one file, with the tokenizer and vocabulary its header declares.
 struct TokenFile {
@@ -94,7 +97,7 @@ inline bool is_tokenizer_name(std::string_view name) {
 
 }  // namespace detail
 
-/// Writes tokens (each < vocab) of tokenizer `tokenizer` (1..16 printable ASCII characters
+/// Writes tokens (each < vocab) of tokenizer `tokenizer` (1..96 printable ASCII characters
 /// without spaces, e.g. ByteTokenizer::kName) to `path` in the token-file format, atomically.
 /// Throws ra::error naming the path and the system's reason when it cannot be written, a bad
 /// vocab or tokenizer name, or the first token >= vocab.
@@ -104,7 +107,7 @@ inline void write_tokens(const std::string& path, std::span<const std::uint16_t>
               "a vocabulary of 1..65536 tokens (uint16 storage)");
   require_arg(detail::is_tokenizer_name(tokenizer), "write_tokens", "tokenizer",
               ra::detail::concat("'", tokenizer, "'"),
-              "a name of 1..16 printable ASCII characters without spaces");
+              "a name of 1..96 printable ASCII characters without spaces");
   for (std::size_t i = 0; i < tokens.size(); ++i)
     require(tokens[i] < vocab, "write_tokens: token ", i, " is ", tokens[i],
             ", expected a token < vocab = ", vocab);
@@ -124,6 +127,55 @@ inline void write_tokens(const std::string& path, std::span<const std::uint16_t>
   write_file_atomic(path, file, "write_tokens");
 }
 
+namespace detail {
+
+// The checks of a token file's header that need no checksum: magic, version, the header's
+// length and that the file's size matches the token count. `head` is at least the header's
+// bytes where the file has them, `size` the file's size. Returns the token count.
+inline std::uint64_t check_token_layout(const std::string& path, std::string_view head,
+                                        std::uint64_t size) {
+  const auto* p = reinterpret_cast<const unsigned char*>(head.data());
+  require(head.size() >= 12 && std::memcmp(p, kTokenMagic.data(), kTokenMagic.size()) == 0,
+          "data: '", path, "' has bad magic '", printable(p, std::min<std::size_t>(8, head.size())),
+          "', expected 'RATOKENS' (not a token file)");
+  const auto version = static_cast<std::uint32_t>(get_le(p + 8, 4));
+  require(version == kTokenVersion, "data: '", path, "' has version ", version,
+          ", expected version ", kTokenVersion,
+          version == 1 ? " (written before token files recorded their tokenizer and checksum: run "
+                         "examples/prepare_data again)"
+          : version == 2
+              ? " (written before token files had room for a tokenizer model's checksum: run "
+                "examples/prepare_data again)"
+              : "");
+  require(head.size() >= kTokenHeaderBytes, "data: '", path, "' is ", size,
+          " bytes, shorter than the ", kTokenHeaderBytes,
+          "-byte header: truncated, expected a token file");
+  const std::uint64_t n = get_le(p + 16, 8);
+  const std::uint64_t want = kTokenHeaderBytes + 2 * n;
+  require(n <= (size - kTokenHeaderBytes) / 2 && size == want, "data: '", path, "' is ", size,
+          " bytes but its header promises ", n, " tokens (", want,
+          " bytes): ", size < want ? "truncated" : "trailing bytes",
+          ", expected a complete token file");
+  return n;
+}
+
+// The vocabulary and the tokenizer's name of a header that passed check_token_layout().
+inline TokenFile token_header_fields(const std::string& path, std::string_view head) {
+  const auto* p = reinterpret_cast<const unsigned char*>(head.data());
+  TokenFile t;
+  t.path = path;
+  t.vocab = static_cast<std::uint32_t>(get_le(p + 12, 4));
+  require(t.vocab >= 1 && t.vocab <= 65536, "data: '", path, "' declares vocab ", t.vocab,
+          ", expected 1..65536");
+  const std::string_view name = head.substr(32, kTokenizerNameBytes);
+  t.tokenizer = std::string(name.substr(0, name.find('\0')));
+  require(is_tokenizer_name(t.tokenizer), "data: '", path, "' names its tokenizer '",
+          printable(p + 32, kTokenizerNameBytes), "', expected 1..96 printable ASCII characters");
+  return t;
+}
+
+}  // namespace detail
+
 /// Reads and checks a token file (see the top of this header for each error).
 inline TokenFile read_tokens(const std::string& path) {
   std::string bytes;
@@ -134,41 +186,13 @@ inline TokenFile read_tokens(const std::string& path) {
                                    " (expected a token file; scripts/prepare_data.sh "
                                    "writes train.bin and val.bin)"));
   }
+  const std::uint64_t n = detail::check_token_layout(path, bytes, bytes.size());
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
-  require(bytes.size() >= 12 && std::memcmp(p, kTokenMagic.data(), kTokenMagic.size()) == 0,
-          "data: '", path, "' has bad magic '",
-          detail::printable(p, std::min<std::size_t>(8, bytes.size())),
-          "', expected 'RATOKENS' (not a token file)");
-  const auto version = static_cast<std::uint32_t>(detail::get_le(p + 8, 4));
-  require(version == kTokenVersion, "data: '", path, "' has version ", version,
-          ", expected version ", kTokenVersion,
-          version < kTokenVersion
-              ? " (written before token files recorded their tokenizer and checksum: run "
-                "examples/prepare_data again)"
-              : "");
-  require(bytes.size() >= kTokenHeaderBytes, "data: '", path, "' is ", bytes.size(),
-          " bytes, shorter than the ", kTokenHeaderBytes,
-          "-byte header: truncated, expected a token file");
-  TokenFile t;
-  t.path = path;
-  t.vocab = static_cast<std::uint32_t>(detail::get_le(p + 12, 4));
-  const std::uint64_t n = detail::get_le(p + 16, 8);
-  const std::uint64_t want = kTokenHeaderBytes + 2 * n;
-  require(n <= (bytes.size() - kTokenHeaderBytes) / 2 && bytes.size() == want, "data: '", path,
-          "' is ", bytes.size(), " bytes but its header promises ", n, " tokens (", want,
-          " bytes): ", bytes.size() < want ? "truncated" : "trailing bytes",
-          ", expected a complete token file");
   const auto stored = static_cast<std::uint32_t>(detail::get_le(p + 24, 4));
   const std::uint32_t computed = detail::token_file_checksum(bytes);
   require(stored == computed, "data: '", path, "' fails its checksum (stored CRC-32C ", stored,
           ", computed ", computed, "): the file is corrupt, expected the bytes write_tokens wrote");
-  require(t.vocab >= 1 && t.vocab <= 65536, "data: '", path, "' declares vocab ", t.vocab,
-          ", expected 1..65536");
-  const std::string_view name(bytes.data() + 32, kTokenizerNameBytes);
-  t.tokenizer = std::string(name.substr(0, name.find('\0')));
-  require(detail::is_tokenizer_name(t.tokenizer), "data: '", path, "' names its tokenizer '",
-          detail::printable(p + 32, kTokenizerNameBytes),
-          "', expected 1..16 printable ASCII characters");
+  TokenFile t = detail::token_header_fields(path, bytes);
   t.tokens.resize(n);
   for (std::uint64_t i = 0; i < n; ++i) {
     const auto v = static_cast<std::uint16_t>(detail::get_le(p + kTokenHeaderBytes + 2 * i, 2));
@@ -177,6 +201,23 @@ inline TokenFile read_tokens(const std::string& path) {
     t.tokens[i] = v;
   }
   return t;
+}
+
+/// The header of a token file alone — path, tokenizer and vocab, no tokens — for a program
+/// that must know the tokenizer before it reads the tokens. Checks what read_tokens() checks
+/// but the checksum and the tokens (read_tokens() checks those). Throws ra::error naming the
+/// file and the problem.
+inline TokenFile read_token_header(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  require(static_cast<bool>(f), "data: cannot open '", path,
+          "', expected a token file (scripts/prepare_data.sh writes train.bin and val.bin)");
+  std::string head(kTokenHeaderBytes, '\0');
+  f.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<std::size_t>(f.gcount()));
+  f.clear();
+  f.seekg(0, std::ios::end);
+  detail::check_token_layout(path, head, static_cast<std::uint64_t>(f.tellg()));
+  return detail::token_header_fields(path, head);
 }
 
 /// Throws ra::error, prefixed by `where`, unless `t` was written by the tokenizer called

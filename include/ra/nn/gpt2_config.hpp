@@ -194,10 +194,12 @@ struct Summary {
   double mean = 0.0, min = 0.0, max = 0.0;
 };
 
-/// The effective gates and restart mix of one layer (empty summaries when absent).
+/// The effective gates and restart mix of one layer (empty summaries when absent), summarised
+/// over its heads, and the gates one by one (one per layer, or one per head).
 struct LayerGateStats {
   bool gated = false, restart = false;
   Summary g_std, g_rec, alpha;
+  std::vector<double> g_std_values, g_rec_values;
 };
 
 namespace detail {
@@ -292,18 +294,23 @@ inline std::vector<LayerGateStats> gpt2_gate_stats(const GPT2Config& cfg, const 
   const auto attn = cfg.attention();
   for (const auto& s : layout.layers) {
     LayerGateStats g;
-    auto collect = [&](index_t off, index_t n, auto f) {
+    auto values = [&](index_t off, index_t n, auto f) {
       std::vector<double> v;
       for (index_t i = 0; i < n; ++i)
         v.push_back(f(params[static_cast<std::size_t>(off - base + i)]));
-      return detail::summarize(v);
+      return v;
+    };
+    auto collect = [&](index_t off, index_t n, auto f) {
+      return detail::summarize(values(off, n, f));
     };
     auto gate = [&](float w) { return static_cast<double>(effective_gate(w, attn.gate_param)); };
     auto alpha = [](float a) { return static_cast<double>(effective_restart(a)); };
     if (s.w_std >= 0) {
       g.gated = true;
-      g.g_std = collect(s.w_std, attn.gate_count(), gate);
-      g.g_rec = collect(s.w_rec, attn.gate_count(), gate);
+      g.g_std_values = values(s.w_std, attn.gate_count(), gate);
+      g.g_rec_values = values(s.w_rec, attn.gate_count(), gate);
+      g.g_std = detail::summarize(g.g_std_values);
+      g.g_rec = detail::summarize(g.g_rec_values);
     }
     if (s.a >= 0) {
       g.restart = true;
