@@ -29,8 +29,7 @@ struct Raw {
   Restart restart{};
 };
 
-Raw raw_params(std::mt19937_64& rng, GateMode mode, GateParam param, bool with_restart,
-               index_t H) {
+Raw raw_params(std::mt19937_64& rng, GateMode mode, GateParam param, bool with_restart, index_t H) {
   Raw p;
   const std::size_t n = mode == GateMode::per_head ? H : 1;
   p.w_std = test::random_uniform(rng, n, 0.2, 1.5);
@@ -43,8 +42,8 @@ Raw raw_params(std::mt19937_64& rng, GateMode mode, GateParam param, bool with_r
 }
 
 // Rows [first, first + n) of a compact (B,H,T,D) buffer, as a (B,H,n,D) view.
-auto rows_view(std::vector<double>& buf, index_t B, index_t H, index_t T, index_t D,
-               index_t first, index_t n) {
+auto rows_view(std::vector<double>& buf, index_t B, index_t H, index_t T, index_t D, index_t first,
+               index_t n) {
   return make_view(buf.data() + first * D, shape(B, H, n, D),
                    std::array<index_t, 4>{H * T * D, T * D, D, 1});
 }
@@ -95,13 +94,12 @@ void check_pair(std::mt19937_64& rng, int D, int R) {
         float g[6] = {}, g_full[6] = {};
         const auto dos = rows_view(d_o, B, H, Tk, D, Tk - Tq, Tq);
         cpu::attention_backward(node, dos, rows_view(dq, B, H, Tq, D, 0, Tq),
-                                rows_view(dk, B, H, Tk, D, 0, Tk), rows_view(dv, B, H, Tk, D, 0, Tk),
-                                {&g[0], &g[2], &g[4]});
-        cpu::attention_backward(full, rows_view(d_o, B, H, Tk, D, 0, Tk),
-                                rows_view(dq_full, B, H, Tk, D, 0, Tk),
-                                rows_view(dk_full, B, H, Tk, D, 0, Tk),
-                                rows_view(dv_full, B, H, Tk, D, 0, Tk),
-                                {&g_full[0], &g_full[2], &g_full[4]});
+                                rows_view(dk, B, H, Tk, D, 0, Tk),
+                                rows_view(dv, B, H, Tk, D, 0, Tk), {&g[0], &g[2], &g[4]});
+        cpu::attention_backward(
+            full, rows_view(d_o, B, H, Tk, D, 0, Tk), rows_view(dq_full, B, H, Tk, D, 0, Tk),
+            rows_view(dk_full, B, H, Tk, D, 0, Tk), rows_view(dv_full, B, H, Tk, D, 0, Tk),
+            {&g_full[0], &g_full[2], &g_full[4]});
         const auto edq = max_error(test::dense(rows_view(dq, B, H, Tq, D, 0, Tq)),
                                    test::dense(rows_view(dq_full, B, H, Tk, D, Tk - Tq, Tq)));
         const auto edk = max_error(test::dense(rows_view(dk, B, H, Tk, D, 0, Tk)),
@@ -123,9 +121,10 @@ void check_pair(std::mt19937_64& rng, int D, int R) {
       }
 }
 
-TEST_CASE("cpu attention: T_q < T_k (bottom-right causal) matches the definition and the "
-          "square backward, every (D, R)",
-          "[attention][offset]") {
+TEST_CASE(
+    "cpu attention: T_q < T_k (bottom-right causal) matches the definition and the "
+    "square backward, every (D, R)",
+    "[attention][offset]") {
   RA_TEST_RNG(rng);
   for (int D : SupportedHeadDims::values)
     for (int R : SupportedRanks::values)

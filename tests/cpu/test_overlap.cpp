@@ -28,7 +28,8 @@ std::set<std::uintptr_t> bytes_of(const Footprint& f) {
   while (true) {
     index_t off = 0;
     for (int i = 0; i < f.rank; ++i) off += idx[i] * f.stride[i];
-    for (index_t b = 0; b < f.elem; ++b) out.insert(f.base + static_cast<std::uintptr_t>(off * f.elem + b));
+    for (index_t b = 0; b < f.elem; ++b)
+      out.insert(f.base + static_cast<std::uintptr_t>(off * f.elem + b));
     int i = f.rank - 1;
     while (i >= 0 && ++idx[i] == f.extent[i]) idx[i--] = 0;
     if (i < 0) return out;
@@ -82,7 +83,8 @@ TEST_CASE("overlaps: never misses shared bytes, and is exact on same-stride domi
         f->stride = {st[0], st[1], st[2], 0, 0, 0, 0, 0};
       }
       a.base = reinterpret_cast<std::uintptr_t>(buf + pick(0, blocks - 1) * cols);
-      b.base = reinterpret_cast<std::uintptr_t>(buf + pick(0, blocks - 1) * cols + pick(0, 1) * width);
+      b.base =
+          reinterpret_cast<std::uintptr_t>(buf + pick(0, blocks - 1) * cols + pick(0, 1) * width);
     } else {
       for (Footprint* f : {&a, &b}) {
         for (int i = 0; i < 3; ++i) {
@@ -96,11 +98,11 @@ TEST_CASE("overlaps: never misses shared bytes, and is exact on same-stride domi
     const bool truth = brute(a, b);
     const bool got = overlaps(a, b);
     INFO("trial " << trial << " a: base+" << (a.base - reinterpret_cast<std::uintptr_t>(buf)) / 4
-                  << " ext " << a.extent[0] << "," << a.extent[1] << "," << a.extent[2]
-                  << " str " << a.stride[0] << "," << a.stride[1] << "," << a.stride[2]
-                  << "; b: base+" << (b.base - reinterpret_cast<std::uintptr_t>(buf)) / 4
-                  << " ext " << b.extent[0] << "," << b.extent[1] << "," << b.extent[2]
-                  << " str " << b.stride[0] << "," << b.stride[1] << "," << b.stride[2]);
+                  << " ext " << a.extent[0] << "," << a.extent[1] << "," << a.extent[2] << " str "
+                  << a.stride[0] << "," << a.stride[1] << "," << a.stride[2] << "; b: base+"
+                  << (b.base - reinterpret_cast<std::uintptr_t>(buf)) / 4 << " ext " << b.extent[0]
+                  << "," << b.extent[1] << "," << b.extent[2] << " str " << b.stride[0] << ","
+                  << b.stride[1] << "," << b.stride[2]);
     if (truth) CHECK(got);
     if (dominated(a, b)) {
       CHECK(got == truth);
@@ -126,7 +128,8 @@ TEST_CASE("overlaps: the folded views of one fused buffer are disjoint; each wit
       CHECK_FALSE(overlaps(footprint(qkv.k), footprint(qkv.v)));
       CHECK_FALSE(overlaps(footprint(qkv.q), footprint(qkv.v)));
       CHECK(overlaps(footprint(qkv.v), footprint(qkv.v)));
-      CHECK(overlaps(footprint(fv), footprint(qkv.k)));  // different strides: conservative, and true
+      CHECK(
+          overlaps(footprint(fv), footprint(qkv.k)));  // different strides: conservative, and true
     }
 }
 
@@ -140,9 +143,9 @@ TEST_CASE("cpu attention refuses outputs that share memory with an input or anot
   std::vector<double> in(4 * 2 * 6 * 8, 0.5), out(4 * 2 * 6 * 8, 0.0);
   auto q = view_at(in, 0, 6), k = view_at(in, 96, 6), v = view_at(in, 192, 6);
   std::vector<float> w{1.f, 1.f}, gw(2, 0.f), ga(2, 0.f);
-  const auto node = folded_attention(std::as_const(q), std::as_const(k), std::as_const(v), 4,
-                                     gates::per_layer(&w[0], &w[1]), causal,
-                                     restart::per_head(w.data()));
+  const auto node =
+      folded_attention(std::as_const(q), std::as_const(k), std::as_const(v), 4,
+                       gates::per_layer(&w[0], &w[1]), causal, restart::per_head(w.data()));
   auto o = view_at(out, 0, 6);
   CHECK_NOTHROW(cpu::attention_forward(node, o));
   CHECK_THROWS_WITH(cpu::attention_forward(node, q),
@@ -150,9 +153,8 @@ TEST_CASE("cpu attention refuses outputs that share memory with an input or anot
   CHECK_THROWS_WITH(cpu::attention_forward(node, view_at(in, 190, 6)),
                     Catch::Contains("output 'O' overlaps input 'Kf'"));
   std::vector<float> lse(12);
-  CHECK_THROWS_WITH(
-      cpu::attention_forward(node, o, reinterpret_cast<float*>(in.data() + 100)),
-      Catch::Contains("output 'lse' overlaps input 'Kf'"));
+  CHECK_THROWS_WITH(cpu::attention_forward(node, o, reinterpret_cast<float*>(in.data() + 100)),
+                    Catch::Contains("output 'lse' overlaps input 'Kf'"));
   CHECK_THROWS_WITH(cpu::attention_forward(node, o, reinterpret_cast<float*>(out.data() + 4)),
                     Catch::Contains("output 'O' overlaps output 'lse'"));
 

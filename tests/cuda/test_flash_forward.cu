@@ -39,7 +39,9 @@ void for_each_supported(F&& f) {
 
 // The tensor-core paths to test, each by name: today mma.sync only (the sm_90a kernels of the
 // Hopper issue add theirs here); fp32 has one (SIMT) path and ignores the choice.
-std::vector<ForwardPath> paths_for(DType) { return {ForwardPath::mma_sync}; }
+std::vector<ForwardPath> paths_for(DType) {
+  return {ForwardPath::mma_sync};
+}
 
 }  // namespace
 
@@ -128,9 +130,8 @@ TEST_CASE("a node of compile-time D and R launches the same kernel as runtime in
     STATIC_REQUIRE(decltype(fixed)::kHeadDim == D);
     ra::eval(ra::make_view(o1.data(), shp), fixed, ra::cuda::device{});
     auto runtime = ra::folded_attention(q, k, v, R, g, ra::causal, r);
-    ra::cuda::attention_forward(ra::cuda::make_params(runtime, ra::make_view(o2.data(), shp),
-                                                      nullptr),
-                                nullptr);
+    ra::cuda::attention_forward(
+        ra::cuda::make_params(runtime, ra::make_view(o2.data(), shp), nullptr), nullptr);
     const auto h1 = ra::test::to_host(o1.data(), o1.size());
     CHECK(ra::test::bitwise_equal(h1, ra::test::to_host(o2.data(), o2.size())));
     CHECK_FALSE(ra::test::is_poison(h1.front()));

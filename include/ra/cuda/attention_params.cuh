@@ -3,8 +3,9 @@
 //
 // Qf, O are (B, H, T_q, D) and Kf, V (B, H, T_k, D), with arbitrary batch/head/row strides (in
 // elements) and a unit stride along D. The shapes, gates and restart are those of an
-// AttentionSpec (ra/expr/attention_spec.hpp: spec() below), validated there once. For the fused (B,T,3C) buffer the input strides are (3TC, D, 3C);
-// for O written in (B,T,C) layout they are (TC, D, C).
+// AttentionSpec (ra/expr/attention_spec.hpp: spec() below), validated there once. For the
+// fused (B,T,3C) buffer the input strides are (3TC, D, 3C); for O written in (B,T,C) layout
+// they are (TC, D, C).
 //
 // With self-restart the forward can also write O, the attention output before the restart
 // mix (o_pre); the backward needs it: rebuilding O = (O' − αV)/(1 − α) from the stored 16-bit
@@ -39,30 +40,34 @@ struct AttentionParams {
   index_t o_pre_batch_stride = 0, o_pre_head_stride = 0, o_pre_row_stride = 0;
 
   int batch = 0, heads = 0, head_dim = 0, rank = 0;
-  int seq = 0;    // T_q query rows
-  int seq_k = 0;  // T_k keys (the flash kernels take T_k = T_q; decoding will not)
+  int seq = 0;        // T_q query rows
+  int seq_k = 0;      // T_k keys (the flash kernels take T_k = T_q; decoding will not)
   float scale = 0.f;  // 1/sqrt(D) of the full head dim
 
   DType dtype = DType::f16;
-  Gates gates{};      // device pointers
-  Restart restart{};  // device pointer (H values) or null
+  Gates gates{};                              // device pointers
+  Restart restart{};                          // device pointer (H values) or null
   ForwardPath path = ForwardPath::automatic;  // the forward's tensor-core path (fp16/bf16)
 
   /// The call's shapes, gates and restart, device-neutral.
   AttentionSpec spec() const { return {batch, heads, seq, seq_k, head_dim, rank, gates, restart}; }
 };
 
+namespace detail {
+
 /// The memory of one (B, H, rows, D) operand of p, for the overlap checks.
-inline Footprint operand(const AttentionParams& p, const void* ptr, index_t rows, index_t bs,
-                         index_t hs, index_t rs) {
+inline Footprint operand_footprint(const AttentionParams& p, const void* ptr, index_t rows,
+                                   index_t bs, index_t hs, index_t rs) {
   return footprint(ptr, static_cast<index_t>(size_of(p.dtype)),
                    {{ptr ? p.batch : 0, bs}, {p.heads, hs}, {rows, rs}, {p.head_dim, 1}});
 }
 
 /// fp32 arrays (lse, gate gradients, workspace), for the overlap checks.
-inline Footprint floats(const void* ptr, index_t n) {
+inline Footprint float_footprint(const void* ptr, index_t n) {
   return footprint(ptr, sizeof(float), {{ptr ? n : 0, 1}});
 }
+
+}  // namespace detail
 
 /// The checks every CUDA attention path shares: the spec (ra/expr/attention_spec.hpp),
 /// T_q = T_k (ra::unsupported: no decode kernel yet), the pointers of Qf, Kf, V and O, and
@@ -76,19 +81,22 @@ inline void validate_common(const AttentionParams& p, const char* where) {
   require_arg(p.q && p.k && p.v && p.o, where, "q/k/v/o", "a null pointer",
               "device pointers to Qf, Kf, V and O");
   const index_t n_a = p.restart.enabled() ? p.heads : 0;
-  require_disjoint(
-      where,
-      {{"O", operand(p, p.o, p.seq, p.o_batch_stride, p.o_head_stride, p.o_row_stride)},
-       {"o_pre", operand(p, p.o_pre, p.seq, p.o_pre_batch_stride, p.o_pre_head_stride,
-                         p.o_pre_row_stride)},
-       {"lse", floats(p.lse, index_t{p.batch} * p.heads * p.seq)},
-       {"Qf", operand(p, p.q, p.seq, p.q_batch_stride, p.q_head_stride, p.q_row_stride)},
-       {"Kf", operand(p, p.k, p.seq_k, p.k_batch_stride, p.k_head_stride, p.k_row_stride)},
-       {"V", operand(p, p.v, p.seq_k, p.v_batch_stride, p.v_head_stride, p.v_row_stride)},
-       {"gates.w_std", floats(p.gates.w_std, p.spec().gate_count())},
-       {"gates.w_rec", floats(p.gates.w_rec, p.spec().gate_count())},
-       {"restart.a", floats(p.restart.a, n_a)}},
-      3);
+  require_disjoint(where,
+                   {{"O", detail::operand_footprint(p, p.o, p.seq, p.o_batch_stride,
+                                                    p.o_head_stride, p.o_row_stride)},
+                    {"o_pre", detail::operand_footprint(p, p.o_pre, p.seq, p.o_pre_batch_stride,
+                                                        p.o_pre_head_stride, p.o_pre_row_stride)},
+                    {"lse", detail::float_footprint(p.lse, index_t{p.batch} * p.heads * p.seq)},
+                    {"Qf", detail::operand_footprint(p, p.q, p.seq, p.q_batch_stride,
+                                                     p.q_head_stride, p.q_row_stride)},
+                    {"Kf", detail::operand_footprint(p, p.k, p.seq_k, p.k_batch_stride,
+                                                     p.k_head_stride, p.k_row_stride)},
+                    {"V", detail::operand_footprint(p, p.v, p.seq_k, p.v_batch_stride,
+                                                    p.v_head_stride, p.v_row_stride)},
+                    {"gates.w_std", detail::float_footprint(p.gates.w_std, p.spec().gate_count())},
+                    {"gates.w_rec", detail::float_footprint(p.gates.w_rec, p.spec().gate_count())},
+                    {"restart.a", detail::float_footprint(p.restart.a, n_a)}},
+                   3);
 }
 
 }  // namespace ra::cuda

@@ -89,7 +89,7 @@ struct device {
   void eval_pipeline(const AttentionBlockPipeline<T>& p, const YV& y) const {
     static_assert(YV::rank == 2 || YV::rank == 3, "attention block: y is (B,T,C) or (BT,C)");
     const index_t B = p.o_heads.extent(0), T_ = p.o_heads.extent(2);
-    eval_gemm(p.project, p.fused, p.bias);  // x (BT,C) -> fused (BT,3C)
+    eval_gemm(p.project, p.fused, p.bias);                    // x (BT,C) -> fused (BT,3C)
     attention_forward(p.attend, p.o_heads, nullptr, stream);  // -> o (B,H,T,D)
     if constexpr (YV::rank == 3) {
       require(y.extent(0) == B && y.extent(1) == T_, "cuda::device: 'y' has shape ",

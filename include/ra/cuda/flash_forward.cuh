@@ -64,7 +64,6 @@ struct FlashTile {
 template <int D>
 using FlashForwardTraits = FlashTile<D, 128, 64, (D <= 64 ? 2 : 1)>;
 
-
 namespace detail {
 
 /// Effective gates (g_std, g_rec) of head h; (1, 1) without gates. Per layer or per head
@@ -217,12 +216,10 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     const int buf = n & 1;
     if (n + 1 < n_tiles) {  // prefetch the next K/V tile into the other buffer
       const int nn = n0 + kBlockN;
-      load_tile<T, D, kPitch, kBlockN, kThreads>(sK + (buf ^ 1) * Tr::kKvTile,
-                                                 k + nn * p.k_row_stride, p.k_row_stride, T_ - nn,
-                                                 tid);
-      load_tile<T, D, kPitch, kBlockN, kThreads>(sV + (buf ^ 1) * Tr::kKvTile,
-                                                 v + nn * p.v_row_stride, p.v_row_stride, T_ - nn,
-                                                 tid);
+      load_tile<T, D, kPitch, kBlockN, kThreads>(
+          sK + (buf ^ 1) * Tr::kKvTile, k + nn * p.k_row_stride, p.k_row_stride, T_ - nn, tid);
+      load_tile<T, D, kPitch, kBlockN, kThreads>(
+          sV + (buf ^ 1) * Tr::kKvTile, v + nn * p.v_row_stride, p.v_row_stride, T_ - nn, tid);
       mma::cp_async_commit();
       mma::cp_async_wait<1>();
     } else {
@@ -247,7 +244,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 #pragma unroll
         for (int jj = 0; jj < kBlockN / 16; ++jj) {
           std::uint32_t bk[4];
-          mma::ldmatrix_x4(bk, sKb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
+          mma::ldmatrix_x4(bk,
+                           sKb + (jj * 16 + (mi >> 1) * 8 + r) * kPitch + kk * 16 + (mi & 1) * 8);
           mma::mma_16816<T>(s[2 * jj], qf[kk], bk[0], bk[1]);
           mma::mma_16816<T>(s[2 * jj + 1], qf[kk], bk[2], bk[3]);
         }
@@ -311,8 +309,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 #pragma unroll
         for (int dd = 0; dd < D / 16; ++dd) {
           std::uint32_t bv[4];
-          mma::ldmatrix_x4_trans(bv,
-                                 sVb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
+          mma::ldmatrix_x4_trans(
+              bv, sVb + (kk * 16 + (mi & 1) * 8 + r) * kPitch + dd * 16 + (mi >> 1) * 8);
           mma::mma_16816<T>(o[2 * dd], pa[kk], bv[0], bv[1]);
           mma::mma_16816<T>(o[2 * dd + 1], pa[kk], bv[2], bv[3]);
         }
