@@ -117,7 +117,7 @@ TEST_CASE("overlaps: never misses shared bytes, and is exact on same-stride domi
   CHECK(exact_checked - overlapping > 100);
 }
 
-TEST_CASE("overlaps: the folded views of one fused buffer are disjoint; each with itself is not",
+TEST_CASE("overlaps: the folded views of one fused buffer are disjoint, each overlaps itself",
           "[overlap]") {
   for (index_t H : {1, 3})
     for (index_t D : {1, 8}) {
