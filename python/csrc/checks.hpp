@@ -249,4 +249,35 @@ void translate_errors(const char* op, F&& f) {
   }
 }
 
+/// The forward op on one device: checks, allocates, then kernel(call, outputs), which may throw
+/// ra's exceptions. allow_f64: the device's kernel takes float64.
+template <class Kernel>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> run_forward(
+    const at::Tensor& fused, std::int64_t n_head, std::int64_t rank, c10::string_view gate_mode,
+    c10::string_view gate_param, const std::optional<at::Tensor>& w_std,
+    const std::optional<at::Tensor>& w_rec, const std::optional<at::Tensor>& restart,
+    bool allow_f64, Kernel&& kernel) {
+  const FoldedCall c = folded_call(kForward, fused, n_head, rank, gate_mode, gate_param, w_std,
+                                   w_rec, restart, allow_f64);
+  const Outputs o = allocate_outputs(fused, c);
+  translate_errors(kForward, [&] { kernel(c, forward_outputs(o, c.restart != nullptr)); });
+  return {o.out, o.lse, o.out_pre};
+}
+
+/// The backward op on one device: checks, allocates, then kernel(call, args).
+template <class Kernel>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
+    const at::Tensor& grad_out, const at::Tensor& fused, const at::Tensor& out,
+    const at::Tensor& lse, const at::Tensor& out_pre, std::int64_t n_head, std::int64_t rank,
+    c10::string_view gate_mode, c10::string_view gate_param, const std::optional<at::Tensor>& w_std,
+    const std::optional<at::Tensor>& w_rec, const std::optional<at::Tensor>& restart,
+    bool allow_f64, Kernel&& kernel) {
+  const FoldedCall c = folded_call(kBackward, fused, n_head, rank, gate_mode, gate_param, w_std,
+                                   w_rec, restart, allow_f64);
+  const Gradients g = allocate_gradients(fused, c);
+  BackwardArgs a = backward_args(grad_out, fused, out, lse, out_pre, c, g);
+  translate_errors(kBackward, [&] { kernel(c, a); });
+  return {g.grad_fused, g.grad_w_std, g.grad_w_rec, g.grad_restart};
+}
+
 }  // namespace ra_torch

@@ -24,14 +24,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(
     const at::Tensor& fused, std::int64_t n_head, std::int64_t rank, c10::string_view gate_mode,
     c10::string_view gate_param, const std::optional<at::Tensor>& w_std,
     const std::optional<at::Tensor>& w_rec, const std::optional<at::Tensor>& restart) {
-  const FoldedCall c = folded_call(kForward, fused, n_head, rank, gate_mode, gate_param, w_std,
-                                   w_rec, restart, /*allow_f64=*/true);
-  const Outputs o = allocate_outputs(fused, c);
-  translate_errors(kForward, [&] {
-    adapter::check_supported(kForward, c.D, c.R);
-    adapter::cpu_forward(c, forward_outputs(o, c.restart != nullptr));
-  });
-  return {o.out, o.lse, o.out_pre};
+  return run_forward(fused, n_head, rank, gate_mode, gate_param, w_std, w_rec, restart,
+                     /*allow_f64=*/true, [](const FoldedCall& c, const ForwardOutputs& o) {
+                       adapter::check_supported(kForward, c.D, c.R);
+                       adapter::cpu_forward(c, o);
+                     });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
@@ -39,15 +36,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& lse, const at::Tensor& out_pre, std::int64_t n_head, std::int64_t rank,
     c10::string_view gate_mode, c10::string_view gate_param, const std::optional<at::Tensor>& w_std,
     const std::optional<at::Tensor>& w_rec, const std::optional<at::Tensor>& restart) {
-  const FoldedCall c = folded_call(kBackward, fused, n_head, rank, gate_mode, gate_param, w_std,
-                                   w_rec, restart, /*allow_f64=*/true);
-  const Gradients g = allocate_gradients(fused, c);
-  const BackwardArgs a = backward_args(grad_out, fused, out, lse, out_pre, c, g);
-  translate_errors(kBackward, [&] {
-    adapter::check_supported(kBackward, c.D, c.R);
-    adapter::cpu_backward(c, a);
-  });
-  return {g.grad_fused, g.grad_w_std, g.grad_w_rec, g.grad_restart};
+  return run_backward(grad_out, fused, out, lse, out_pre, n_head, rank, gate_mode, gate_param,
+                      w_std, w_rec, restart, /*allow_f64=*/true,
+                      [](const FoldedCall& c, const BackwardArgs& a) {
+                        adapter::check_supported(kBackward, c.D, c.R);
+                        adapter::cpu_backward(c, a);
+                      });
 }
 
 at::Tensor repack_index(std::int64_t C, std::int64_t n_head, std::int64_t rank) {

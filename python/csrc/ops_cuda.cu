@@ -19,15 +19,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(
     c10::string_view gate_param, const std::optional<at::Tensor>& w_std,
     const std::optional<at::Tensor>& w_rec, const std::optional<at::Tensor>& restart) {
   const c10::cuda::CUDAGuard guard(fused.device());
-  const FoldedCall c = folded_call(kForward, fused, n_head, rank, gate_mode, gate_param, w_std,
-                                   w_rec, restart, /*allow_f64=*/false);
-  const Outputs o = allocate_outputs(fused, c);
-  translate_errors(kForward, [&] {
-    adapter::check_supported(kForward, c.D, c.R);
-    adapter::cuda_forward(c, forward_outputs(o, c.restart != nullptr),
-                          at::cuda::getCurrentCUDAStream());
-  });
-  return {o.out, o.lse, o.out_pre};
+  return run_forward(fused, n_head, rank, gate_mode, gate_param, w_std, w_rec, restart,
+                     /*allow_f64=*/false, [](const FoldedCall& c, const ForwardOutputs& o) {
+                       adapter::check_supported(kForward, c.D, c.R);
+                       adapter::cuda_forward(c, o, at::cuda::getCurrentCUDAStream());
+                     });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(
@@ -36,18 +32,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     c10::string_view gate_mode, c10::string_view gate_param, const std::optional<at::Tensor>& w_std,
     const std::optional<at::Tensor>& w_rec, const std::optional<at::Tensor>& restart) {
   const c10::cuda::CUDAGuard guard(fused.device());
-  const FoldedCall c = folded_call(kBackward, fused, n_head, rank, gate_mode, gate_param, w_std,
-                                   w_rec, restart, /*allow_f64=*/false);
-  const Gradients g = allocate_gradients(fused, c);
-  BackwardArgs a = backward_args(grad_out, fused, out, lse, out_pre, c, g);
-  translate_errors(kBackward, [&] {
-    adapter::check_supported(kBackward, c.D, c.R);
-    const at::Tensor workspace = at::empty({adapter::cuda_backward_workspace_floats(c.B, c.H, c.T)},
-                                           fused.options().dtype(at::kFloat));
-    a.workspace = workspace.data_ptr<float>();
-    adapter::cuda_backward(c, a, at::cuda::getCurrentCUDAStream());
-  });
-  return {g.grad_fused, g.grad_w_std, g.grad_w_rec, g.grad_restart};
+  return run_backward(grad_out, fused, out, lse, out_pre, n_head, rank, gate_mode, gate_param,
+                      w_std, w_rec, restart, /*allow_f64=*/false,
+                      [&](const FoldedCall& c, BackwardArgs& a) {
+                        adapter::check_supported(kBackward, c.D, c.R);
+                        // The caching allocator orders this buffer's reuse after the kernels on
+                        // this stream.
+                        const at::Tensor workspace =
+                            at::empty({adapter::cuda_backward_workspace_floats(c.B, c.H, c.T)},
+                                      fused.options().dtype(at::kFloat));
+                        a.workspace = workspace.data_ptr<float>();
+                        adapter::cuda_backward(c, a, at::cuda::getCurrentCUDAStream());
+                      });
 }
 
 }  // namespace

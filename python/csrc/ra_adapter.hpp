@@ -75,6 +75,23 @@ auto folded_of(const FoldedCall& c, T* data, std::int64_t stride_b, std::int64_t
   return ra::folded_views(fused, c.H, c.D);             // 3 x (B,H,T,D) strides (sb,D,st,1)
 }
 
+// f(T{}) for the call's element type; float64 only where kWithDouble (ra's CPU backend).
+template <bool kWithDouble, class F>
+void dispatch_dtype(Dtype d, F&& f) {
+  switch (d) {
+    case Dtype::f32:
+      return f(float{});
+    case Dtype::f16:
+      return f(ra::fp16{});
+    case Dtype::bf16:
+      return f(ra::bf16{});
+    case Dtype::f64:
+      if constexpr (kWithDouble) return f(double{});
+      break;
+  }
+  throw ra::unsupported("ra's CUDA kernels take float32, float16 or bfloat16, not float64");
+}
+
 template <class T>
 auto node_of(const FoldedCall& c, ra::Restart restart) {
   auto f = folded_of(c, static_cast<const T*>(c.fused), c.fused_stride_b, c.fused_stride_t);
@@ -94,27 +111,9 @@ inline void repack_index(std::int64_t C, std::int64_t H, int R, std::int64_t* in
   }
 }
 
-namespace detail {
-
-template <class F>
-void dispatch_cpu_dtype(Dtype d, F&& f) {
-  switch (d) {
-    case Dtype::f32:
-      return f(float{});
-    case Dtype::f16:
-      return f(ra::fp16{});
-    case Dtype::bf16:
-      return f(ra::bf16{});
-    case Dtype::f64:
-      return f(double{});
-  }
-}
-
-}  // namespace detail
-
 /// Folded attention forward on the host (ra's Eigen backend, computed in double).
 inline void cpu_forward(const FoldedCall& c, const ForwardOutputs& o) {
-  detail::dispatch_cpu_dtype(c.dtype, [&](auto tag) {
+  detail::dispatch_dtype<true>(c.dtype, [&](auto tag) {
     using T = decltype(tag);
     ra::cpu::attention_forward(detail::node_of<T>(c, detail::restart_of(c)),
                                detail::heads_of<T>(c, o.out), o.lse);
@@ -127,7 +126,7 @@ inline void cpu_forward(const FoldedCall& c, const ForwardOutputs& o) {
 
 /// Folded attention backward on the host; P is recomputed (out, out_pre and lse are not read).
 inline void cpu_backward(const FoldedCall& c, const BackwardArgs& a) {
-  detail::dispatch_cpu_dtype(c.dtype, [&](auto tag) {
+  detail::dispatch_dtype<true>(c.dtype, [&](auto tag) {
     using T = decltype(tag);
     auto g = detail::folded_of(c, static_cast<T*>(a.grad_fused), a.grad_fused_stride_b,
                                a.grad_fused_stride_t);
@@ -140,21 +139,6 @@ inline void cpu_backward(const FoldedCall& c, const BackwardArgs& a) {
 #else  // __CUDACC__
 
 namespace detail {
-
-template <class F>
-void dispatch_cuda_dtype(Dtype d, F&& f) {
-  switch (d) {
-    case Dtype::f32:
-      return f(float{});
-    case Dtype::f16:
-      return f(ra::fp16{});
-    case Dtype::bf16:
-      return f(ra::bf16{});
-    case Dtype::f64:
-      break;
-  }
-  throw ra::unsupported("ra's CUDA kernels take float32, float16 or bfloat16, not float64");
-}
 
 template <class T>
 ra::cuda::AttentionParams forward_params(const FoldedCall& c, const Btc& out, float* lse,
@@ -174,7 +158,7 @@ inline std::int64_t cuda_backward_workspace_floats(std::int64_t B, std::int64_t 
 
 /// Folded attention forward with ra's flash kernels on `stream`.
 inline void cuda_forward(const FoldedCall& c, const ForwardOutputs& o, cudaStream_t stream) {
-  detail::dispatch_cuda_dtype(c.dtype, [&](auto tag) {
+  detail::dispatch_dtype<false>(c.dtype, [&](auto tag) {
     using T = decltype(tag);
     ra::cuda::attention_forward(detail::forward_params<T>(c, o.out, o.lse, o.out_pre), stream);
   });
@@ -182,7 +166,7 @@ inline void cuda_forward(const FoldedCall& c, const ForwardOutputs& o, cudaStrea
 
 /// Folded attention backward with ra's flash kernels on `stream` (reads out, lse, out_pre).
 inline void cuda_backward(const FoldedCall& c, const BackwardArgs& a, cudaStream_t stream) {
-  detail::dispatch_cuda_dtype(c.dtype, [&](auto tag) {
+  detail::dispatch_dtype<false>(c.dtype, [&](auto tag) {
     using T = decltype(tag);
     const auto fwd = detail::forward_params<T>(c, a.out, const_cast<float*>(a.lse), a.out_pre);
     auto g = detail::folded_of(c, static_cast<T*>(a.grad_fused), a.grad_fused_stride_b,
