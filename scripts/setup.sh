@@ -11,6 +11,8 @@
 # scripts/test.sh then fails, as its tests are skipped). On Debian/Ubuntu as root the missing
 # ones are installed with apt-get; otherwise the script says what is missing.
 # CUDA is optional: where nvcc exists the CUDA targets are configured too (see scripts/test.sh).
+# For the PyTorch binding: python3 with pip; torch==2.11.0, scikit-build-core, pytest and numpy
+# are installed with pip when missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -40,6 +42,24 @@ else
   echo "setup.sh: missing ${missing[*]}, and not root (or no apt-get): not installing." >&2
   echo "setup.sh: install them first, e.g.: sudo apt-get install -y ${missing[*]}" >&2
   exit 1
+fi
+# The PyTorch binding (python/): a pinned torch, installed from PyPI once per machine (the wheel
+# and its CUDA libraries are large) and only when that version is not importable, and the
+# build and test tools of the binding when missing. RA_PYTHON picks the interpreter.
+python="${RA_PYTHON:-python3}"
+torch_version=2.11.0
+if ! "$python" -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '$torch_version')" \
+    2>/dev/null; then
+  echo "setup.sh: installing torch==$torch_version from PyPI (large; once per machine)"
+  "$python" -m pip install --no-input "torch==$torch_version"
+fi
+py_missing=()
+"$python" -c "import scikit_build_core" 2>/dev/null || py_missing+=("scikit-build-core>=0.10")
+"$python" -c "import pytest" 2>/dev/null || py_missing+=(pytest)
+"$python" -c "import numpy" 2>/dev/null || py_missing+=(numpy)
+if ((${#py_missing[@]})); then
+  echo "setup.sh: installing ${py_missing[*]} with pip"
+  "$python" -m pip install --no-input "${py_missing[@]}"
 fi
 if ((deps_only)); then exit 0; fi
 

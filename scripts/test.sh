@@ -10,6 +10,8 @@
 # tests (reported as skipped on a machine without a GPU, never as passed). The last line says
 # what ran: "all tests passed" only when nothing skipped; "GPU tests skipped: no GPU" when the
 # GPU tests skipped; and the script fails when `nvidia-smi -L` sees a GPU but they skipped.
+# After ctest it builds the PyTorch binding (python/) with pip and runs its pytest suite (its
+# CUDA tests are reported as skipped without a GPU); a failure there fails the script.
 #
 # Where nvcc exists but no GPU does (CI), only the CUDA kernel instantiations are narrowed, to
 # D = 64 and R in {0, 4}, to keep the build short; the CPU lists are never narrowed, and every
@@ -53,7 +55,23 @@ built=$SECONDS
 ctest_log="$build_dir/Testing/ctest-output.log"
 mkdir -p "$build_dir/Testing"
 ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" 2>&1 | tee "$ctest_log"
-times="configure + build $((built - start)) s, tests $((SECONDS - built)) s"
+tested=$SECONDS
+
+# The PyTorch binding (python/): built into the interpreter's environment against the installed
+# torch (CUDA kernels where nvcc exists, with the same narrowed lists), then its pytest suite.
+# Its CUDA tests skip without a GPU (pytest reports them as skipped). RA_PYTHON: interpreter.
+python="${RA_PYTHON:-python3}"
+py_args=(--no-build-isolation --no-deps --no-input
+         "--config-settings=build-dir=$(realpath -m "$build_dir")/python"
+         "--config-settings=cmake.define.RA_CUDA_HEAD_DIMS=${RA_CUDA_HEAD_DIMS-${default_dims:-}}"
+         "--config-settings=cmake.define.RA_CUDA_RANKS=${RA_CUDA_RANKS-${default_ranks:-}}")
+if [[ -n "${RA_CUDA_ARCHITECTURES:-}" ]]; then
+  py_args+=("--config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=${RA_CUDA_ARCHITECTURES}")
+fi
+echo "test.sh: building the PyTorch binding (python/)"
+CMAKE_BUILD_PARALLEL_LEVEL="$jobs" "$python" -m pip install "${py_args[@]}" ./python
+"$python" -m pytest python/tests -q -rs -p no:cacheprovider
+times="configure + build $((built - start)) s, tests $((tested - built)) s, PyTorch binding $((SECONDS - tested)) s"
 
 # CTest passes a run with skipped tests and shows no output for them: say which skipped and
 # why, never claim that everything passed when something did not run, and fail when a GPU is
