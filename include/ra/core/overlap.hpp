@@ -72,6 +72,11 @@ inline Footprint footprint(const void* p, index_t elem,
   return f;
 }
 
+/// The footprint of n floats at p (nothing when p is null: an optional output or input).
+inline Footprint float_footprint(const float* p, index_t n) {
+  return footprint(p, sizeof(float), {{p != nullptr ? n : 0, 1}});
+}
+
 namespace detail {
 
 // Is there d with lo_i <= d_i <= hi_i and |r - Σ_{i>=k} S_i d_i| < elem? Modes sorted by

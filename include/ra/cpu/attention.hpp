@@ -150,7 +150,7 @@ void check_inputs(const char* where, const Node& node) {
   require_data(where, "Kf", node.k);
   require_data(where, "V", node.v);
   if (node.gates.enabled()) {
-    const index_t n = node.gates.mode == GateMode::per_head ? node.heads() : 1;
+    const index_t n = node.spec().gate_count();
     require_finite_values(where, "gates.w_std", node.gates.w_std, n);
     require_finite_values(where, "gates.w_rec", node.gates.w_rec, n);
   }
@@ -174,7 +174,7 @@ void attention_forward(const FoldedAttention<R, QV, KV, VV>& node, const OV& o,
   const index_t B = node.batch(), H = node.heads(), T = node.seq_q(), D = node.head_dim();
   require_disjoint(where,
                    {{"O", footprint(o)},
-                    {"lse", footprint(lse, sizeof(float), {{lse ? B * H * T : 0, 1}})},
+                    {"lse", float_footprint(lse, B * H * T)},
                     {"Qf", footprint(node.q)},
                     {"Kf", footprint(node.k)},
                     {"V", footprint(node.v)}},
@@ -235,23 +235,20 @@ void attention_backward(const FoldedAttention<R, QV, KV, VV>& node, const DOV& d
   const bool gated = node.gates.enabled();
   const index_t n_gates = node.spec().gate_count();
   const index_t n_a = node.restart.enabled() ? H : 0;
-  auto floats = [](const float* p, index_t n) {
-    return footprint(p, sizeof(float), {{p ? n : 0, 1}});
-  };
   require_disjoint(where,
                    {{"dQf", footprint(dq)},
                     {"dKf", footprint(dk)},
                     {"dV", footprint(dv)},
-                    {"grads.w_std", floats(grads.w_std, n_gates)},
-                    {"grads.w_rec", floats(grads.w_rec, n_gates)},
-                    {"grads.a", floats(grads.a, n_a)},
+                    {"grads.w_std", float_footprint(grads.w_std, n_gates)},
+                    {"grads.w_rec", float_footprint(grads.w_rec, n_gates)},
+                    {"grads.a", float_footprint(grads.a, n_a)},
                     {"Qf", footprint(node.q)},
                     {"Kf", footprint(node.k)},
                     {"V", footprint(node.v)},
                     {"dO", footprint(d_out)},
-                    {"gates.w_std", floats(node.gates.w_std, n_gates)},
-                    {"gates.w_rec", floats(node.gates.w_rec, n_gates)},
-                    {"restart.a", floats(node.restart.a, n_a)}},
+                    {"gates.w_std", float_footprint(node.gates.w_std, n_gates)},
+                    {"gates.w_rec", float_footprint(node.gates.w_rec, n_gates)},
+                    {"restart.a", float_footprint(node.restart.a, n_a)}},
                    6);
   std::vector<double> sum_std(n_gates, 0.0), sum_rec(n_gates, 0.0), sum_a(H, 0.0);
 

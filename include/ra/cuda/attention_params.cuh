@@ -62,11 +62,6 @@ inline Footprint operand_footprint(const AttentionParams& p, const void* ptr, in
                    {{ptr ? p.batch : 0, bs}, {p.heads, hs}, {rows, rs}, {p.head_dim, 1}});
 }
 
-/// fp32 arrays (lse, gate gradients, workspace), for the overlap checks.
-inline Footprint float_footprint(const void* ptr, index_t n) {
-  return footprint(ptr, sizeof(float), {{ptr ? n : 0, 1}});
-}
-
 }  // namespace detail
 
 /// The checks every CUDA attention path shares: the spec (ra/expr/attention_spec.hpp),
@@ -86,16 +81,16 @@ inline void validate_common(const AttentionParams& p, const char* where) {
                                                     p.o_head_stride, p.o_row_stride)},
                     {"o_pre", detail::operand_footprint(p, p.o_pre, p.seq, p.o_pre_batch_stride,
                                                         p.o_pre_head_stride, p.o_pre_row_stride)},
-                    {"lse", detail::float_footprint(p.lse, index_t{p.batch} * p.heads * p.seq)},
+                    {"lse", float_footprint(p.lse, index_t{p.batch} * p.heads * p.seq)},
                     {"Qf", detail::operand_footprint(p, p.q, p.seq, p.q_batch_stride,
                                                      p.q_head_stride, p.q_row_stride)},
                     {"Kf", detail::operand_footprint(p, p.k, p.seq_k, p.k_batch_stride,
                                                      p.k_head_stride, p.k_row_stride)},
                     {"V", detail::operand_footprint(p, p.v, p.seq_k, p.v_batch_stride,
                                                     p.v_head_stride, p.v_row_stride)},
-                    {"gates.w_std", detail::float_footprint(p.gates.w_std, p.spec().gate_count())},
-                    {"gates.w_rec", detail::float_footprint(p.gates.w_rec, p.spec().gate_count())},
-                    {"restart.a", detail::float_footprint(p.restart.a, n_a)}},
+                    {"gates.w_std", float_footprint(p.gates.w_std, p.spec().gate_count())},
+                    {"gates.w_rec", float_footprint(p.gates.w_rec, p.spec().gate_count())},
+                    {"restart.a", float_footprint(p.restart.a, n_a)}},
                    3);
 }
 

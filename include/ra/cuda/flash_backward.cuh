@@ -752,36 +752,35 @@ inline void validate(const AttentionBackwardParams& p) {
   check_aligned(where, "gradient pointer", {p.d_out, p.dq, p.dk, p.dv});
   const AttentionParams& f = p.fwd;
   const index_t n_gates = f.spec().gate_count(), n_a = f.restart.enabled() ? f.heads : 0;
-  require_disjoint(
-      where,
-      {{"dQf", detail::operand_footprint(f, p.dq, f.seq, p.dq_batch_stride, p.dq_head_stride,
-                                         p.dq_row_stride)},
-       {"dKf", detail::operand_footprint(f, p.dk, f.seq_k, p.dk_batch_stride, p.dk_head_stride,
-                                         p.dk_row_stride)},
-       {"dV", detail::operand_footprint(f, p.dv, f.seq_k, p.dv_batch_stride, p.dv_head_stride,
-                                        p.dv_row_stride)},
-       {"d_w_std", detail::float_footprint(p.d_w_std, n_gates)},
-       {"d_w_rec", detail::float_footprint(p.d_w_rec, n_gates)},
-       {"d_a", detail::float_footprint(p.d_a, n_a)},
-       {"workspace",
-        detail::float_footprint(p.workspace, backward_workspace_floats(f.batch, f.heads, f.seq))},
-       {"dO'", detail::operand_footprint(f, p.d_out, f.seq, p.do_batch_stride, p.do_head_stride,
-                                         p.do_row_stride)},
-       {"Qf", detail::operand_footprint(f, f.q, f.seq, f.q_batch_stride, f.q_head_stride,
-                                        f.q_row_stride)},
-       {"Kf", detail::operand_footprint(f, f.k, f.seq_k, f.k_batch_stride, f.k_head_stride,
-                                        f.k_row_stride)},
-       {"V", detail::operand_footprint(f, f.v, f.seq_k, f.v_batch_stride, f.v_head_stride,
-                                       f.v_row_stride)},
-       {"O'", detail::operand_footprint(f, f.o, f.seq, f.o_batch_stride, f.o_head_stride,
-                                        f.o_row_stride)},
-       {"o_pre", detail::operand_footprint(f, f.o_pre, f.seq, f.o_pre_batch_stride,
-                                           f.o_pre_head_stride, f.o_pre_row_stride)},
-       {"lse", detail::float_footprint(f.lse, index_t{f.batch} * f.heads * f.seq)},
-       {"gates.w_std", detail::float_footprint(f.gates.w_std, n_gates)},
-       {"gates.w_rec", detail::float_footprint(f.gates.w_rec, n_gates)},
-       {"restart.a", detail::float_footprint(f.restart.a, n_a)}},
-      7);
+  require_disjoint(where,
+                   {{"dQf", detail::operand_footprint(f, p.dq, f.seq, p.dq_batch_stride,
+                                                      p.dq_head_stride, p.dq_row_stride)},
+                    {"dKf", detail::operand_footprint(f, p.dk, f.seq_k, p.dk_batch_stride,
+                                                      p.dk_head_stride, p.dk_row_stride)},
+                    {"dV", detail::operand_footprint(f, p.dv, f.seq_k, p.dv_batch_stride,
+                                                     p.dv_head_stride, p.dv_row_stride)},
+                    {"d_w_std", float_footprint(p.d_w_std, n_gates)},
+                    {"d_w_rec", float_footprint(p.d_w_rec, n_gates)},
+                    {"d_a", float_footprint(p.d_a, n_a)},
+                    {"workspace", float_footprint(p.workspace, backward_workspace_floats(
+                                                                   f.batch, f.heads, f.seq))},
+                    {"dO'", detail::operand_footprint(f, p.d_out, f.seq, p.do_batch_stride,
+                                                      p.do_head_stride, p.do_row_stride)},
+                    {"Qf", detail::operand_footprint(f, f.q, f.seq, f.q_batch_stride,
+                                                     f.q_head_stride, f.q_row_stride)},
+                    {"Kf", detail::operand_footprint(f, f.k, f.seq_k, f.k_batch_stride,
+                                                     f.k_head_stride, f.k_row_stride)},
+                    {"V", detail::operand_footprint(f, f.v, f.seq_k, f.v_batch_stride,
+                                                    f.v_head_stride, f.v_row_stride)},
+                    {"O'", detail::operand_footprint(f, f.o, f.seq, f.o_batch_stride,
+                                                     f.o_head_stride, f.o_row_stride)},
+                    {"o_pre", detail::operand_footprint(f, f.o_pre, f.seq, f.o_pre_batch_stride,
+                                                        f.o_pre_head_stride, f.o_pre_row_stride)},
+                    {"lse", float_footprint(f.lse, index_t{f.batch} * f.heads * f.seq)},
+                    {"gates.w_std", float_footprint(f.gates.w_std, n_gates)},
+                    {"gates.w_rec", float_footprint(f.gates.w_rec, n_gates)},
+                    {"restart.a", float_footprint(f.restart.a, n_a)}},
+                   7);
 }
 
 namespace detail {
@@ -848,7 +847,7 @@ inline void attention_backward(const AttentionBackwardParams& p, cudaStream_t st
   validate(p);
   if (p.fwd.batch == 0 || p.fwd.seq == 0) {  // nothing to sum: the parameter gradients are 0
     const Gates& g = p.fwd.gates;
-    const std::size_t n_gates = g.mode == GateMode::per_head ? p.fwd.heads : 1;
+    const auto n_gates = static_cast<std::size_t>(p.fwd.spec().gate_count());
     if (g.enabled() && p.d_w_std)
       RA_CUDA_CHECK(cudaMemsetAsync(p.d_w_std, 0, n_gates * sizeof(float), stream));
     if (g.enabled() && p.d_w_rec)
