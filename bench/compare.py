@@ -149,7 +149,7 @@ def fmt(v, spec, width):
         f"{'-':>{width}}"
 
 
-PATH_ORDER = ["kernel", "unfused", "fused", "graph", "flash", "cudnn", "flash-strided",
+PATH_ORDER = ["kernel", "mma_sync", "sm90", "unfused", "fused", "graph", "flash", "cudnn", "flash-strided",
               "cudnn-strided", "eager", "compile", "graph-eager", "graph-compile"]
 
 

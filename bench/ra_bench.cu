@@ -322,8 +322,9 @@ double attention_flops(index_t B, index_t H, index_t T, index_t D) {
 
 template <class T>
 void bench_kernel(const Options& opt, index_t seq, bool ra_config, const cudaDeviceProp& prop,
-                  cudaStream_t s, std::vector<Record>& out, std::string& stage) {
-  stage = "kernel";
+                  cudaStream_t s, std::vector<Record>& out, std::string& stage,
+                  ra::cuda::ForwardPath path, const char* label) {
+  stage = label;
   const index_t B = opt.batch, H = opt.heads, D = opt.head_dim, C = H * D;
   const int R = ra_config ? opt.rank : 0;
   const std::size_t set_bytes =
@@ -355,6 +356,7 @@ void bench_kernel(const Options& opt, index_t seq, bool ra_config, const cudaDev
     auto o_heads = ra::heads(o_btc, H, D);  // (B,H,T,D) strides (TC,D,C,1)
     auto node = ra::folded_attention(qkv.q, qkv.k, qkv.v, R, gates, ra::causal);
     params.push_back(ra::cuda::make_params(node, o_heads, lse.back().data()));
+    params.back().path = path;
   }
 
   auto run = [&](int i) {
@@ -371,7 +373,7 @@ void bench_kernel(const Options& opt, index_t seq, bool ra_config, const cudaDev
   Record r;
   r.what = "attention";
   r.config = ra_config ? "ra" : "baseline";
-  r.path = "kernel";
+  r.path = label;
   r.dtype = opt.dtype;
   r.gates = ra_config ? "per_layer" : "none";
   r.B = B, r.H = H, r.T = seq, r.D = D, r.R = R;
@@ -562,7 +564,16 @@ int run_all(const Options& opt, const cudaDeviceProp& prop, cudaStream_t s,
   for (index_t seq : opt.seqs) {
     for (bool ra_config : {false, true})
       step("attention", seq, ra_config, [&](std::string& stage) {
-        bench_kernel<T>(opt, seq, ra_config, prop, s, records, stage);
+        // "kernel" is the automatic path (what users get); the explicit paths beside it show
+        // what each tensor-core kernel measures on this device.
+        using ra::cuda::ForwardPath;
+        bench_kernel<T>(opt, seq, ra_config, prop, s, records, stage, ForwardPath::automatic,
+                        "kernel");
+        bench_kernel<T>(opt, seq, ra_config, prop, s, records, stage, ForwardPath::mma_sync,
+                        "mma_sync");
+        if (sizeof(T) == 2 && ra::cuda::sm90::flash_forward_available())
+          bench_kernel<T>(opt, seq, ra_config, prop, s, records, stage, ForwardPath::tma_wgmma,
+                          "sm90");
       });
     for (bool ra_config : {false, true})
       step("block", seq, ra_config,

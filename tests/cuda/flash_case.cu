@@ -24,7 +24,9 @@ std::string describe(const FlashCase& c) {
      << " restart=" << c.restart << (c.separate_inputs ? " separate inputs" : " fused inputs")
      << (c.backward ? (c.compact_grads ? ", compact grads" : ", folded grads") : ", forward only")
      << " path="
-     << (c.path == cuda::ForwardPath::mma_sync ? "mma.sync" : "automatic")
+     << (c.path == cuda::ForwardPath::mma_sync    ? "mma.sync"
+         : c.path == cuda::ForwardPath::tma_wgmma ? "tma+wgmma (sm_90a)"
+                                                  : "automatic")
      << " seed=" << seed();
   return os.str();
 }

@@ -18,6 +18,7 @@
 #include <ra/cuda/buffer.cuh>
 #include <ra/cuda/device.cuh>
 #include <ra/cuda/flash_forward.cuh>
+#include <ra/cuda/sm90/support.cuh>
 
 #include "cuda_test_utils.cuh"
 #include "flash_case.hpp"
@@ -37,10 +38,13 @@ void for_each_supported(F&& f) {
       if (R < D) f(D, R);
 }
 
-// The tensor-core paths to test, each by name: today mma.sync only (the sm_90a kernels of the
-// Hopper issue add theirs here); fp32 has one (SIMT) path and ignores the choice.
-std::vector<ForwardPath> paths_for(DType) {
-  return {ForwardPath::mma_sync};
+// The tensor-core paths to test, each by name: mma.sync everywhere, and the sm_90a kernel
+// where this build and device have it (fp16/bf16); fp32 has one (SIMT) path.
+std::vector<ForwardPath> paths_for(DType dtype) {
+  std::vector<ForwardPath> paths{ForwardPath::mma_sync};
+  if (dtype != DType::f32 && ra::cuda::sm90::flash_forward_available())
+    paths.push_back(ForwardPath::tma_wgmma);
+  return paths;
 }
 
 }  // namespace
@@ -167,10 +171,29 @@ TEST_CASE("R = 0 without gates is bit-for-bit the R = 0 path with unit gates", "
   CHECK_FALSE(ra::test::is_poison(h1.back()));
 }
 
+TEST_CASE("the sm_90a forward is present exactly where the build put it", "[flash][cuda]") {
+  // The build says whether it compiled sm_90a code (RA_TEST_BUILT_FOR_SM90A, set by
+  // tests/CMakeLists.txt from CMAKE_CUDA_ARCHITECTURES); on an sm_90 device such a build must
+  // run the sm_90a forward (so its tests above ran), and no other build or device may claim it.
+  cudaDeviceProp prop{};
+  RA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+#ifdef RA_TEST_BUILT_FOR_SM90A
+  const bool built_for_sm90a = true;
+#else
+  const bool built_for_sm90a = false;
+#endif
+  const bool expected = built_for_sm90a && prop.major == 9 && prop.minor == 0;
+  INFO("device sm_" << prop.major << prop.minor << ", built for sm_90a: " << built_for_sm90a);
+  CHECK(ra::cuda::sm90::flash_forward_available() == expected);
+}
+
 TEST_CASE("attention_forward rejects bad parameters with a clear error", "[flash][cuda]") {
-  ra::cuda::DeviceBuffer<ra::fp16> buf(3 * 64 * 64 + 8);
+  // A valid call but for the one field each section breaks (inputs may share memory, the
+  // outputs O and o_pre have their own).
+  ra::cuda::DeviceBuffer<ra::fp16> buf(3 * 64 * 64 + 8), out(64 * 64), out_pre(64 * 65 + 64);
   ra::cuda::AttentionParams p;
-  p.q = p.k = p.v = p.o = buf.data();
+  p.q = p.k = p.v = buf.data();
+  p.o = out.data();
   p.batch = 1, p.heads = 1, p.seq = 64, p.seq_k = 64, p.head_dim = 64, p.rank = 4;
   p.q_row_stride = p.k_row_stride = p.v_row_stride = p.o_row_stride = 64;
   p.scale = 0.125f;
@@ -193,7 +216,7 @@ TEST_CASE("attention_forward rejects bad parameters with a clear error", "[flash
                         Catch::Contains("stride") && Catch::Contains("67"));
   }
   SECTION("misaligned o_pre stride") {
-    p.o_pre = buf.data();
+    p.o_pre = out_pre.data();
     p.o_pre_row_stride = 65;
     REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr),
                         Catch::Contains("o_pre stride") && Catch::Contains("65"));
@@ -216,6 +239,23 @@ TEST_CASE("attention_forward rejects bad parameters with a clear error", "[flash
     p.o = buf.data() + 2 * 64 * 64 - 64;  // O's first row is Kf's last
     REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr),
                         Catch::Contains("output 'O' overlaps input 'Kf'"));
+  }
+  SECTION("the sm_90a path where it cannot run") {
+    p.path = ra::cuda::ForwardPath::tma_wgmma;
+    p.dtype = DType::f32;
+    ra::cuda::DeviceBuffer<float> q32(3 * 64 * 64), o32(64 * 64);
+    p.q = p.k = p.v = q32.data();
+    p.o = o32.data();
+    REQUIRE_THROWS_AS(ra::cuda::attention_forward(p, nullptr), ra::unsupported);
+    REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr),
+                        Catch::Contains("path = tma_wgmma") && Catch::Contains("fp16 and bf16"));
+    if (!ra::cuda::sm90::flash_forward_available()) {
+      p.dtype = DType::f16;
+      p.q = p.k = p.v = buf.data();
+      p.o = out.data();
+      REQUIRE_THROWS_WITH(ra::cuda::attention_forward(p, nullptr),
+                          Catch::Contains("path = tma_wgmma") && Catch::Contains("no sm_90a code"));
+    }
   }
   SECTION("null pointer") {
     p.v = nullptr;

@@ -15,6 +15,7 @@
 #include <ra/cuda/attention_params.cuh>
 #include <ra/cuda/check.cuh>
 #include <ra/cuda/forward_path.cuh>
+#include <ra/cuda/sm90/support.cuh>
 #include <ra/expr/attention.hpp>
 
 #include <cmath>
@@ -60,6 +61,12 @@ inline void validate(const AttentionParams& p, const char* where = "attention_fo
     check_strides(where, "o_pre stride", p.dtype, p.batch, p.heads, p.seq,
                   {p.o_pre_batch_stride, p.o_pre_head_stride, p.o_pre_row_stride});
     check_aligned(where, "o_pre pointer", {p.o_pre});
+  }
+  if (p.path == ForwardPath::tma_wgmma && p.batch > 0 && p.seq > 0) {
+    const std::string why = sm90::flash_forward_refusal(p);
+    if (!why.empty())
+      throw unsupported(
+          ra::detail::concat(where, ": path = tma_wgmma cannot run this call: ", why));
   }
 }
 
