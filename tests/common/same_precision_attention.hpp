@@ -20,11 +20,16 @@
 // fp32, and its argument carries the fp32 roundings of z and lse) — times the term's
 // sensitivity: the error a same-precision implementation should expect, which the naive's own
 // error can undershoot by chance. With ⊕ the root sum of squares:
-//   O       ‖ε_P P_j V_j‖ ⊕ u_T·|O| ⊕ u_32·|O|·√(1 + ln n)   (n keys; the last term: the online
-//           softmax's rescalings of the accumulator)
+//   O       ‖ε_P P_j V_j‖ ⊕ u_T·|O| ⊕ u_32·|O|·√(1 + ln n) ⊕ u_32·|O|·‖partial sums of l‖/l
+//           (n keys; the online softmax's rescalings of the accumulator, and the normaliser
+//           l summed in another order, which scales a whole row coherently)
 //   O'      (1 − α)·floor(O) ⊕ u_T·|α V| ⊕ u_T·|O'|
 //   lse     16 u_32 (1 + max|z|) ⊕ u_32·‖P_j ‖q̂⊙k_j‖/√D‖ ⊕ u_32·‖partial sums of l‖/l
-//           (16 u_32: the GPU's approximate exp2/log2, 2^-22 relative each)
+//           ⊕ u_T·‖q̂ ⊙ Σ_j P_j k_j‖/√D with gates (16 u_32: the GPU's approximate exp2/log2,
+//           2^-22 relative each; the last: Q̂'s rounding, which a kernel's own gate value
+//           may take to the neighbouring T value)
+//   backward P = e^(z − lse) with the forward's stored lse: ε_P + floor(lse) wherever ε_P
+//           enters below
 //   Δ_i     u_T·Σ_j P|dP'_j| + u_T·Σ_d |dO'_d O_d| + Σ_j ε_P P|dP'_j| + u_32·Σ_j P‖dO'⊙V_j‖:
 //           the worst-case (L1) budget of the two standard ways to form it (Σ_j P·dP' and
 //           Σ_d dO'·O), since its error is common to all of a row's gradients and no averaging
@@ -187,9 +192,26 @@ SamePrecisionAttention same_precision_attention(const QV& q, const KV& k, const 
         eps_p[tt(i, j)] = (std::is_same_v<T, float> ? 0.0 : u) + 4 * u32 +
                           u32 * (zt[tt(i, j)] + std::abs(z[tt(i, j)]) + std::abs(lse[i]));
       }
+      // With gates, Q̂ = T(g ⊙ Qf) is rounded, and a kernel's g (its own softplus) may put an
+      // element on the other side of a rounding boundary than the naive's: lse moves by
+      // Σ_d δq̂_d·k̄_d/√D (k̄ = Σ_j P_j K_j, the same δq̂ for every key), budget
+      // u·‖q̂ ⊙ k̄‖/√D.
+      double qk2 = 0.0;
+      if (gates.enabled()) {
+        for (index_t d = 0; d < D; ++d) {
+          double kbar = 0.0;
+          for (index_t j = 0; j <= i; ++j)
+            kbar += std::exp(static_cast<double>(z[tt(i, j)]) - lse[i]) * kf[at(j, d)];
+          qk2 += sq(u * scale * qh[at(i, d)] * kbar);
+        }
+      }
       r.lse[base3 + i] = lse[i];
-      r.lse_floor[base3 + i] = std::sqrt(sq(16.0 * u32 * (1.0 + zmax)) + sq(u32) * lse_t2);
+      r.lse_floor[base3 + i] =
+          std::sqrt(sq(16.0 * u32 * (1.0 + zmax)) + sq(u32) * lse_t2 + qk2);
       const double rescale2 = sq(u32) * (1.0 + std::log(static_cast<double>(i + 1)));
+      // The normaliser l's own summation error scales the whole row of O coherently (a
+      // kernel's l is summed in another order than the naive's): u_32·‖partial sums of l‖/l.
+      const double norm2 = sq(u32) * l_partial2 / sq(l);
       for (index_t d = 0; d < D; ++d) {
         float acc = 0.f;
         double partial2 = 0.0;
@@ -203,7 +225,7 @@ SamePrecisionAttention same_precision_attention(const QV& q, const KV& k, const 
           t2 += sq(eps_p[tt(i, j)] * p * vf[at(j, d)]);
         }
         o_t[at(i, d)] = round_to_storage<T>(acc);
-        fo[at(i, d)] = std::sqrt(t2 + (sq(u) + rescale2) * sq(acc));
+        fo[at(i, d)] = std::sqrt(t2 + (sq(u) + rescale2 + norm2) * sq(acc));
         const float mixed =
             round_to_storage<T>((1.f - alpha) * o_t[at(i, d)] + alpha * vf[at(i, d)]);
         r.o_pre[base4 + at(i, d)] = o_t[at(i, d)];
@@ -221,6 +243,9 @@ SamePrecisionAttention same_precision_attention(const QV& q, const KV& k, const 
     std::vector<float> p(n2, 0.f), dp(n2, 0.f), ds(n2, 0.f);
     std::vector<double> pf(n2, 0.0), dpt(n2, 0.0), ds_f2(n2, 0.0), fdelta(S, 0.0);
     detail::HeadSums& hs = sums[bh];
+    // A kernel's backward forms P from the lse its forward stored, which carries up to that
+    // lse's floor of error: P's relative error there is ε_P plus floor(lse_i).
+    auto eps_b = [&](index_t i, index_t j) { return eps_p[tt(i, j)] + r.lse_floor[base3 + i]; };
     for (index_t i = 0; i < S; ++i) {
       float delta = 0.f;
       double fd = 0.0;  // worst-case (L1) budget, see the top of this header
@@ -237,13 +262,13 @@ SamePrecisionAttention same_precision_attention(const QV& q, const KV& k, const 
         dp[tt(i, j)] = s;
         dpt[tt(i, j)] = std::sqrt(s2);
         delta += p[tt(i, j)] * s;
-        fd += pf[tt(i, j)] * ((u + eps_p[tt(i, j)]) * std::abs(s) + u32 * dpt[tt(i, j)]);
+        fd += pf[tt(i, j)] * ((u + eps_b(i, j)) * std::abs(s) + u32 * dpt[tt(i, j)]);
       }
       fdelta[i] = fd;
       for (index_t j = 0; j <= i; ++j) {
         ds[tt(i, j)] = round_to_storage<T>(p[tt(i, j)] * (dp[tt(i, j)] - delta));
         ds_f2[tt(i, j)] = sq(u * ds[tt(i, j)]) + sq(u32 * pf[tt(i, j)] * dpt[tt(i, j)]) +
-                          sq(eps_p[tt(i, j)] * pf[tt(i, j)] * (dp[tt(i, j)] - delta));
+                          sq(eps_b(i, j) * pf[tt(i, j)] * (dp[tt(i, j)] - delta));
       }
       float rho = 0.f;
       for (index_t d = 0; d < D; ++d) {
@@ -292,7 +317,7 @@ SamePrecisionAttention same_precision_attention(const QV& q, const KV& k, const 
           dk += ds[tt(i, j)] * qh[at(i, d)];
           dv += p[tt(i, j)] * dof[at(i, d)];
           k2 += sq(qh[at(i, d)]) * (ds_f2[tt(i, j)] + sq(pf[tt(i, j)] * fdelta[i])) + sq(u32 * dk);
-          v2 += sq(dof[at(i, d)] * pf[tt(i, j)] * eps_p[tt(i, j)]) + sq(u32 * dv);
+          v2 += sq(dof[at(i, d)] * pf[tt(i, j)] * eps_b(i, j)) + sq(u32 * dv);
         }
         const double ad = static_cast<double>(alpha) * dof[at(j, d)];
         r.dk[base4 + at(j, d)] = round_to_storage<T>((1.f - alpha) * scale * dk);

@@ -163,13 +163,18 @@ TEST_CASE("attention_backward rejects bad parameters with a clear error",
           "[flash_backward][cuda]") {
   ra::cuda::DeviceBuffer<ra::fp16> buf(4 * 64 * 64);
   ra::cuda::DeviceBuffer<float> lse(64), ws(ra::cuda::backward_workspace_floats(1, 1, 64)), a(1);
+  // A valid call but for the one field each section breaks: Qf, Kf, V, O' at rows 0..255 of
+  // buf, dO' and the gradients in grads, all in memory of their own.
+  ra::cuda::DeviceBuffer<ra::fp16> grads(4 * 64 * 64);
   ra::cuda::AttentionBackwardParams p;
-  p.fwd.q = p.fwd.k = p.fwd.v = p.fwd.o = buf.data();
+  p.fwd.q = buf.data(), p.fwd.k = buf.data() + 64 * 64, p.fwd.v = buf.data() + 2 * 64 * 64;
+  p.fwd.o = buf.data() + 3 * 64 * 64;
   p.fwd.lse = lse.data();
   p.fwd.batch = 1, p.fwd.heads = 1, p.fwd.seq = 64, p.fwd.seq_k = 64, p.fwd.head_dim = 64;
   p.fwd.rank = 4;
   p.fwd.q_row_stride = p.fwd.k_row_stride = p.fwd.v_row_stride = p.fwd.o_row_stride = 64;
-  p.d_out = p.dq = p.dk = p.dv = buf.data();
+  p.d_out = grads.data(), p.dq = grads.data() + 64 * 64, p.dk = grads.data() + 2 * 64 * 64;
+  p.dv = grads.data() + 3 * 64 * 64;
   p.do_row_stride = p.dq_row_stride = p.dk_row_stride = p.dv_row_stride = 64;
   p.workspace = ws.data();
   SECTION("missing lse") {
@@ -191,12 +196,6 @@ TEST_CASE("attention_backward rejects bad parameters with a clear error",
                         Catch::Contains("gradient stride") && Catch::Contains("65"));
   }
   SECTION("gradients sharing memory with an input or another gradient") {
-    // Inputs Qf, Kf, V, O' at rows 0..255 of buf, dO' and the gradients in grads: disjoint.
-    ra::cuda::DeviceBuffer<ra::fp16> grads(4 * 64 * 64);
-    p.fwd.k = buf.data() + 64 * 64, p.fwd.v = buf.data() + 2 * 64 * 64;
-    p.fwd.o = buf.data() + 3 * 64 * 64;
-    p.d_out = grads.data(), p.dq = grads.data() + 64 * 64, p.dk = grads.data() + 2 * 64 * 64;
-    p.dv = grads.data() + 3 * 64 * 64;
     p.dk = p.dq;
     REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr),
                         Catch::Contains("output 'dQf' overlaps output 'dKf'"));

@@ -363,14 +363,24 @@ __global__ void __launch_bounds__(128)
   const float* v = static_cast<const float*>(p.v) + b * p.v_batch_stride + h * p.v_head_stride;
   const float2 gate = load_gates<G != GateMode::none>(p.gates, h);
 
-  float qd[kPerLane], acc[kPerLane];
+  // The sums over keys (acc = Σ e·V and l = Σ e) are compensated (Kahan): with one warp per
+  // row this path is not compute-bound, and it keeps the fp32 result within a few ulp of the
+  // exact one however long the row, instead of carrying u·‖partial sums‖ of rounding.
+  float qd[kPerLane], acc[kPerLane], acc_c[kPerLane];
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) {
     const int d = lane + 32 * i;
     qd[i] = d < D ? q[row * p.q_row_stride + d] * (d < kStd ? gate.x : gate.y) : 0.f;
-    acc[i] = 0.f;
+    acc[i] = acc_c[i] = 0.f;
   }
-  float m = -INFINITY, l = 0.f;
+  float m = -INFINITY, l = 0.f, l_c = 0.f;
+  // sum += x with the compensation c (sum + c is the running total).
+  auto add = [](float& sum, float& c, float x) {
+    const float y = x - c;
+    const float t = sum + y;
+    c = (t - sum) - y;
+    sum = t;
+  };
   for (int j = 0; j <= row; ++j) {
     float dot = 0.f;
 #pragma unroll
@@ -381,15 +391,24 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
     for (int off = 16; off > 0; off /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, off);
     const float z = dot * p.scale;
-    const float m_new = fmaxf(m, z);
-    const float corr = expf(m - m_new), e = expf(z - m_new);
-    l = l * corr + e;
+    if (z > m) {  // a new maximum: rescale the sums and their compensations
+      const float corr = expf(m - z);
+      l *= corr;
+      l_c *= corr;
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) {
+        acc[i] *= corr;
+        acc_c[i] *= corr;
+      }
+      m = z;
+    }
+    const float e = expf(z - m);
+    add(l, l_c, e);
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
       const int d = lane + 32 * i;
-      acc[i] = acc[i] * corr + (d < D ? e * v[j * p.v_row_stride + d] : 0.f);
+      if (d < D) add(acc[i], acc_c[i], __fmul_rn(e, v[j * p.v_row_stride + d]));
     }
-    m = m_new;
   }
   const float alpha = kRestart ? effective_restart(p.restart.a[h]) : 0.f;
   float* out = static_cast<float*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
