@@ -430,35 +430,50 @@ CrossEntropyReference cross_entropy_reference(const std::vector<double>& z,
 
 // ---- GEMM products ------------------------------------------------------------------------
 
+/// The unit error of one addition in the GPU's fp32 accumulation of a product of T inputs.
+/// fp32 inputs (CUDA cores: FMA, round to nearest, in another order than the naive's): u32.
+/// fp16 / bf16 inputs (tensor cores): 2·u32. Tensor cores do not round each addition to
+/// nearest: they align the exact products of a block of k (and the accumulator) to the
+/// largest exponent and truncate the aligned significands and the block's sum (round toward
+/// zero), so an addition can lose up to one ulp of the running sum, 2·u32 relative, where
+/// round to nearest loses at most half (Fasi, Higham, Mikaitis, Pranesh, "Numerical behavior
+/// of NVIDIA tensor cores", PeerJ CS 7:e330, 2021, for V100/T4/A100; Khattak, Mikaitis,
+/// "Accurate models of NVIDIA tensor cores", arXiv:2512.07004, 2025, for H100/B200). NVIDIA
+/// documents only "fp32 accumulation" (CUBLAS_COMPUTE_32F), not its rounding.
+template <class T>
+constexpr double accumulation_unit() {
+  return std::is_same_v<T, float> ? kU32 : 2.0 * kU32;
+}
+
 /// Y (M,N) = Σ_k a(i,k)·w(k,j) (+ bias_j) (+ c0_ij), summed sequentially over k, then the
 /// bias, then c0 (accumulate: Y += product); stored in Tout. a and w are functors
 /// (index_t, index_t) -> double; bias (N) and c0 (M·N) may be empty. Floor
-/// u_Tout·‖(a_ik·w_kj over k, bias_j, c0_ij)‖₂.
+/// u_Tout·‖(a_ik·w_kj over k, bias_j, c0_ij)‖₂ + acc_unit·‖partial sums‖₂: the final rounding,
+/// and the first-order error of the fp32 sum, which a GEMM summing in blocks, in another
+/// order and with another rounding redistributes (acc_unit: accumulation_unit<T>() of the
+/// inputs' type; the partial sums are the naive's, one after each addition, as in
+/// same_precision_gemm.hpp).
 template <class Acc, class Tout, class FA, class FW>
 Computed product_reference(index_t M, index_t N, index_t K, FA a, FW w,
-                           const std::vector<double>& bias, const std::vector<double>& c0) {
+                           const std::vector<double>& bias, const std::vector<double>& c0,
+                           double acc_unit) {
   using detail::at;
   Computed r;
   r.assign(at(M * N));
   for (index_t i = 0; i < M; ++i)
     for (index_t j = 0; j < N; ++j) {
       Acc s = 0;
-      double t2 = 0.0;
-      for (index_t k = 0; k < K; ++k) {
-        const Acc x = static_cast<Acc>(a(i, k)) * static_cast<Acc>(w(k, j));
+      double t2 = 0.0, partial2 = 0.0;
+      const auto add = [&](Acc x) {
         s += x;
         t2 += detail::sq(x);
-      }
-      if (!bias.empty()) {
-        s += static_cast<Acc>(bias[at(j)]);
-        t2 += detail::sq(bias[at(j)]);
-      }
-      if (!c0.empty()) {
-        s += static_cast<Acc>(c0[at(i * N + j)]);
-        t2 += detail::sq(c0[at(i * N + j)]);
-      }
+        partial2 += detail::sq(s);
+      };
+      for (index_t k = 0; k < K; ++k) add(static_cast<Acc>(a(i, k)) * static_cast<Acc>(w(k, j)));
+      if (!bias.empty()) add(static_cast<Acc>(bias[at(j)]));
+      if (!c0.empty()) add(static_cast<Acc>(c0[at(i * N + j)]));
       r.v[at(i * N + j)] = stored<Acc, Tout>(s);
-      r.floor[at(i * N + j)] = unit_of<Tout>() * std::sqrt(t2);
+      r.floor[at(i * N + j)] = unit_of<Tout>() * std::sqrt(t2) + acc_unit * std::sqrt(partial2);
     }
   return r;
 }
