@@ -1,8 +1,9 @@
 // tests/cuda/test_elementwise.cu — the element-wise training kernels (ra/cuda/elementwise.cuh):
 // GELU forward and backward (also in place), add (also in place), round_to, and dropout, which
 // must reproduce nn::Dropout's mask (p 0.1 / 0.5, two sites), do nothing at p = 0 and reject a
-// bad p. float and bf16 over 37 rows of 200 (925 packs of bf16: not a multiple of the
-// 256-thread block); outputs poisoned with NaN first.
+// bad p; and the strided GELU row passes (ra/cuda/gelu.cuh), bit for bit the packed kernels. float
+// and bf16 over 37 rows of 200 (925 packs of bf16: not a multiple of the 256-thread block); outputs
+// poisoned with NaN first.
 //
 // Precision (tests/common/precision.hpp): gelu, gelu backward and add against the exact
 // reference at most 2x the naive one's error plus the floor, per element, per row of 200 and
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include <ra/cuda/elementwise.cuh>
+#include <ra/cuda/gelu.cuh>
 #include <ra/nn/dropout.hpp>
 
 #include "training_test_utils.cuh"
@@ -92,6 +94,87 @@ TEMPLATE_TEST_CASE("training GELU forward and backward and add keep the precisio
                     Catch::Contains("length"));
   CHECK_THROWS_WITH(ra::cuda::gelu_forward(x_d.data() + 1, y_d.data(), n - 8, stream),
                     Catch::Contains("pointer") && Catch::Contains("16-byte"));
+}
+
+// The row passes of ra/cuda/gelu.cuh (an fp32 GEMM's GELU epilogue, ra/cuda/gemm.cuh) over
+// strided rows of any length: the bits of the packed kernels above (one element math), rows
+// of 37 x 203 (not a multiple of the 256-thread block), row strides 208 (x) and 211 (y, dy),
+// the padding between rows left as poisoned.
+TEMPLATE_TEST_CASE("training gelu_rows and gelu_grad_rows give the packed kernels' bits",
+                   "[sanitize][cuda][training][gelu]", float, ra::bf16) {
+  using T = TestType;
+  const index_t R = 37, C = 203, ldx = 208, ldy = 211;
+  ra::test::Stream stream;
+  auto g = ra::test::rng(302);
+  const auto x = ra::test::random_vector<T>(R * ldx, g, 2.f);
+  const auto dy = ra::test::random_vector<T>(R * ldy, g);
+  // The (R,C) part of a strided matrix, compact; the padding must still be poison.
+  const auto rows_of = [&](const std::vector<T>& all, index_t ld, bool padding_poisoned) {
+    std::vector<T> out;
+    index_t touched = 0;
+    for (index_t i = 0; i < R; ++i) {
+      out.insert(out.end(), all.begin() + i * ld, all.begin() + i * ld + C);
+      for (index_t j = C; j < ld; ++j) touched += !ra::test::is_poison(all[sz(i * ld + j)]);
+    }
+    if (padding_poisoned) CHECK(touched == 0);
+    return out;
+  };
+  // Packed reference: the compact (R,C) matrices, padded to whole packs with zeros.
+  const index_t n = (R * C + 7) / 8 * 8;
+  auto compact = [&](const std::vector<T>& all, index_t ld) {
+    auto v = rows_of(all, ld, false);
+    v.resize(sz(n), T(0.f));
+    return v;
+  };
+  auto xc_d = ra::test::to_device(compact(x, ldx));
+  auto dyc_d = ra::test::to_device(compact(dy, ldy));
+  ra::cuda::DeviceBuffer<T> yc_d(n), dxc_d(n);
+  ra::cuda::gelu_forward(xc_d.data(), yc_d.data(), n, stream);
+  ra::cuda::gelu_backward(dyc_d.data(), xc_d.data(), dxc_d.data(), n, stream);
+  auto y_packed = ra::test::to_host(yc_d.data(), n), dx_packed = ra::test::to_host(dxc_d.data(), n);
+  y_packed.resize(sz(R * C));
+  dx_packed.resize(sz(R * C));
+
+  auto x_d = ra::test::to_device(x);
+  ra::cuda::DeviceBuffer<T> y_d(R * ldy);
+  ra::test::poison(y_d.data(), y_d.size());
+  ra::cuda::gelu_rows(x_d.data(), ldx, y_d.data(), ldy, R, C, stream);
+  CHECK(ra::test::bitwise_equal(rows_of(ra::test::to_host(y_d.data(), R * ldy), ldy, true),
+                                y_packed));
+  // dy ⊙= gelu'(x) in place; the padding of dy (random values) must not change.
+  auto dy_d = ra::test::to_device(dy);
+  ra::cuda::gelu_grad_rows(x_d.data(), ldx, dy_d.data(), ldy, R, C, stream);
+  const auto dx = ra::test::to_host(dy_d.data(), R * ldy);
+  CHECK(ra::test::bitwise_equal(rows_of(dx, ldy, false), dx_packed));
+  std::vector<T> pad_before, pad_after;
+  for (index_t i = 0; i < R; ++i)
+    for (index_t j = C; j < ldy; ++j) {
+      pad_before.push_back(dy[sz(i * ldy + j)]);
+      pad_after.push_back(dx[sz(i * ldy + j)]);
+    }
+  CHECK(ra::test::bitwise_equal(pad_after, pad_before));
+
+  // Empty matrices are no-ops (null pointers allowed); bad arguments are named.
+  ra::cuda::gelu_rows(static_cast<const T*>(nullptr), C, static_cast<T*>(nullptr), C, 0, C, stream);
+  ra::cuda::gelu_grad_rows(static_cast<const T*>(nullptr), 0, static_cast<T*>(nullptr), 0, R, 0,
+                           stream);
+  CHECK_THROWS_WITH(ra::cuda::gelu_rows(x_d.data(), C - 1, y_d.data(), ldy, R, C, stream),
+                    Catch::Contains("'ldx' is 202") && Catch::Contains("cols = 203"));
+  CHECK_THROWS_WITH(ra::cuda::gelu_rows(x_d.data(), ldx, y_d.data(), 7, R, C, stream),
+                    Catch::Contains("'ldy' is 7"));
+  CHECK_THROWS_WITH(ra::cuda::gelu_grad_rows(x_d.data(), ldx, dy_d.data(), 7, R, C, stream),
+                    Catch::Contains("'lddy' is 7"));
+  CHECK_THROWS_WITH(ra::cuda::gelu_rows(x_d.data(), ldx, y_d.data(), ldy, -1, C, stream),
+                    Catch::Contains("'rows' is -1"));
+  CHECK_THROWS_WITH(ra::cuda::gelu_rows(x_d.data(), ldx, y_d.data(), ldy, R, -2, stream),
+                    Catch::Contains("'cols' is -2"));
+  CHECK_THROWS_WITH(
+      ra::cuda::gelu_grad_rows(static_cast<const T*>(nullptr), ldx, dy_d.data(), ldy, R, C, stream),
+      Catch::Contains("'x' is a null pointer"));
+  CHECK_THROWS_WITH(
+      ra::cuda::gelu_rows(x_d.data(), ldx, static_cast<T*>(nullptr), ldy, R, C, stream),
+      Catch::Contains("'y' is a null pointer"));
+  RA_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 TEMPLATE_TEST_CASE("training dropout reproduces the mask of nn::Dropout",

@@ -10,20 +10,24 @@
 // training_reference.hpp: exact in double; naive with fp32 sums taken sequentially over the
 // reduced dimension, then the bias, then (accumulate) the previous output, rounded once to the
 // output type — T for dX, aux, gelu(y) and dgelu(dX), fp32 for dW and db. Floors: a product's
-// u_out·‖terms‖₂ (terms the products, the bias, the previous output); gelu(y)
-// u_T·(|gelu'(s)|·‖terms of s‖₂ + ½|s|·‖(1, t)‖₂), gelu applied to the unrounded fp32 sum s;
-// dgelu u_T·(|gelu'(aux)|·‖terms of the product‖₂ + |product|·‖terms of gelu'(aux)‖₂), aux as
-// the forward stored it.
+// u_out·‖terms‖₂ (terms the products, the bias, the previous output) + acc·‖partial sums‖₂,
+// the first-order error of the fp32 accumulation, with acc = u32 for fp32 inputs and 2·u32 for
+// bf16 inputs, which tensor cores accumulate by truncation (accumulation_unit() says why; on
+// an H200 the fp32 dW of bf16 inputs had 1.2-1.6x the naive's error, worst elements 2.3x the
+// old floor without this term); gelu(y) u_T·(|gelu'(s)|·‖terms of s‖₂ + ½|s|·‖(1, t)‖₂), gelu
+// applied to the unrounded fp32 sum s; dgelu u_T·(|gelu'(aux)|·‖terms of the product‖₂ +
+// |product|·‖terms of gelu'(aux)‖₂), aux as the forward stored it.
 //
-// Unsure on the device: bf16 products accumulate on tensor cores, whose fp32 accumulation may
-// truncate rather than round; the fp32 dW and db of bf16 inputs (no final rounding to bf16 to
-// hide it) show that against the naive's round-to-nearest fp32 sums. cuBLASLt's GELU epilogue
-// may use an approximate tanh; in fp32 that would show against the naive's std::tanh.
+// The fp32 GELU epilogues are ra's own GELU pass after the product (cuBLASLt's fp32 GELU is
+// not the tanh form to fp32 accuracy: 14-17x the naive's error on an H200); bf16 keeps
+// cuBLASLt's epilogue (ra/cuda/gemm.cuh).
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <ra/cuda.cuh>
@@ -48,6 +52,7 @@ TEMPLATE_TEST_CASE("training GemmPlan dX = dY·W and dW = dYᵀ·X, overwriting 
   ra::test::Stream stream;
   ra::cuda::DeviceBuffer<std::byte> ws(static_cast<index_t>(ra::cuda::kGemmWorkspaceBytes));
   const index_t Nl = 96, Kl = 64;  // the layer: y (M,Nl) = x (M,Kl) · W (Nl,Kl)ᵀ
+  const double acc_unit = ra::test::accumulation_unit<T>();  // fp32 accumulation's unit error
   const auto family = [&](const char* what) {
     return ra::test::training_family(std::string("gemm ") + what, dt);
   };
@@ -78,8 +83,9 @@ TEMPLATE_TEST_CASE("training GemmPlan dX = dY·W and dW = dYᵀ·X, overwriting 
       const auto dx0_64 = acc ? as_double(dx0) : std::vector<double>{};
       RA_CHECK_PRECISION(judge_output(
           family("dX"), "dX", ra::test::to_host(dx_d.data(), M * Kl),
-          ra::test::product_reference<float, T>(M, Kl, Nl, dy_ik, w_kj, {}, dx0_64),
-          ra::test::product_reference<double, T>(M, Kl, Nl, dy_ik, w_kj, {}, dx0_64), Kl));
+          ra::test::product_reference<float, T>(M, Kl, Nl, dy_ik, w_kj, {}, dx0_64, acc_unit),
+          ra::test::product_reference<double, T>(M, Kl, Nl, dy_ik, w_kj, {}, dx0_64, acc_unit),
+          Kl));
 
       // dW (Nl,Kl) = dYᵀ · X: dY stored (k,m) = (M,Nl), X stored (k,n) = (M,Kl); fp32 out.
       const auto dw0 = ra::test::random_vector<float>(Nl * Kl, g);
@@ -97,8 +103,9 @@ TEMPLATE_TEST_CASE("training GemmPlan dX = dY·W and dW = dYᵀ·X, overwriting 
       const auto dw0_64 = acc ? as_double(dw0) : std::vector<double>{};
       RA_CHECK_PRECISION(judge_output(
           family("dW"), "dW", ra::test::to_host(dw_d.data(), Nl * Kl),
-          ra::test::product_reference<float, float>(Nl, Kl, M, dy_ni, x_ij, {}, dw0_64),
-          ra::test::product_reference<double, float>(Nl, Kl, M, dy_ni, x_ij, {}, dw0_64), Kl));
+          ra::test::product_reference<float, float>(Nl, Kl, M, dy_ni, x_ij, {}, dw0_64, acc_unit),
+          ra::test::product_reference<double, float>(Nl, Kl, M, dy_ni, x_ij, {}, dw0_64, acc_unit),
+          Kl));
       if (dt != DType::f32) {  // a y_f32 plan takes an fp32 Y only
         ra::cuda::DeviceBuffer<T> wrong(Nl * Kl);
         CHECK_THROWS_WITH(
@@ -109,9 +116,10 @@ TEMPLATE_TEST_CASE("training GemmPlan dX = dY·W and dW = dYᵀ·X, overwriting 
     }
 }
 
-// The MLP's GELU in cuBLASLt's epilogues (what the bf16 GPT-2 uses): Y = gelu(X·Wᵀ + b) with
-// the pre-activation in aux, then dX = (dY·W) ⊙ gelu'(aux), against the tanh-form GELU of
-// the CPU model.
+// The MLP's GELU in the GEMM epilogues (what the GPT-2 MLP uses): Y = gelu(X·Wᵀ + b) with the
+// pre-activation in aux, then dX = (dY·W) ⊙ gelu'(aux), against the tanh-form GELU of the CPU
+// model; cuBLASLt's epilogues for bf16, ra's GELU pass after the product for fp32. Compact and
+// row-strided Y and aux (ldy, aux_ld > N): the padding between rows stays poisoned.
 TEMPLATE_TEST_CASE("training GemmPlan GELU epilogues against the tanh-form GELU",
                    "[cuda][training][gemm]", float, ra::bf16) {
   using T = TestType;
@@ -125,64 +133,82 @@ TEMPLATE_TEST_CASE("training GemmPlan GELU epilogues against the tanh-form GELU"
   const auto w = ra::test::random_vector<T>(N * K, g, 1.f / std::sqrt(float(K)));
   const auto b = ra::test::random_vector<T>(N, g, 0.5f);
   const auto dy = ra::test::random_vector<T>(M * K, g);
-  ra::cuda::GemmShape f = ra::cuda::GemmShape::compact(M, N, K, dt, true);
-  f.epilogue = ra::cuda::GemmEpilogue::gelu_aux;
-  f.aux_ld = N;
-  ra::cuda::GemmShape d{M, N, K, /*lda=*/K, /*ldw=*/N, /*ldy=*/N, dt, false};
-  d.w_kn = true;  // dX (M,N) = dY (M,K) · W2 (K,N)
-  d.epilogue = ra::cuda::GemmEpilogue::dgelu;
-  d.aux_ld = N;
-  // The epilogue's flags are validated before cuBLASLt is asked for an algorithm.
-  auto bad = f;
-  bad.aux_ld = N + 4;
-  CHECK_THROWS_WITH(ra::cuda::GemmPlan(ctx, bad, nullptr, 0), Catch::Contains("aux_ld"));
-  bad = f;
-  bad.accumulate = true;
-  bad.bias = false;
-  CHECK_THROWS_WITH(ra::cuda::GemmPlan(ctx, bad, nullptr, 0), Catch::Contains("epilogue"));
-  bad = d;
-  bad.bias = true;
-  CHECK_THROWS_WITH(ra::cuda::GemmPlan(ctx, bad, nullptr, 0), Catch::Contains("bias"));
-  ra::cuda::GemmPlan pf, pd;
-  try {
-    pf = ra::cuda::GemmPlan(ctx, f, ws.data(), ra::cuda::kGemmWorkspaceBytes);
-    pd = ra::cuda::GemmPlan(ctx, d, ws.data(), ra::cuda::kGemmWorkspaceBytes);
-  } catch (const ra::error& e) {
-    WARN("cuBLASLt has no GELU epilogue algorithm here (the model uses separate kernels): "
-         << e.what());
-    return;
+  const index_t pad = 16 / static_cast<index_t>(sizeof(T));  // keeps rows 16-byte aligned
+  for (const auto& [ldy, aux_ld] : {std::pair<index_t, index_t>{N, N}, {N + pad, N + 8}}) {
+    INFO("ldy=" << ldy << " aux_ld=" << aux_ld << " seed=" << ra::test::seed());
+    ra::cuda::GemmShape f = ra::cuda::GemmShape::compact(M, N, K, dt, true);
+    f.ldy = ldy;
+    f.epilogue = ra::cuda::GemmEpilogue::gelu_aux;
+    f.aux_ld = aux_ld;
+    ra::cuda::GemmShape d{M, N, K, /*lda=*/K, /*ldw=*/N, ldy, dt, false};
+    d.w_kn = true;  // dX (M,N) = dY (M,K) · W2 (K,N)
+    d.epilogue = ra::cuda::GemmEpilogue::dgelu;
+    d.aux_ld = aux_ld;
+    // The epilogue's flags are validated before cuBLASLt is asked for an algorithm.
+    auto bad = f;
+    bad.aux_ld = N + 4;
+    CHECK_THROWS_WITH(ra::cuda::GemmPlan(ctx, bad, nullptr, 0), Catch::Contains("aux_ld"));
+    bad = f;
+    bad.accumulate = true;
+    bad.bias = false;
+    CHECK_THROWS_WITH(ra::cuda::GemmPlan(ctx, bad, nullptr, 0), Catch::Contains("epilogue"));
+    bad = d;
+    bad.bias = true;
+    CHECK_THROWS_WITH(ra::cuda::GemmPlan(ctx, bad, nullptr, 0), Catch::Contains("bias"));
+    ra::cuda::GemmPlan pf, pd;
+    try {
+      pf = ra::cuda::GemmPlan(ctx, f, ws.data(), ra::cuda::kGemmWorkspaceBytes);
+      pd = ra::cuda::GemmPlan(ctx, d, ws.data(), ra::cuda::kGemmWorkspaceBytes);
+    } catch (const ra::error& e) {
+      REQUIRE(dt != DType::f32);  // fp32 plans need only cuBLASLt's plain and bias epilogues
+      WARN("cuBLASLt has no GELU epilogue algorithm here (the model uses separate kernels): "
+           << e.what());
+      return;
+    }
+    auto x_d = ra::test::to_device(x);
+    auto w_d = ra::test::to_device(w);
+    auto b_d = ra::test::to_device(b);
+    auto dy_d = ra::test::to_device(dy);
+    ra::cuda::DeviceBuffer<T> y_d(M * ldy), aux_d(M * aux_ld), dx_d(M * ldy);
+    ra::test::poison(y_d.data(), y_d.size());
+    ra::test::poison(aux_d.data(), aux_d.size());
+    ra::test::poison(dx_d.data(), dx_d.size());
+    CHECK_THROWS_WITH(pf.run(x_d.data(), w_d.data(), b_d.data(), y_d.data(), stream),
+                      Catch::Contains("run_with_aux"));
+    pf.run_with_aux(x_d.data(), w_d.data(), b_d.data(), y_d.data(), aux_d.data(), stream);
+    // The (M,N) part of a matrix with row stride ld; the padding must still be poison.
+    const auto rows_of = [&](const T* p, index_t ld) {
+      const auto all = ra::test::to_host(p, M * ld);
+      std::vector<T> out;
+      index_t touched = 0;
+      for (index_t i = 0; i < M; ++i) {
+        out.insert(out.end(), all.begin() + i * ld, all.begin() + i * ld + N);
+        for (index_t j = N; j < ld; ++j) touched += !ra::test::is_poison(all[sz(i * ld + j)]);
+      }
+      CHECK(touched == 0);
+      return out;
+    };
+    const auto family = [&](const char* what) {
+      return ra::test::training_family(std::string("gemm ") + what, dt);
+    };
+    const auto x64 = as_double(x), w64 = as_double(w), b64 = as_double(b);
+    const auto exact = ra::test::gelu_epilogue_reference<double, T>(x64, w64, b64, M, N, K);
+    const auto naive = ra::test::gelu_epilogue_reference<float, T>(x64, w64, b64, M, N, K);
+    const auto aux = rows_of(aux_d.data(), aux_ld);
+    RA_CHECK_PRECISION(
+        judge_output(family("gelu aux"), "aux (pre-activation)", aux, naive.aux, exact.aux, N));
+    RA_CHECK_PRECISION(
+        judge_output(family("gelu y"), "gelu(y)", rows_of(y_d.data(), ldy), naive.y, exact.y, N));
+    // dX = (dY · W2) ⊙ gelu'(aux), W2 (K,N) = the first K·N values of w read as (K,N), aux as
+    // the forward stored it.
+    pd.run_with_aux(dy_d.data(), w_d.data(), nullptr, dx_d.data(), aux_d.data(), stream);
+    const auto dy64 = as_double(dy), aux64 = as_double(aux);
+    RA_CHECK_PRECISION(
+        judge_output(family("dgelu dx"), "dgelu(dx)", rows_of(dx_d.data(), ldy),
+                     ra::test::dgelu_epilogue_reference<float, T>(dy64, w64, aux64, M, N, K),
+                     ra::test::dgelu_epilogue_reference<double, T>(dy64, w64, aux64, M, N, K), N));
+    RA_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
-  auto x_d = ra::test::to_device(x);
-  auto w_d = ra::test::to_device(w);
-  auto b_d = ra::test::to_device(b);
-  auto dy_d = ra::test::to_device(dy);
-  ra::cuda::DeviceBuffer<T> y_d(M * N), aux_d(M * N), dx_d(M * N);
-  ra::test::poison(y_d.data(), y_d.size());
-  ra::test::poison(aux_d.data(), aux_d.size());
-  ra::test::poison(dx_d.data(), dx_d.size());
-  CHECK_THROWS_WITH(pf.run(x_d.data(), w_d.data(), b_d.data(), y_d.data(), stream),
-                    Catch::Contains("run_with_aux"));
-  pf.run_with_aux(x_d.data(), w_d.data(), b_d.data(), y_d.data(), aux_d.data(), stream);
-  const auto family = [&](const char* what) {
-    return ra::test::training_family(std::string("gemm ") + what, dt);
-  };
-  const auto x64 = as_double(x), w64 = as_double(w), b64 = as_double(b);
-  const auto exact = ra::test::gelu_epilogue_reference<double, T>(x64, w64, b64, M, N, K);
-  const auto naive = ra::test::gelu_epilogue_reference<float, T>(x64, w64, b64, M, N, K);
-  const auto aux = ra::test::to_host(aux_d.data(), M * N);
-  RA_CHECK_PRECISION(
-      judge_output(family("gelu aux"), "aux (pre-activation)", aux, naive.aux, exact.aux, N));
-  RA_CHECK_PRECISION(judge_output(family("gelu y"), "gelu(y)", ra::test::to_host(y_d.data(), M * N),
-                                  naive.y, exact.y, N));
-  // dX = (dY · W2) ⊙ gelu'(aux), W2 (K,N) = the first K·N values of w read as (K,N), aux as
-  // the forward stored it.
-  pd.run_with_aux(dy_d.data(), w_d.data(), nullptr, dx_d.data(), aux_d.data(), stream);
-  const auto dy64 = as_double(dy), aux64 = as_double(aux);
-  RA_CHECK_PRECISION(
-      judge_output(family("dgelu dx"), "dgelu(dx)", ra::test::to_host(dx_d.data(), M * N),
-                   ra::test::dgelu_epilogue_reference<float, T>(dy64, w64, aux64, M, N, K),
-                   ra::test::dgelu_epilogue_reference<double, T>(dy64, w64, aux64, M, N, K), N));
-  RA_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 // The bias gradient in the epilogue of the weight-gradient product (what GPT-2's backward
@@ -195,6 +221,7 @@ TEMPLATE_TEST_CASE("training GemmPlan bias_grad epilogue gives dW and db in one 
   ra::test::Stream stream;
   ra::cuda::DeviceBuffer<std::byte> ws(static_cast<index_t>(ra::cuda::kGemmWorkspaceBytes));
   const index_t M = 130, Nl = 96, Kl = 64;
+  const double acc_unit = ra::test::accumulation_unit<T>();  // fp32 accumulation's unit error
   auto g = ra::test::rng(0x6e2);
   const auto dy = ra::test::random_vector<T>(M * Nl, g);
   const auto x = ra::test::random_vector<T>(M * Kl, g);
@@ -231,14 +258,14 @@ TEMPLATE_TEST_CASE("training GemmPlan bias_grad epilogue gives dW and db in one 
   const auto dy_ni = [&](index_t n, index_t i) { return dy64[sz(i * Nl + n)]; };
   const auto x_ij = [&](index_t i, index_t j) { return x64[sz(i * Kl + j)]; };
   const auto one = [](index_t, index_t) { return 1.0; };  // db (Nl,1) = dYᵀ · 1
-  RA_CHECK_PRECISION(
-      judge_output(family("bias_grad dW"), "dW", ra::test::to_host(dw_d.data(), Nl * Kl),
-                   ra::test::product_reference<float, float>(Nl, Kl, M, dy_ni, x_ij, {}, {}),
-                   ra::test::product_reference<double, float>(Nl, Kl, M, dy_ni, x_ij, {}, {}), Kl));
-  RA_CHECK_PRECISION(
-      judge_output(family("bias_grad db"), "db", ra::test::to_host(db_d.data(), Nl),
-                   ra::test::product_reference<float, float>(Nl, 1, M, dy_ni, one, {}, {}),
-                   ra::test::product_reference<double, float>(Nl, 1, M, dy_ni, one, {}, {}), Nl));
+  RA_CHECK_PRECISION(judge_output(
+      family("bias_grad dW"), "dW", ra::test::to_host(dw_d.data(), Nl * Kl),
+      ra::test::product_reference<float, float>(Nl, Kl, M, dy_ni, x_ij, {}, {}, acc_unit),
+      ra::test::product_reference<double, float>(Nl, Kl, M, dy_ni, x_ij, {}, {}, acc_unit), Kl));
+  RA_CHECK_PRECISION(judge_output(
+      family("bias_grad db"), "db", ra::test::to_host(db_d.data(), Nl),
+      ra::test::product_reference<float, float>(Nl, 1, M, dy_ni, one, {}, {}, acc_unit),
+      ra::test::product_reference<double, float>(Nl, 1, M, dy_ni, one, {}, {}, acc_unit), Nl));
   CHECK_THROWS_WITH(pw.run(dy_d.data(), x_d.data(), nullptr, dw_d.data(), stream),
                     Catch::Contains("run_with_aux"));
   RA_CUDA_CHECK(cudaStreamSynchronize(stream));

@@ -430,35 +430,50 @@ CrossEntropyReference cross_entropy_reference(const std::vector<double>& z,
 
 // ---- GEMM products ------------------------------------------------------------------------
 
+/// The unit error of one addition in the GPU's fp32 accumulation of a product of T inputs.
+/// fp32 inputs (CUDA cores: FMA, round to nearest, in another order than the naive's): u32.
+/// fp16 / bf16 inputs (tensor cores): 2·u32. Tensor cores do not round each addition to
+/// nearest: they align the exact products of a block of k (and the accumulator) to the
+/// largest exponent and truncate the aligned significands and the block's sum (round toward
+/// zero), so an addition can lose up to one ulp of the running sum, 2·u32 relative, where
+/// round to nearest loses at most half (Fasi, Higham, Mikaitis, Pranesh, "Numerical behavior
+/// of NVIDIA tensor cores", PeerJ CS 7:e330, 2021, for V100/T4/A100; Khattak, Mikaitis,
+/// "Accurate models of NVIDIA tensor cores", arXiv:2512.07004, 2025, for H100/B200). NVIDIA
+/// documents only "fp32 accumulation" (CUBLAS_COMPUTE_32F), not its rounding.
+template <class T>
+constexpr double accumulation_unit() {
+  return std::is_same_v<T, float> ? kU32 : 2.0 * kU32;
+}
+
 /// Y (M,N) = Σ_k a(i,k)·w(k,j) (+ bias_j) (+ c0_ij), summed sequentially over k, then the
 /// bias, then c0 (accumulate: Y += product); stored in Tout. a and w are functors
 /// (index_t, index_t) -> double; bias (N) and c0 (M·N) may be empty. Floor
-/// u_Tout·‖(a_ik·w_kj over k, bias_j, c0_ij)‖₂.
+/// u_Tout·‖(a_ik·w_kj over k, bias_j, c0_ij)‖₂ + acc_unit·‖partial sums‖₂: the final rounding,
+/// and the first-order error of the fp32 sum, which a GEMM summing in blocks, in another
+/// order and with another rounding redistributes (acc_unit: accumulation_unit<T>() of the
+/// inputs' type; the partial sums are the naive's, one after each addition, as in
+/// same_precision_gemm.hpp).
 template <class Acc, class Tout, class FA, class FW>
 Computed product_reference(index_t M, index_t N, index_t K, FA a, FW w,
-                           const std::vector<double>& bias, const std::vector<double>& c0) {
+                           const std::vector<double>& bias, const std::vector<double>& c0,
+                           double acc_unit) {
   using detail::at;
   Computed r;
   r.assign(at(M * N));
   for (index_t i = 0; i < M; ++i)
     for (index_t j = 0; j < N; ++j) {
       Acc s = 0;
-      double t2 = 0.0;
-      for (index_t k = 0; k < K; ++k) {
-        const Acc x = static_cast<Acc>(a(i, k)) * static_cast<Acc>(w(k, j));
+      double t2 = 0.0, partial2 = 0.0;
+      const auto add = [&](Acc x) {
         s += x;
         t2 += detail::sq(x);
-      }
-      if (!bias.empty()) {
-        s += static_cast<Acc>(bias[at(j)]);
-        t2 += detail::sq(bias[at(j)]);
-      }
-      if (!c0.empty()) {
-        s += static_cast<Acc>(c0[at(i * N + j)]);
-        t2 += detail::sq(c0[at(i * N + j)]);
-      }
+        partial2 += detail::sq(s);
+      };
+      for (index_t k = 0; k < K; ++k) add(static_cast<Acc>(a(i, k)) * static_cast<Acc>(w(k, j)));
+      if (!bias.empty()) add(static_cast<Acc>(bias[at(j)]));
+      if (!c0.empty()) add(static_cast<Acc>(c0[at(i * N + j)]));
       r.v[at(i * N + j)] = stored<Acc, Tout>(s);
-      r.floor[at(i * N + j)] = unit_of<Tout>() * std::sqrt(t2);
+      r.floor[at(i * N + j)] = unit_of<Tout>() * std::sqrt(t2) + acc_unit * std::sqrt(partial2);
     }
   return r;
 }
@@ -542,10 +557,28 @@ struct AdamWReference {
 /// One AdamW step (ra/nn/adamw.hpp's formula; with cfg.kind adamw_spam also SPAM's reset,
 /// spike clipping and warm-up at step t) from the state p, m, v (fp32 values) with gradients g,
 /// clip factor `scale`, learning rate lr at step t (1-based); decay: one byte per parameter.
-/// Constants are taken in Acc (in float: as ra/cuda/adamw.cuh rounds them). Outputs in fp32;
-/// floors u32·‖terms‖₂ of m' = β1·m + (1−β1)·ĝ, v' = β2·v + (1−β2)·ĝ² and
-/// p' = p − lr·w·m̂/(√v̂ + ε) − lr·λ·p (ĝ = scale·g, clipped by SPAM; the moments before the
-/// step zero at a reset).
+/// Constants are taken in Acc (in float: as ra/cuda/adamw.cuh rounds them). Outputs in fp32.
+///
+/// Floors: the first-order budget of the fp32 update, u32 times the term each rounded
+/// operation perturbs (precision.hpp), in L2, for m' = β1·m + (1−β1)·ĝ, v' = β2·v + (1−β2)·ĝ²
+/// and p' = p − lr·(w·S + λ·p), S = m̂/(√v̂ + ε) (ĝ = scale·g, clipped by SPAM; the moments
+/// before the step zero at a reset):
+///   ĝ      relative 2u: the fp32 scale and the product (clipped: √(θ·v), 1.5u)
+///   m'     β1·m (β1 rounded, the product), β1·ĝ (1 − β1 from the rounded β1: exact in fp32,
+///          but off by β1's rounding, u·β1 absolute — 9u relative to (1 − β1) for β1 = 0.9),
+///          (1−β1)·ĝ (the product, and 2u of ĝ), m' (the sum)
+///   v'     likewise: β2·v twice, β2·ĝ² (1 − β2 = 0.05 from the rounded 0.95 is 4u off; up to
+///          19u), (1−β2)·ĝ² (two products, 4u of ĝ²), v' (the sum)
+///   p'     p and lr·(w·S + λ·p) (the final sum), lr·(w·S + λ·p) three times more (lr's
+///          rounding, the product with lr, the inner sum), lr·λ·p twice (λ's rounding, the
+///          product), and lr·w·S once for each of the seven roundings on S's chain (w, c1,
+///          m/c1, √, +ε, ÷, w·) and half for c2 and v/c2 (under the root), with the errors of
+///          m' and v' propagated (their floors relative, v's halved).
+/// Without the constants' terms the floor covered the final rounding only, and a kernel that
+/// fuses a product into an FMA (ra/cuda/adamw.cuh: fewer roundings, the same rounded
+/// constants) failed where the naive's last rounding happened to cancel the constant's error
+/// (host emulation of the kernel's PTX over 400 seeds: 6 failures, all in v, all where
+/// (1−β2)·ĝ² dominates; none with these floors).
 template <class Acc>
 AdamWReference adamw_reference(const std::vector<double>& p, const std::vector<double>& g,
                                const std::vector<double>& m, const std::vector<double>& v,
@@ -578,9 +611,30 @@ AdamWReference adamw_reference(const std::vector<double>& p, const std::vector<d
     r.m.v[i] = stored<Acc, float>(mi);
     r.v.v[i] = stored<Acc, float>(vi);
     r.p.v[i] = stored<Acc, float>(pi);
-    r.m.floor[i] = kU32 * std::sqrt(sq(b1 * m0) + sq((Acc(1) - b1) * gi));
-    r.v.floor[i] = kU32 * std::sqrt(sq(b2 * v0) + sq((Acc(1) - b2) * gi * gi));
-    r.p.floor[i] = kU32 * std::sqrt(sq(p[i]) + sq(rate * step) + sq(rate * lam * f(p[i])));
+    // First-order budgets (see above), from the values in double.
+    const double gv = static_cast<double>(gi), b1v = cfg.beta1, b2v = cfg.beta2;
+    const double g_rel = 2.0;  // ĝ's relative error budget, in units of u
+    const double m_old = std::abs(b1v * static_cast<double>(m0)),
+                 m_new = std::abs((1.0 - b1v) * gv);
+    const double m_floor = kU32 * std::sqrt(2.0 * sq(m_old) + sq(b1v * gv) + sq(m_new) +
+                                            sq(g_rel * m_new) + sq(static_cast<double>(mi)));
+    const double v_old = b2v * static_cast<double>(v0), v_new = (1.0 - b2v) * gv * gv;
+    const double v_floor = kU32 * std::sqrt(2.0 * sq(v_old) + sq(b2v * gv * gv) + 2.0 * sq(v_new) +
+                                            sq(2.0 * g_rel * v_new) + sq(static_cast<double>(vi)));
+    // p' = p − lr·inner, inner = w·S + λ·p: the final sum (p, lr·inner), the product lr·inner,
+    // lr's rounding and the inner sum (lr·inner each), λ's rounding and the product λ·p
+    // (lr·λ·p each), and the chain of S (lr·w·S times its relative budget, lr's share counted).
+    const double lr_s = std::abs(lr * static_cast<double>(step)),
+                 lr_l = std::abs(lr * static_cast<double>(lam) * p[i]),
+                 lr_inner =
+                     std::abs(lr * (static_cast<double>(step) + static_cast<double>(lam) * p[i]));
+    const double m_rel = mi != Acc(0) ? m_floor / std::abs(static_cast<double>(mi)) : 0.0;
+    const double v_rel = vi != Acc(0) ? 0.5 * v_floor / std::abs(static_cast<double>(vi)) : 0.0;
+    const double s_rel = std::sqrt(sq(kU32) * (7.0 + 2.0 * 0.25) + sq(m_rel) + sq(v_rel));
+    r.m.floor[i] = m_floor;
+    r.v.floor[i] = v_floor;
+    r.p.floor[i] =
+        std::sqrt(sq(kU32) * (sq(p[i]) + 4.0 * sq(lr_inner) + 2.0 * sq(lr_l)) + sq(lr_s * s_rel));
   }
   return r;
 }

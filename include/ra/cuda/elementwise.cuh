@@ -2,8 +2,8 @@
 // 16-byte packs (8 bf16 or 4 fp32 per load), computing in fp32:
 //
 //   add           c = a + b                                   (residual connections)
-//   gelu_forward  y = ½ x (1 + tanh u),  u = √(2/π) (x + 0.044715 x³)
-//   gelu_backward dx = dy · (½ (1 + tanh u) + ½ x (1 − tanh² u) √(2/π) (1 + 3·0.044715 x²))
+//   gelu_forward  y = gelu(x)         (tanh form; the element math of ra/cuda/gelu.cuh)
+//   gelu_backward dx = dy · gelu'(x)
 //   dropout       x_i = x_i · [u(seed, site, i) >= p] / (1 − p)   in place (ra/nn/dropout.hpp:
 //                 the same hash, so the same mask as the CPU model)
 //   round_to      y = T(x) from fp32 (the working copy of the master parameters)
@@ -21,6 +21,7 @@
 #include <ra/core/dtype.hpp>
 #include <ra/core/error.hpp>
 #include <ra/cuda/check.cuh>
+#include <ra/cuda/gelu.cuh>
 #include <ra/nn/dropout.hpp>
 
 namespace ra::cuda {
@@ -55,9 +56,6 @@ __device__ __forceinline__ float f32(T x) {
   return static_cast<float>(x);
 }
 
-inline constexpr float kGeluScale = 0.7978845608028654f;  // √(2/π)
-inline constexpr float kGeluCoeff = 0.044715f;
-
 template <class T>
 __global__ void add_kernel(const T* a, const T* b, T* c, index_t packs) {
   for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < packs;
@@ -78,11 +76,7 @@ __global__ void gelu_forward_kernel(const T* x, T* y, index_t packs) {
     const Pack<T> in = reinterpret_cast<const Pack<T>*>(x)[i];
     Pack<T> out;
 #pragma unroll
-    for (int k = 0; k < Pack<T>::N; ++k) {
-      const float v = f32(in.v[k]);
-      const float u = kGeluScale * (v + kGeluCoeff * v * v * v);
-      out.v[k] = T(0.5f * v * (1.f + tanhf(u)));
-    }
+    for (int k = 0; k < Pack<T>::N; ++k) out.v[k] = T(gelu(f32(in.v[k])));
     reinterpret_cast<Pack<T>*>(y)[i] = out;
   }
 }
@@ -95,13 +89,7 @@ __global__ void gelu_backward_kernel(const T* dy, const T* x, T* dx, index_t pac
     const Pack<T> in = reinterpret_cast<const Pack<T>*>(x)[i];
     Pack<T> out;
 #pragma unroll
-    for (int k = 0; k < Pack<T>::N; ++k) {
-      const float v = f32(in.v[k]);
-      const float t = tanhf(kGeluScale * (v + kGeluCoeff * v * v * v));
-      const float d = 0.5f * (1.f + t) +
-                      0.5f * v * (1.f - t * t) * kGeluScale * (1.f + 3.f * kGeluCoeff * v * v);
-      out.v[k] = T(f32(g.v[k]) * d);
-    }
+    for (int k = 0; k < Pack<T>::N; ++k) out.v[k] = T(f32(g.v[k]) * gelu_grad(f32(in.v[k])));
     reinterpret_cast<Pack<T>*>(dx)[i] = out;
   }
 }

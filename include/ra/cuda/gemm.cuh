@@ -30,6 +30,14 @@
 // The GELU of an MLP rides in the epilogue (GemmEpilogue, run_with_aux): gelu_aux writes
 // Y = gelu(A·Wᵀ + b) and the pre-activation to an aux matrix (cuBLASLt's GELU_AUX[_BIAS]);
 // dgelu writes Y = (A·W(ᵀ)) ⊙ gelu'(aux) (DGELU). aux has Y's shape, row stride aux_ld.
+// For fp32 the GELU is ra's own, the tanh form of ra/cuda/gelu.cuh, applied by one row pass
+// after the product: cuBLASLt's fp32 GELU and DGELU epilogues are not the tanh form to fp32
+// accuracy (on an H200, CUDA 13: 14x and 17x the error of a naive fp32 GELU, rel L2 2.2e-6 and
+// 2.7e-6), so gelu_aux runs the product (+ bias) into aux and then Y = gelu(aux), and dgelu
+// runs the product into Y and then Y ⊙= gelu'(aux). Same buffers, nothing allocated, still
+// graph-capturable; one more pass over Y and aux. For fp16 and bf16 cuBLASLt's epilogue stays:
+// its error hides under the 16-bit rounding of Y (within the precision rule: e/n <= 1.41 on an
+// H200) and the fused epilogue is the fast path the bf16 model trains with.
 // A bias gradient rides in the epilogue of the weight-gradient product too: bias_grad (with
 // a_km, A = dY stored (K,M)) also writes aux (M values, Y's type) = Σ_k A[k, :], the column
 // sums of dY (cuBLASLt's BGRADB).
@@ -53,6 +61,7 @@
 #include <ra/core/error.hpp>
 #include <ra/core/tensor.hpp>
 #include <ra/cuda/check.cuh>
+#include <ra/cuda/gelu.cuh>
 #include <ra/expr/gemm.hpp>
 
 namespace ra::cuda {
@@ -270,12 +279,25 @@ class GemmPlan {
   /// column sums of A. Throws as run(), and on a null or misaligned aux.
   void run_with_aux(const void* a, const void* w, const void* bias, void* y, const void* aux,
                     cudaStream_t stream) const {
-    require(shape_.epilogue != GemmEpilogue::none,
-            "GemmPlan::run_with_aux: the plan has no epilogue, expected run()");
+    constexpr const char* where = "GemmPlan::run_with_aux";
+    require(shape_.epilogue != GemmEpilogue::none, where,
+            ": the plan has no epilogue, expected run()");
     if (shape_.m == 0) return;
-    require(op_ != nullptr,
-            "GemmPlan::run_with_aux: the plan is empty (default-constructed or moved from)");
-    check_pointer("GemmPlan::run_with_aux", "aux", aux);
+    require(op_ != nullptr, where, ": the plan is empty (default-constructed or moved from)");
+    check_pointer(where, "aux", aux);
+    if (own_gelu()) {  // fp32: the product, then ra's GELU pass (see the top of this header)
+      check_pointer(where, "Y", y);
+      const auto* x = static_cast<const float*>(aux);
+      if (shape_.epilogue == GemmEpilogue::gelu_aux) {
+        enqueue(a, w, bias, const_cast<void*>(aux), stream);  // aux is the product's output
+        gelu_rows(x, shape_.aux_ld, static_cast<float*>(y), shape_.ldy, shape_.m, shape_.n, stream);
+      } else {
+        enqueue(a, w, bias, y, stream);
+        gelu_grad_rows(x, shape_.aux_ld, static_cast<float*>(y), shape_.ldy, shape_.m, shape_.n,
+                       stream);
+      }
+      return;
+    }
     const auto attr = shape_.epilogue == GemmEpilogue::bias_grad
                           ? CUBLASLT_MATMUL_DESC_BIAS_POINTER
                           : CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER;
@@ -284,13 +306,20 @@ class GemmPlan {
   }
 
  private:
-  void enqueue(const void* a, const void* w, const void* bias, void* y, cudaStream_t stream) const {
+  // The GELU epilogues of an fp32 plan are ra's row passes, not cuBLASLt's (see the top).
+  bool own_gelu() const {
+    return shape_.dtype == DType::f32 &&
+           (shape_.epilogue == GemmEpilogue::gelu_aux || shape_.epilogue == GemmEpilogue::dgelu);
+  }
+
+  // cublasLtMatmul into d (Y, or aux for an fp32 gelu_aux plan), laid out as y_layout_.
+  void enqueue(const void* a, const void* w, const void* bias, void* d, cudaStream_t stream) const {
     constexpr const char* where = "GemmPlan::run";
     if (shape_.m == 0) return;
     require(op_ != nullptr, where, ": the plan is empty (default-constructed or moved from)");
     check_pointer(where, "A", a);
     check_pointer(where, "W", w);
-    check_pointer(where, "Y", y);
+    check_pointer(where, "Y", d);
     if (shape_.bias) {
       check_pointer(where, "bias", bias);
       RA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
@@ -299,8 +328,8 @@ class GemmPlan {
       require_arg(bias == nullptr, where, "bias", bias, "null: the plan has no bias");
     }
     // cuBLASLt's A is our W and its B is our A (see the top of this header).
-    RA_CUBLAS_CHECK(cublasLtMatmul(lt_, op_, &alpha_, w, w_layout_, a, a_layout_, &beta_, y,
-                                   y_layout_, y, y_layout_, &algo_, workspace_, workspace_bytes_,
+    RA_CUBLAS_CHECK(cublasLtMatmul(lt_, op_, &alpha_, w, w_layout_, a, a_layout_, &beta_, d,
+                                   y_layout_, d, y_layout_, &algo_, workspace_, workspace_bytes_,
                                    stream));
   }
 
@@ -359,14 +388,15 @@ class GemmPlan {
     RA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &trans_a,
                                                    sizeof(trans_a)));
     cublasLtEpilogue_t epilogue = shape_.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-    if (shape_.epilogue == GemmEpilogue::gelu_aux)
+    if (shape_.epilogue == GemmEpilogue::gelu_aux && !own_gelu())
       epilogue = shape_.bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
-    if (shape_.epilogue == GemmEpilogue::dgelu) epilogue = CUBLASLT_EPILOGUE_DGELU;
+    if (shape_.epilogue == GemmEpilogue::dgelu && !own_gelu()) epilogue = CUBLASLT_EPILOGUE_DGELU;
     // cuBLASLt's B is our A (see above): the bias gradient of B sums over k.
     if (shape_.epilogue == GemmEpilogue::bias_grad) epilogue = CUBLASLT_EPILOGUE_BGRADB;
     RA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                                    sizeof(epilogue)));
-    if (shape_.epilogue == GemmEpilogue::gelu_aux || shape_.epilogue == GemmEpilogue::dgelu) {
+    if ((shape_.epilogue == GemmEpilogue::gelu_aux || shape_.epilogue == GemmEpilogue::dgelu) &&
+        !own_gelu()) {
       const std::int64_t ld = shape_.aux_ld;  // aux is Yᵀ-shaped (N,M) column-major
       RA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld,
                                                      sizeof(ld)));
@@ -380,8 +410,11 @@ class GemmPlan {
     const index_t a_cols = shape_.a_km ? shape_.k : shape_.m;
     RA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&w_layout_, type, u(w_rows), u(w_cols), shape_.ldw));
     RA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a_layout_, type, u(a_rows), u(a_cols), shape_.lda));
-    RA_CUBLAS_CHECK(
-        cublasLtMatrixLayoutCreate(&y_layout_, y_type, u(shape_.n), u(shape_.m), shape_.ldy));
+    // The product's output: Y, or aux (row stride aux_ld) where an fp32 gelu_aux plan applies
+    // its GELU from aux into Y afterwards.
+    const index_t d_ld =
+        own_gelu() && shape_.epilogue == GemmEpilogue::gelu_aux ? shape_.aux_ld : shape_.ldy;
+    RA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&y_layout_, y_type, u(shape_.n), u(shape_.m), d_ld));
 
     cublasLtMatmulPreference_t pref = nullptr;
     RA_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
