@@ -1,7 +1,9 @@
-// bench/flash_tune.cu — re-checks the tile shape of the attention forward kernel on the
-// GPU at hand: times several FlashTile instantiations side by side on the same inputs and
-// prints a table (and JSON with --json PATH). The default tiles in flash_forward.cuh carry
-// the reason measured here.
+// bench/flash_tune.cu — re-checks the tile shape of the attention forward kernels on the
+// GPU at hand: times several FlashTile instantiations of the mma.sync kernel, and on sm_90
+// the sm_90a kernel's schedules (ForwardTile), side by side on the same inputs, each checked
+// against the default mma.sync tiles (max |diff|), and prints a table (and JSON with
+// --json PATH). The default tiles in flash_forward.cuh and sm90/flash_forward.cuh carry the
+// reason measured here.
 //
 //   flash_tune [--json PATH] [--iters N]
 //
@@ -23,6 +25,7 @@
 #include <ra/cuda/attention.cuh>
 #include <ra/cuda/buffer.cuh>
 #include <ra/cuda/flash_forward.cuh>
+#include <ra/cuda/sm90/flash_forward.cuh>
 
 namespace {
 
@@ -50,7 +53,19 @@ __global__ void fill_normal(ra::fp16* x, index_t n, unsigned seed) {
   }
 }
 
-template <int D, class Tile>
+/// Launches one forward variant: the mma.sync kernel with tile Tile, or (Sm90) the sm_90a kernel
+/// with schedule Tile.
+template <int D, class Tile, bool Sm90>
+void launch(const ra::cuda::AttentionParams& p) {
+  if constexpr (Sm90) {
+    ra::cuda::sm90::flash_forward<ra::fp16, D, 4, ra::GateMode::per_layer, false, Tile>(p, nullptr);
+  } else {
+    ra::cuda::launch_flash_forward<ra::fp16, D, 4, ra::GateMode::per_layer, false, Tile>(p,
+                                                                                         nullptr);
+  }
+}
+
+template <int D, class Tile, bool Sm90 = false>
 Result time_variant(const char* name, int B, int H, int T, int iters) {
   const index_t C = H * D;
   // Several input sets, rotated, so repeated runs do not just measure L2.
@@ -83,25 +98,21 @@ Result time_variant(const char* name, int B, int H, int T, int iters) {
                                  ra::cuda::FlashForwardTraits<D>>(params[0], nullptr);
   const auto want = snapshot();
   RA_CUDA_CHECK(cudaMemset(out.data(), 0xff, out.bytes()));
-  ra::cuda::launch_flash_forward<ra::fp16, D, 4, ra::GateMode::per_layer, false, Tile>(params[0],
-                                                                                      nullptr);
+  launch<D, Tile, Sm90>(params[0]);
   const auto got = snapshot();
   double max_diff = 0;
   for (std::size_t i = 0; i < got.size(); ++i) {
     const double d = std::abs(static_cast<float>(got[i]) - static_cast<float>(want[i]));
     max_diff = std::isfinite(d) ? std::max(max_diff, d) : INFINITY;
   }
-  for (int i = 0; i < 5; ++i)
-    ra::cuda::launch_flash_forward<ra::fp16, D, 4, ra::GateMode::per_layer, false, Tile>(params[i % sets],
-                                                                                  nullptr);
+  for (int i = 0; i < 5; ++i) launch<D, Tile, Sm90>(params[i % sets]);
   cudaEvent_t e0, e1;
   RA_CUDA_CHECK(cudaEventCreate(&e0));
   RA_CUDA_CHECK(cudaEventCreate(&e1));
   std::vector<float> ms(iters);
   for (int i = 0; i < iters; ++i) {
     RA_CUDA_CHECK(cudaEventRecord(e0));
-    ra::cuda::launch_flash_forward<ra::fp16, D, 4, ra::GateMode::per_layer, false, Tile>(params[i % sets],
-                                                                                  nullptr);
+    launch<D, Tile, Sm90>(params[i % sets]);
     RA_CUDA_CHECK(cudaEventRecord(e1));
     RA_CUDA_CHECK(cudaEventSynchronize(e1));
     RA_CUDA_CHECK(cudaEventElapsedTime(&ms[i], e0, e1));
@@ -130,20 +141,45 @@ int run(int argc, char** argv) {
   std::vector<Result> rs;
   for (int T : {1024, 2048, 4096}) {
     using namespace ra::cuda;
-    rs.push_back(time_variant<64, FlashTile<64, 128, 64, 2>>("d64 mma 128x64 w8 b2 (default)", B, H, T, iters));
-    rs.push_back(time_variant<64, FlashTile<64, 128, 64, 1>>("d64 mma 128x64 w8 b1", B, H, T, iters));
-    rs.push_back(time_variant<64, FlashTile<64, 128, 128, 1>>("d64 mma 128x128 w8 b1", B, H, T, iters));
+    rs.push_back(time_variant<64, FlashTile<64, 128, 64, 2>>("d64 mma 128x64 w8 b2 (default)", B, H,
+                                                             T, iters));
+    rs.push_back(
+        time_variant<64, FlashTile<64, 128, 64, 1>>("d64 mma 128x64 w8 b1", B, H, T, iters));
+    rs.push_back(
+        time_variant<64, FlashTile<64, 128, 128, 1>>("d64 mma 128x128 w8 b1", B, H, T, iters));
     rs.push_back(time_variant<64, FlashTile<64, 64, 64, 4>>("d64 mma 64x64 w4 b4", B, H, T, iters));
-    rs.push_back(time_variant<64, FlashTile<64, 64, 128, 2>>("d64 mma 64x128 w4 b2", B, H, T, iters));
-    rs.push_back(time_variant<64, FlashTile<64, 192, 64, 1>>("d64 mma 192x64 w12 b1", B, H, T, iters));
-    rs.push_back(time_variant<32, FlashTile<32, 128, 64, 2>>("d32 mma 128x64 w8 b2 (default)", B, H * 2, T, iters));
-    rs.push_back(time_variant<128, FlashTile<128, 128, 64, 1>>("d128 mma 128x64 w8 b1 (default)", B, H / 2, T, iters));
-    rs.push_back(time_variant<128, FlashTile<128, 64, 64, 2>>("d128 mma 64x64 w4 b2", B, H / 2, T, iters));
-    rs.push_back(time_variant<128, FlashTile<128, 128, 32, 1>>("d128 mma 128x32 w8 b1", B, H / 2, T, iters));
+    rs.push_back(
+        time_variant<64, FlashTile<64, 64, 128, 2>>("d64 mma 64x128 w4 b2", B, H, T, iters));
+    rs.push_back(
+        time_variant<64, FlashTile<64, 192, 64, 1>>("d64 mma 192x64 w12 b1", B, H, T, iters));
+    rs.push_back(time_variant<32, FlashTile<32, 128, 64, 2>>("d32 mma 128x64 w8 b2 (default)", B,
+                                                             H * 2, T, iters));
+    rs.push_back(time_variant<128, FlashTile<128, 128, 64, 1>>("d128 mma 128x64 w8 b1 (default)", B,
+                                                               H / 2, T, iters));
+    rs.push_back(
+        time_variant<128, FlashTile<128, 64, 64, 2>>("d128 mma 64x64 w4 b2", B, H / 2, T, iters));
+    rs.push_back(
+        time_variant<128, FlashTile<128, 128, 32, 1>>("d128 mma 128x32 w8 b1", B, H / 2, T, iters));
+    if (sm90::flash_forward_available()) {  // the sm_90a kernel's schedules
+      using sm90::ForwardTile;
+      rs.push_back(time_variant<64, ForwardTile<64, 2, true>, true>(
+          "d64 sm90 2wg pingpong", B, H, T, iters));
+      rs.push_back(
+          time_variant<64, ForwardTile<64, 2, false>, true>("d64 sm90 2wg (default)", B, H, T, iters));
+      rs.push_back(time_variant<64, ForwardTile<64, 3, true>, true>("d64 sm90 3wg pingpong", B, H,
+                                                                    T, iters));
+      rs.push_back(
+          time_variant<64, ForwardTile<64, 3, false>, true>("d64 sm90 3wg", B, H, T, iters));
+      rs.push_back(time_variant<128, ForwardTile<128, 2, true>, true>(
+          "d128 sm90 2wg pingpong", B, H / 2, T, iters));
+      rs.push_back(
+          time_variant<128, ForwardTile<128, 2, false>, true>("d128 sm90 2wg (default)", B, H / 2, T, iters));
+    }
   }
-  std::printf("\nflash forward tile variants on %s (fp16, causal, R=4, per-layer gates, B=8, "
-              "C=768)\n",
-              prop.name);
+  std::printf(
+      "\nflash forward tile variants on %s (fp16, causal, R=4, per-layer gates, B=8, "
+      "C=768)\n",
+      prop.name);
   std::printf("%-32s %5s %6s %10s %8s %10s\n", "variant", "D", "T", "median us", "TFLOP/s",
               "max |diff|");
   for (const auto& r : rs)

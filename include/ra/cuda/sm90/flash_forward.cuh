@@ -40,17 +40,23 @@
 
 namespace ra::cuda::sm90 {
 
-/// Tile shape of the sm_90a forward for head dim D.
-template <int D>
+/// Tile shape and schedule of the sm_90a forward for head dim D: Consumers warpgroups of 64
+/// query rows each, and whether they take turns issuing their tensor-core products
+/// (PingPong: one warpgroup's softmax runs while the other's products occupy the tensor
+/// cores). The default per D is ForwardTraits<D> below; bench/flash_tune times the others.
+template <int D, int Consumers = 2, bool PingPong = true>
 struct ForwardTile {
   static constexpr int kHeadDim = D;
-  static constexpr int kConsumers = 2;  // consumer warpgroups, 64 query rows each
+  static constexpr int kConsumers = Consumers;
+  static constexpr bool kPingPong = PingPong;
   static constexpr int kBlockM = 64 * kConsumers;
   static constexpr int kBlockN = 128;
   static constexpr int kStages = 2;
   static constexpr int kThreads = 128 * (1 + kConsumers);
+  // 65,536 registers per SM: the producer gives its own back, the consumers share the rest.
   static constexpr int kConsumerRegs = kConsumers == 2 ? 240 : 160;
   static constexpr int kProducerRegs = 24;
+  static_assert(kConsumers == 2 || kConsumers == 3, "two or three consumer warpgroups");
   // Columns per swizzle atom: a TMA box row is at most one swizzle width (128, 64, 32 bytes).
   static constexpr int kAtom = D % 64 == 0 ? 64 : (D % 32 == 0 ? 32 : 16);
   static constexpr int kSwizzleBytes = kAtom * 2;
@@ -64,6 +70,12 @@ struct ForwardTile {
       1024 /* alignment slack */ + kQBytes + 2 * kStages * kKVBytes + kOBytes + 8 * kBarriers;
   static_assert(D % 16 == 0 && kQBytes % 1024 == 0 && kKVBytes % 1024 == 0, "tile alignment");
 };
+
+/// The default schedule per head dim: two consumers without turns, the schedule the GPU tests
+/// and the first H200 measurements ran (docs/NOTES.md, "The sm_90a forward"); bench/flash_tune
+/// times the ping-pong and three-consumer schedules beside it.
+template <int D>
+using ForwardTraits = ForwardTile<D, 2, false>;
 
 /// Everything the kernel reads: the params and one tensor map per input operand.
 struct ForwardArgs {
@@ -97,6 +109,13 @@ constexpr CUtensorMapSwizzle tma_swizzle() {
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// Named barriers: 0 is __syncthreads; 1..3 gate one consumer's Q rows; 4..6 are the
+// consumers' turns at the tensor cores.
+constexpr int kGateBarrier = 1, kTurnBarrier = 4;
 
 /// Gates one consumer's 64 rows of the Q tile in place: column c times g_std (c < kStd) or
 /// g_rec. The tile is kAtoms atoms of (kBlockM rows x kSwizzleBytes), swizzled.
@@ -290,7 +309,7 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
   if constexpr (G != GateMode::none) {
     gate_q_rows<T, Tl, kStd>(sQ, consumer * 64, gate, tid);
     tma::fence_shared_to_async();
-    named_barrier_sync(1 + consumer, 128);
+    named_barrier_sync(kGateBarrier + consumer, 128);
   }
   const std::uint32_t q_addr = tma::smem_addr(sQ) + consumer * 64 * kSw;
   const std::uint32_t k_base = tma::smem_addr(sK), v_base = tma::smem_addr(sV);
@@ -303,14 +322,31 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
   float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
   // A tile needs the mask when it reaches past this warpgroup's first row or past T.
   auto needs_mask = [&](int n0) { return n0 + kBlockN - 1 > r0 || n0 + kBlockN > T_; };
+  // Ping-pong: consumer c issues its products between turn_begin and turn_end, in turn with
+  // the others (c waits for c − 1; the last consumer opens the first turn of consumer 0 and
+  // skips its final hand-over, so every arrival meets a wait).
+  auto turn_begin = [&] {
+    if constexpr (Tl::kPingPong) named_barrier_sync(kTurnBarrier + consumer, 256);
+  };
+  auto turn_end = [&](bool last) {
+    if constexpr (Tl::kPingPong) {
+      if (!(last && consumer == Tl::kConsumers - 1))
+        named_barrier_arrive(kTurnBarrier + (consumer + 1) % Tl::kConsumers, 256);
+    }
+  };
+  if constexpr (Tl::kPingPong) {
+    if (consumer == Tl::kConsumers - 1) named_barrier_arrive(kTurnBarrier, 256);
+  }
 
   // The diagonal tile first: S, softmax, P.
   {
     const int n0 = (n_tiles - 1) * kBlockN;
     tma::wait(full_k, 0);
     wgmma::fence_operand(s);
+    turn_begin();
     wgmma::fence();
     issue_qk<T, Tl>(s, q_addr, k_base);
+    turn_end(false);
     wgmma::wait<0>();
     wgmma::fence_operand(s);
     softmax_tile<kBlockN>(s, m_run, l_run, n0, row0, T_, needs_mask(n0), scale_log2, t);
@@ -320,13 +356,15 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
     const int n0 = (n_tiles - 1 - i) * kBlockN;
     const int st = i % kStages, prev = (i - 1) % kStages;
     tma::wait(full_k + st, (i / kStages) & 1);
+    tma::wait(full_v + prev, ((i - 1) / kStages) & 1);
     wgmma::fence_operand(s);
     wgmma::fence_operand(o);
     wgmma::fence_operand(pa);
+    turn_begin();
     wgmma::fence();
     issue_qk<T, Tl>(s, q_addr, k_base + st * Tl::kKVBytes);
-    tma::wait(full_v + prev, ((i - 1) / kStages) & 1);
     issue_pv<T, Tl>(o, pa, v_base + prev * Tl::kKVBytes);
+    turn_end(false);
     wgmma::wait<1>();  // S_n is in; O's product may still run
     wgmma::fence_operand(s);
     const float2 corr =
@@ -349,8 +387,10 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
     tma::wait(full_v + last, ((n_tiles - 1) / kStages) & 1);
     wgmma::fence_operand(o);
     wgmma::fence_operand(pa);
+    turn_begin();
     wgmma::fence();
     issue_pv<T, Tl>(o, pa, v_base + last * Tl::kKVBytes);
+    turn_end(true);
     wgmma::wait<0>();
     wgmma::fence_operand(o);
     wgmma::fence_operand(pa);
@@ -400,12 +440,12 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
 
 }  // namespace detail
 
-/// Launches the sm_90a forward for <T, D, R, G, restart>. p must be validated and
-/// flash_forward_refusal(p) empty.
-template <class T, int D, int R, GateMode G, bool kRestart>
+/// Launches the sm_90a forward for <T, D, R, G, restart> with schedule Tl. p must be
+/// validated and flash_forward_refusal(p) empty.
+template <class T, int D, int R, GateMode G, bool kRestart, class Tl = ForwardTraits<D>>
 void flash_forward(const AttentionParams& p, cudaStream_t stream) {
   static_assert(sizeof(T) == 2, "the sm_90a forward takes 16-bit types");
-  using Tl = ForwardTile<D>;
+  static_assert(Tl::kHeadDim == D, "tile traits for another head dim");
   constexpr CUtensorMapSwizzle kSwizzle = detail::tma_swizzle<Tl::kSwizzleBytes>();
   ForwardArgs args{};
   args.p = p;
