@@ -1,6 +1,6 @@
 // bench/flash_tune.cu — re-checks the tile shape of the attention forward kernel on the
 // GPU at hand: times several FlashTile instantiations side by side on the same inputs and
-// prints a table (and JSON with --json PATH). The default tiles in flash_forward.cuh carry
+// prints a table (and JSON with --json PATH). The default tiles in tile_table.cuh carry
 // the reason measured here.
 //
 //   flash_tune [--json PATH] [--iters N]
@@ -23,6 +23,7 @@
 #include <ra/cuda/attention.cuh>
 #include <ra/cuda/buffer.cuh>
 #include <ra/cuda/flash_forward.cuh>
+#include <ra/cuda/tile_table.cuh>
 
 namespace {
 
