@@ -38,24 +38,34 @@ using ra::test::as_double;
 using ra::test::judge_output;
 using ra::test::sz;
 
+// What every GemmPlan case here sets up: TrainingCase's (family "training gemm <what>"), the
+// process-wide cuBLAS context and one GEMM workspace, which outlives the plans' work (each
+// case synchronises its stream last).
+template <class T>
+struct GemmCase : ra::test::TrainingCase<T> {
+  explicit GemmCase(std::uint64_t salt_base) : ra::test::TrainingCase<T>("gemm", salt_base) {}
+
+  const ra::cuda::Context& ctx = ra::cuda::default_context();
+  ra::cuda::DeviceBuffer<std::byte> ws{static_cast<index_t>(ra::cuda::kGemmWorkspaceBytes)};
+
+  /// A plan for s over this case's workspace.
+  ra::cuda::GemmPlan plan(const ra::cuda::GemmShape& s) const {
+    return ra::cuda::GemmPlan(ctx, s, ws.data(), ra::cuda::kGemmWorkspaceBytes);
+  }
+};
+
 }  // namespace
 
 TEMPLATE_TEST_CASE("training GemmPlan dX = dY·W and dW = dYᵀ·X, overwriting and accumulating",
                    "[cuda][training][gemm]", float, ra::bf16) {
   using T = TestType;
-  const DType dt = ra::dtype_v<T>;
-  auto& ctx = ra::cuda::default_context();
-  ra::test::Stream stream;
-  ra::cuda::DeviceBuffer<std::byte> ws(static_cast<index_t>(ra::cuda::kGemmWorkspaceBytes));
+  GemmCase<T> tc(700);
+  const DType dt = tc.dtype;
   const index_t Nl = 96, Kl = 64;  // the layer: y (M,Nl) = x (M,Kl) · W (Nl,Kl)ᵀ
-  const auto family = [&](const char* what) {
-    return ra::test::training_family(std::string("gemm ") + what, dt);
-  };
-  std::uint64_t salt = 700;
   for (index_t M : {37, 130})
     for (bool acc : {false, true}) {
       INFO(ra::test::describe(dt, M, Kl) << " N=" << Nl << (acc ? " accumulate" : ""));
-      auto g = ra::test::rng(++salt);
+      auto g = tc.next_rng();
       const auto dy = ra::test::random_vector<T>(M * Nl, g);
       const auto w = ra::test::random_vector<T>(Nl * Kl, g, 1.f / std::sqrt(float(Nl)));
       const auto x = ra::test::random_vector<T>(M * Kl, g);
@@ -70,15 +80,14 @@ TEMPLATE_TEST_CASE("training GemmPlan dX = dY·W and dW = dYᵀ·X, overwriting 
       ra::cuda::GemmShape sx{M, Kl, Nl, /*lda=*/Nl, /*ldw=*/Kl, /*ldy=*/Kl, dt, false};
       sx.w_kn = true;
       sx.accumulate = acc;
-      const ra::cuda::GemmPlan px(ctx, sx, ws.data(), ra::cuda::kGemmWorkspaceBytes);
-      px.run(dy_d.data(), w_d.data(), static_cast<const T*>(nullptr), dx_d.data(), stream);
+      const auto px = tc.plan(sx);
+      px.run(dy_d.data(), w_d.data(), static_cast<const T*>(nullptr), dx_d.data(), tc.stream);
       const auto dy64 = as_double(dy), w64 = as_double(w), x64 = as_double(x);
       const auto dy_ik = [&](index_t i, index_t k) { return dy64[sz(i * Nl + k)]; };
       const auto w_kj = [&](index_t k, index_t j) { return w64[sz(k * Kl + j)]; };
       const auto dx0_64 = acc ? as_double(dx0) : std::vector<double>{};
-      RA_CHECK_PRECISION(judge_output(
-          family("dX"), "dX", ra::test::to_host(dx_d.data(), M * Kl),
-          ra::test::product_reference<float, T>(M, Kl, Nl, dy_ik, w_kj, {}, dx0_64),
+      RA_CHECK_PRECISION(tc.judge(
+          "dX", dx_d, ra::test::product_reference<float, T>(M, Kl, Nl, dy_ik, w_kj, {}, dx0_64),
           ra::test::product_reference<double, T>(M, Kl, Nl, dy_ik, w_kj, {}, dx0_64), Kl));
 
       // dW (Nl,Kl) = dYᵀ · X: dY stored (k,m) = (M,Nl), X stored (k,n) = (M,Kl); fp32 out.
@@ -90,22 +99,21 @@ TEMPLATE_TEST_CASE("training GemmPlan dX = dY·W and dW = dYᵀ·X, overwriting 
       sw.w_kn = true;
       sw.y_f32 = dt != DType::f32;
       sw.accumulate = acc;
-      const ra::cuda::GemmPlan pw(ctx, sw, ws.data(), ra::cuda::kGemmWorkspaceBytes);
-      pw.run(dy_d.data(), x_d.data(), static_cast<const T*>(nullptr), dw_d.data(), stream);
+      const auto pw = tc.plan(sw);
+      pw.run(dy_d.data(), x_d.data(), static_cast<const T*>(nullptr), dw_d.data(), tc.stream);
       const auto dy_ni = [&](index_t n, index_t i) { return dy64[sz(i * Nl + n)]; };
       const auto x_ij = [&](index_t i, index_t j) { return x64[sz(i * Kl + j)]; };
       const auto dw0_64 = acc ? as_double(dw0) : std::vector<double>{};
-      RA_CHECK_PRECISION(judge_output(
-          family("dW"), "dW", ra::test::to_host(dw_d.data(), Nl * Kl),
-          ra::test::product_reference<float, float>(Nl, Kl, M, dy_ni, x_ij, {}, dw0_64),
+      RA_CHECK_PRECISION(tc.judge(
+          "dW", dw_d, ra::test::product_reference<float, float>(Nl, Kl, M, dy_ni, x_ij, {}, dw0_64),
           ra::test::product_reference<double, float>(Nl, Kl, M, dy_ni, x_ij, {}, dw0_64), Kl));
       if (dt != DType::f32) {  // a y_f32 plan takes an fp32 Y only
         ra::cuda::DeviceBuffer<T> wrong(Nl * Kl);
-        CHECK_THROWS_WITH(
-            pw.run(dy_d.data(), x_d.data(), static_cast<const T*>(nullptr), wrong.data(), stream),
-            Catch::Contains("output element type"));
+        CHECK_THROWS_WITH(pw.run(dy_d.data(), x_d.data(), static_cast<const T*>(nullptr),
+                                 wrong.data(), tc.stream),
+                          Catch::Contains("output element type"));
       }
-      RA_CUDA_CHECK(cudaStreamSynchronize(stream));  // ws outlives the plans' work
+      RA_CUDA_CHECK(cudaStreamSynchronize(tc.stream));  // ws outlives the plans' work
     }
 }
 
@@ -115,12 +123,11 @@ TEMPLATE_TEST_CASE("training GemmPlan dX = dY·W and dW = dYᵀ·X, overwriting 
 TEMPLATE_TEST_CASE("training GemmPlan GELU epilogues against the tanh-form GELU",
                    "[cuda][training][gemm]", float, ra::bf16) {
   using T = TestType;
-  const DType dt = ra::dtype_v<T>;
-  auto& ctx = ra::cuda::default_context();
-  ra::test::Stream stream;
-  ra::cuda::DeviceBuffer<std::byte> ws(static_cast<index_t>(ra::cuda::kGemmWorkspaceBytes));
+  GemmCase<T> tc(0x6e0);
+  const DType dt = tc.dtype;
+  const auto& ctx = tc.ctx;
   const index_t M = 130, N = 256, K = 64;  // y (M,N) = x (M,K) · W (N,K)ᵀ + b
-  auto g = ra::test::rng(0x6e1);
+  auto g = tc.next_rng();
   const auto x = ra::test::random_vector<T>(M * K, g);
   const auto w = ra::test::random_vector<T>(N * K, g, 1.f / std::sqrt(float(K)));
   const auto b = ra::test::random_vector<T>(N, g, 0.5f);
@@ -145,8 +152,8 @@ TEMPLATE_TEST_CASE("training GemmPlan GELU epilogues against the tanh-form GELU"
   CHECK_THROWS_WITH(ra::cuda::GemmPlan(ctx, bad, nullptr, 0), Catch::Contains("bias"));
   ra::cuda::GemmPlan pf, pd;
   try {
-    pf = ra::cuda::GemmPlan(ctx, f, ws.data(), ra::cuda::kGemmWorkspaceBytes);
-    pd = ra::cuda::GemmPlan(ctx, d, ws.data(), ra::cuda::kGemmWorkspaceBytes);
+    pf = tc.plan(f);
+    pd = tc.plan(d);
   } catch (const ra::error& e) {
     WARN("cuBLASLt has no GELU epilogue algorithm here (the model uses separate kernels): "
          << e.what());
@@ -156,33 +163,28 @@ TEMPLATE_TEST_CASE("training GemmPlan GELU epilogues against the tanh-form GELU"
   auto w_d = ra::test::to_device(w);
   auto b_d = ra::test::to_device(b);
   auto dy_d = ra::test::to_device(dy);
-  ra::cuda::DeviceBuffer<T> y_d(M * N), aux_d(M * N), dx_d(M * N);
-  ra::test::poison(y_d.data(), y_d.size());
-  ra::test::poison(aux_d.data(), aux_d.size());
-  ra::test::poison(dx_d.data(), dx_d.size());
-  CHECK_THROWS_WITH(pf.run(x_d.data(), w_d.data(), b_d.data(), y_d.data(), stream),
+  auto y_d = ra::test::poisoned<T>(M * N), aux_d = ra::test::poisoned<T>(M * N),
+       dx_d = ra::test::poisoned<T>(M * N);
+  CHECK_THROWS_WITH(pf.run(x_d.data(), w_d.data(), b_d.data(), y_d.data(), tc.stream),
                     Catch::Contains("run_with_aux"));
-  pf.run_with_aux(x_d.data(), w_d.data(), b_d.data(), y_d.data(), aux_d.data(), stream);
-  const auto family = [&](const char* what) {
-    return ra::test::training_family(std::string("gemm ") + what, dt);
-  };
+  pf.run_with_aux(x_d.data(), w_d.data(), b_d.data(), y_d.data(), aux_d.data(), tc.stream);
   const auto x64 = as_double(x), w64 = as_double(w), b64 = as_double(b);
   const auto exact = ra::test::gelu_epilogue_reference<double, T>(x64, w64, b64, M, N, K);
   const auto naive = ra::test::gelu_epilogue_reference<float, T>(x64, w64, b64, M, N, K);
   const auto aux = ra::test::to_host(aux_d.data(), M * N);
   RA_CHECK_PRECISION(
-      judge_output(family("gelu aux"), "aux (pre-activation)", aux, naive.aux, exact.aux, N));
-  RA_CHECK_PRECISION(judge_output(family("gelu y"), "gelu(y)", ra::test::to_host(y_d.data(), M * N),
-                                  naive.y, exact.y, N));
+      judge_output(tc.family("gelu aux"), "aux (pre-activation)", aux, naive.aux, exact.aux, N));
+  RA_CHECK_PRECISION(judge_output(tc.family("gelu y"), "gelu(y)",
+                                  ra::test::to_host(y_d.data(), M * N), naive.y, exact.y, N));
   // dX = (dY · W2) ⊙ gelu'(aux), W2 (K,N) = the first K·N values of w read as (K,N), aux as
   // the forward stored it.
-  pd.run_with_aux(dy_d.data(), w_d.data(), nullptr, dx_d.data(), aux_d.data(), stream);
+  pd.run_with_aux(dy_d.data(), w_d.data(), nullptr, dx_d.data(), aux_d.data(), tc.stream);
   const auto dy64 = as_double(dy), aux64 = as_double(aux);
   RA_CHECK_PRECISION(
-      judge_output(family("dgelu dx"), "dgelu(dx)", ra::test::to_host(dx_d.data(), M * N),
+      judge_output(tc.family("dgelu dx"), "dgelu(dx)", ra::test::to_host(dx_d.data(), M * N),
                    ra::test::dgelu_epilogue_reference<float, T>(dy64, w64, aux64, M, N, K),
                    ra::test::dgelu_epilogue_reference<double, T>(dy64, w64, aux64, M, N, K), N));
-  RA_CUDA_CHECK(cudaStreamSynchronize(stream));
+  RA_CUDA_CHECK(cudaStreamSynchronize(tc.stream));
 }
 
 // The bias gradient in the epilogue of the weight-gradient product (what GPT-2's backward
@@ -190,12 +192,11 @@ TEMPLATE_TEST_CASE("training GemmPlan GELU epilogues against the tanh-form GELU"
 TEMPLATE_TEST_CASE("training GemmPlan bias_grad epilogue gives dW and db in one GEMM",
                    "[cuda][training][gemm]", float, ra::bf16) {
   using T = TestType;
-  const DType dt = ra::dtype_v<T>;
-  auto& ctx = ra::cuda::default_context();
-  ra::test::Stream stream;
-  ra::cuda::DeviceBuffer<std::byte> ws(static_cast<index_t>(ra::cuda::kGemmWorkspaceBytes));
+  GemmCase<T> tc(0x6e1);
+  const DType dt = tc.dtype;
+  const auto& ctx = tc.ctx;
   const index_t M = 130, Nl = 96, Kl = 64;
-  auto g = ra::test::rng(0x6e2);
+  auto g = tc.next_rng();
   const auto dy = ra::test::random_vector<T>(M * Nl, g);
   const auto x = ra::test::random_vector<T>(M * Kl, g);
   ra::cuda::GemmShape sw{Nl, Kl, M, /*lda=*/Nl, /*ldw=*/Kl, /*ldy=*/Kl, dt, false};
@@ -213,35 +214,30 @@ TEMPLATE_TEST_CASE("training GemmPlan bias_grad epilogue gives dW and db in one 
   CHECK_THROWS_WITH(ra::cuda::GemmPlan(ctx, bad, nullptr, 0), Catch::Contains("bias_grad"));
   ra::cuda::GemmPlan pw;
   try {
-    pw = ra::cuda::GemmPlan(ctx, sw, ws.data(), ra::cuda::kGemmWorkspaceBytes);
+    pw = tc.plan(sw);
   } catch (const ra::error& e) {
     WARN("cuBLASLt has no BGRADB algorithm here (the model uses column_sums): " << e.what());
     return;
   }
   auto dy_d = ra::test::to_device(dy);
   auto x_d = ra::test::to_device(x);
-  ra::cuda::DeviceBuffer<float> dw_d(Nl * Kl), db_d(Nl);
-  ra::test::poison(dw_d.data(), dw_d.size());
-  ra::test::poison(db_d.data(), db_d.size());
-  pw.run_with_aux(dy_d.data(), x_d.data(), nullptr, dw_d.data(), db_d.data(), stream);
-  const auto family = [&](const char* what) {
-    return ra::test::training_family(std::string("gemm ") + what, dt);
-  };
+  auto dw_d = ra::test::poisoned<float>(Nl * Kl), db_d = ra::test::poisoned<float>(Nl);
+  pw.run_with_aux(dy_d.data(), x_d.data(), nullptr, dw_d.data(), db_d.data(), tc.stream);
   const auto dy64 = as_double(dy), x64 = as_double(x);
   const auto dy_ni = [&](index_t n, index_t i) { return dy64[sz(i * Nl + n)]; };
   const auto x_ij = [&](index_t i, index_t j) { return x64[sz(i * Kl + j)]; };
   const auto one = [](index_t, index_t) { return 1.0; };  // db (Nl,1) = dYᵀ · 1
   RA_CHECK_PRECISION(
-      judge_output(family("bias_grad dW"), "dW", ra::test::to_host(dw_d.data(), Nl * Kl),
+      judge_output(tc.family("bias_grad dW"), "dW", ra::test::to_host(dw_d.data(), Nl * Kl),
                    ra::test::product_reference<float, float>(Nl, Kl, M, dy_ni, x_ij, {}, {}),
                    ra::test::product_reference<double, float>(Nl, Kl, M, dy_ni, x_ij, {}, {}), Kl));
   RA_CHECK_PRECISION(
-      judge_output(family("bias_grad db"), "db", ra::test::to_host(db_d.data(), Nl),
+      judge_output(tc.family("bias_grad db"), "db", ra::test::to_host(db_d.data(), Nl),
                    ra::test::product_reference<float, float>(Nl, 1, M, dy_ni, one, {}, {}),
                    ra::test::product_reference<double, float>(Nl, 1, M, dy_ni, one, {}, {}), Nl));
-  CHECK_THROWS_WITH(pw.run(dy_d.data(), x_d.data(), nullptr, dw_d.data(), stream),
+  CHECK_THROWS_WITH(pw.run(dy_d.data(), x_d.data(), nullptr, dw_d.data(), tc.stream),
                     Catch::Contains("run_with_aux"));
-  RA_CUDA_CHECK(cudaStreamSynchronize(stream));
+  RA_CUDA_CHECK(cudaStreamSynchronize(tc.stream));
 }
 
 TEST_CASE("training GemmPlan rejects bad training flags", "[cuda][training][gemm][errors]") {
