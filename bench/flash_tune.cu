@@ -2,7 +2,7 @@
 // GPU at hand: times several FlashTile instantiations of the mma.sync kernel, and on sm_90
 // the sm_90a kernel's schedules (ForwardTile), side by side on the same inputs, each checked
 // against the default mma.sync tiles (max |diff|), and prints a table (and JSON with
-// --json PATH). The default tiles in flash_forward.cuh and sm90/flash_forward.cuh carry the
+// --json PATH). The default tiles in tile_table.cuh and sm90/flash_forward.cuh carry the
 // reason measured here.
 //
 //   flash_tune [--json PATH] [--iters N]
@@ -26,6 +26,7 @@
 #include <ra/cuda/buffer.cuh>
 #include <ra/cuda/flash_forward.cuh>
 #include <ra/cuda/sm90/flash_forward.cuh>
+#include <ra/cuda/tile_table.cuh>
 
 namespace {
 

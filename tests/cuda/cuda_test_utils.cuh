@@ -95,6 +95,14 @@ void poison(T* d, index_t n) {
   RA_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+/// A new device buffer of n elements, poisoned (complete on return).
+template <class T>
+cuda::DeviceBuffer<T> poisoned(index_t n) {
+  cuda::DeviceBuffer<T> d(n);
+  poison(d.data(), n);
+  return d;
+}
+
 /// True when x holds the poison pattern (all-ones bytes).
 template <class T>
 bool is_poison(const T& x) {

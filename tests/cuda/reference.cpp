@@ -138,6 +138,24 @@ void naive_attention(const AttentionProblem& pb, Naive& o, Naive& lse) {
   });
 }
 
+AttentionProblem attention_step(const BlockProblem& pb, const void* fused) {
+  const AttentionBlockConfig& cfg = pb.cfg;
+  AttentionProblem ap;
+  ap.dtype = pb.dtype;
+  ap.B = pb.B;
+  ap.T = pb.T;
+  ap.H = cfg.H;
+  ap.D = cfg.head_dim();
+  ap.R = cfg.R;
+  ap.gates = cfg.gates;
+  ap.param = cfg.gate_param;
+  ap.w_std = pb.w_std;
+  ap.w_rec = pb.w_rec;
+  ap.a = cfg.restart ? pb.a : std::vector<float>{};
+  ap.fused = fused;
+  return ap;
+}
+
 Naive naive_block(const BlockProblem& pb) {
   const AttentionBlockConfig& cfg = pb.cfg;
   const index_t B = pb.B, S = pb.T, C = cfg.C;
@@ -153,20 +171,8 @@ Naive naive_block(const BlockProblem& pb) {
         make_view(static_cast<const T*>(pb.w_attn), shape(3 * C, C)), bias(pb.b_attn, 3 * C));
     std::vector<T> fused_t(fused.y.size());
     for (std::size_t i = 0; i < fused_t.size(); ++i) fused_t[i] = convert<T>(fused.y[i]);
-    AttentionProblem ap;
-    ap.dtype = pb.dtype;
-    ap.B = B;
-    ap.T = S;
-    ap.H = cfg.H;
-    ap.D = cfg.head_dim();
-    ap.R = cfg.R;
-    ap.gates = cfg.gates;
-    ap.param = cfg.gate_param;
-    ap.w_std = pb.w_std;
-    ap.w_rec = pb.w_rec;
-    ap.a = cfg.restart ? pb.a : std::vector<float>{};
     Naive o, lse;
-    naive_attention_of<T>(ap, fused_t.data(), o, lse);
+    naive_attention_of<T>(attention_step(pb, fused_t.data()), fused_t.data(), o, lse);
     std::vector<T> o_t(o.values.size());
     for (std::size_t i = 0; i < o_t.size(); ++i) o_t[i] = convert<T>(o.values[i]);
     auto nv = same_precision_gemm<T>(make_view(o_t.data(), shape(B * S, C)),

@@ -57,6 +57,10 @@ struct BlockProblem {
   std::vector<float> w_std, w_rec, a;
 };
 
+/// The attention step of a block problem (its dtype, B, T, H, D, R, gates and, with
+/// cfg.restart, restart values) over a fused (B,T,3C) buffer of that dtype.
+AttentionProblem attention_step(const BlockProblem& pb, const void* fused);
+
 /// y (B,T,C) compact of the block (ra::cpu::block_forward in double).
 std::vector<double> reference_block(const BlockProblem& pb);
 

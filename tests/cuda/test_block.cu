@@ -133,24 +133,6 @@ struct HostBlock {
     pb.a = a;
     return pb;
   }
-
-  // The attention step of the block, on a fused buffer the GPU produced.
-  ra::test::AttentionProblem attention(const std::vector<T>& fused, index_t B, index_t T_) const {
-    ra::test::AttentionProblem pb;
-    pb.dtype = ra::dtype_v<T>;
-    pb.B = B;
-    pb.T = T_;
-    pb.H = cfg.H;
-    pb.D = cfg.head_dim();
-    pb.R = cfg.R;
-    pb.gates = cfg.gates;
-    pb.param = cfg.gate_param;
-    pb.w_std = w_std;
-    pb.w_rec = w_rec;
-    pb.a = a;
-    pb.fused = fused.data();
-    return pb;
-  }
 };
 
 template <class T>
@@ -202,7 +184,7 @@ void run_block_case(ra::cuda::Context& ctx, cudaStream_t stream, const Attention
       // The attention step, against the exact and naive attention on the GPU's own fused
       // buffer.
       const auto fused = ra::test::to_host(block.fused(), B * T_ * 3 * C);
-      const auto pb = host.attention(fused, B, T_);
+      const auto pb = ra::test::attention_step(host.problem(x, B, T_), fused.data());
       std::vector<double> o_ref, lse_ref;
       ra::test::reference_attention(pb, o_ref, lse_ref);
       ra::test::Naive o_naive, lse_naive;

@@ -25,10 +25,8 @@
 
 namespace {
 
-using ra::DType;
 using ra::index_t;
 using ra::test::as_double;
-using ra::test::judge_output;
 using ra::test::sz;
 
 }  // namespace
@@ -36,22 +34,15 @@ using ra::test::sz;
 TEMPLATE_TEST_CASE("training cross_entropy: the loss and in-place gradient keep the precision rule",
                    "[sanitize][cuda][training][cross_entropy]", float, ra::bf16) {
   using T = TestType;
-  const DType dt = ra::dtype_v<T>;
   const index_t V = 257, Vp = 320;
-  ra::test::Stream stream;
-  const auto family = [&](const char* what) {
-    return ra::test::training_family(std::string("cross_entropy ") + what, dt);
-  };
-  std::uint64_t salt = 600;
+  ra::test::TrainingCase<T> tc("cross_entropy", 600);
   for (index_t N : {37, 130}) {
-    INFO(ra::test::describe(dt, N, Vp) << " vocab=" << V);
-    auto g = ra::test::rng(++salt);
+    INFO(ra::test::describe(tc.dtype, N, Vp) << " vocab=" << V);
+    auto g = tc.next_rng();
     auto logits = ra::test::random_vector<T>(N * Vp, g, 3.f);
     for (index_t i = 0; i < N; ++i)  // padded columns hold NaN: they must be ignored
       for (index_t j = V; j < Vp; ++j) logits[sz(i * Vp + j)] = ra::test::poison_value<T>();
-    std::uniform_int_distribution<std::int32_t> tok(0, static_cast<std::int32_t>(V - 1));
-    std::vector<std::int32_t> targets(sz(N));
-    for (auto& t : targets) t = tok(g);
+    auto targets = ra::test::random_tokens(N, V, g);
     targets[1] = static_cast<std::int32_t>(V - 1);
     targets[2] = 0;
     targets[5] = targets[sz(N - 1)] = -1;
@@ -71,9 +62,9 @@ TEMPLATE_TEST_CASE("training cross_entropy: the loss and in-place gradient keep 
       INFO((grad ? "grad" : "no grad"));
       ra::test::poison(loss_d.data(), N);
       ra::cuda::cross_entropy(z_d.data(), t_d.data(), loss_d.data(), N, V, Vp,
-                              static_cast<float>(inv_n), grad, stream);
+                              static_cast<float>(inv_n), grad, tc.stream);
       const auto loss = ra::test::to_host(loss_d.data(), N);
-      RA_CHECK_PRECISION(judge_output(family("loss"), "loss", loss, naive.loss, exact.loss, 1));
+      RA_CHECK_PRECISION(tc.judge("loss", loss, naive.loss, exact.loss, 1));
       CHECK(loss[5] == 0.f);
       CHECK(loss[sz(N - 1)] == 0.f);
       const auto z = ra::test::to_host(z_d.data(), N * Vp);
@@ -90,17 +81,16 @@ TEMPLATE_TEST_CASE("training cross_entropy: the loss and in-place gradient keep 
           if (j >= V || targets[sz(i)] < 0) nonzero += ra::convert<double>(v) != 0.0;
         }
       CHECK(nonzero == 0);
-      RA_CHECK_PRECISION(
-          judge_output(family("dlogits"), "dlogits", real, naive.grad, exact.grad, V));
+      RA_CHECK_PRECISION(tc.judge("dlogits", real, naive.grad, exact.grad, V));
     }
-    CHECK_THROWS_AS(
-        ra::cuda::cross_entropy(z_d.data(), t_d.data(), loss_d.data(), N, 0, Vp, 1.f, true, stream),
-        ra::error);
-    CHECK_THROWS_WITH(
-        ra::cuda::cross_entropy(z_d.data(), t_d.data(), loss_d.data(), N, 0, Vp, 1.f, true, stream),
-        Catch::Contains("vocab"));
+    CHECK_THROWS_AS(ra::cuda::cross_entropy(z_d.data(), t_d.data(), loss_d.data(), N, 0, Vp, 1.f,
+                                            true, tc.stream),
+                    ra::error);
+    CHECK_THROWS_WITH(ra::cuda::cross_entropy(z_d.data(), t_d.data(), loss_d.data(), N, 0, Vp, 1.f,
+                                              true, tc.stream),
+                      Catch::Contains("vocab"));
     CHECK_THROWS_WITH(ra::cuda::cross_entropy(z_d.data(), t_d.data(), loss_d.data(), N, Vp + 1, Vp,
-                                              1.f, true, stream),
+                                              1.f, true, tc.stream),
                       Catch::Contains("vocab") && Catch::Contains("321"));
   }
 }

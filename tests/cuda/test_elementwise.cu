@@ -32,7 +32,6 @@ namespace {
 using ra::DType;
 using ra::index_t;
 using ra::test::as_double;
-using ra::test::judge_output;
 using ra::test::sz;
 
 constexpr index_t kRow = 200;  // a row of the precision rule
@@ -42,57 +41,51 @@ constexpr index_t kRow = 200;  // a row of the precision rule
 TEMPLATE_TEST_CASE("training GELU forward and backward and add keep the precision rule",
                    "[sanitize][cuda][training][elementwise]", float, ra::bf16) {
   using T = TestType;
-  const DType dt = ra::dtype_v<T>;
   const index_t n = 37 * kRow;  // 925 packs of bf16: not a multiple of the 256-thread block
-  INFO(ra::test::describe(dt, 37, 200));
-  ra::test::Stream stream;
-  auto g = ra::test::rng(200);
+  ra::test::TrainingCase<T> tc("", 199);
+  INFO(ra::test::describe(tc.dtype, 37, 200));
+  auto g = tc.next_rng();
   const auto x = ra::test::random_vector<T>(n, g, 2.f);
   const auto dy = ra::test::random_vector<T>(n, g);
   auto x_d = ra::test::to_device(x);
   auto dy_d = ra::test::to_device(dy);
-  ra::cuda::DeviceBuffer<T> y_d(n), dx_d(n);
-  ra::test::poison(y_d.data(), n);
-  ra::test::poison(dx_d.data(), n);
+  auto y_d = ra::test::poisoned<T>(n), dx_d = ra::test::poisoned<T>(n);
 
   const auto xd = as_double(x), dyd = as_double(dy);
-  const auto family = [&](const char* what) { return ra::test::training_family(what, dt); };
-  ra::cuda::gelu_forward(x_d.data(), y_d.data(), n, stream);
-  RA_CHECK_PRECISION(judge_output(family("gelu"), "gelu", ra::test::to_host(y_d.data(), n),
-                                  ra::test::gelu_reference<float, T>(xd),
-                                  ra::test::gelu_reference<double, T>(xd), kRow));
-  ra::cuda::gelu_backward(dy_d.data(), x_d.data(), dx_d.data(), n, stream);
+  ra::cuda::gelu_forward(x_d.data(), y_d.data(), n, tc.stream);
+  RA_CHECK_PRECISION(tc.judge("gelu", y_d, ra::test::gelu_reference<float, T>(xd),
+                              ra::test::gelu_reference<double, T>(xd), kRow));
+  ra::cuda::gelu_backward(dy_d.data(), x_d.data(), dx_d.data(), n, tc.stream);
   const auto dx = ra::test::to_host(dx_d.data(), n);
-  RA_CHECK_PRECISION(judge_output(family("gelu backward"), "gelu backward", dx,
-                                  ra::test::gelu_backward_reference<float, T>(dyd, xd),
-                                  ra::test::gelu_backward_reference<double, T>(dyd, xd), kRow));
+  RA_CHECK_PRECISION(tc.judge("gelu backward", dx,
+                              ra::test::gelu_backward_reference<float, T>(dyd, xd),
+                              ra::test::gelu_backward_reference<double, T>(dyd, xd), kRow));
   // In place (dx aliasing dy): the same bits.
-  ra::cuda::gelu_backward(dy_d.data(), x_d.data(), dy_d.data(), n, stream);
+  ra::cuda::gelu_backward(dy_d.data(), x_d.data(), dy_d.data(), n, tc.stream);
   CHECK(ra::test::bitwise_equal(ra::test::to_host(dy_d.data(), n), dx));
 
   auto a_d = ra::test::to_device(x);
   auto b_d = ra::test::to_device(dy);
   ra::test::poison(y_d.data(), n);
-  ra::cuda::add(a_d.data(), b_d.data(), y_d.data(), n, stream);
+  ra::cuda::add(a_d.data(), b_d.data(), y_d.data(), n, tc.stream);
   const auto sum = ra::test::to_host(y_d.data(), n);
-  RA_CHECK_PRECISION(judge_output(family("add"), "add", sum,
-                                  ra::test::add_reference<float, T>(xd, dyd),
-                                  ra::test::add_reference<double, T>(xd, dyd), kRow));
-  ra::cuda::add(a_d.data(), b_d.data(), a_d.data(), n, stream);  // c aliasing a
+  RA_CHECK_PRECISION(tc.judge("add", sum, ra::test::add_reference<float, T>(xd, dyd),
+                              ra::test::add_reference<double, T>(xd, dyd), kRow));
+  ra::cuda::add(a_d.data(), b_d.data(), a_d.data(), n, tc.stream);  // c aliasing a
   CHECK(ra::test::bitwise_equal(ra::test::to_host(a_d.data(), n), sum));
 
   // round_to: T(x) from fp32, any length.
   const auto xf = ra::test::random_vector<float>(n - 1, g);
   auto xf_d = ra::test::to_device(xf);
-  ra::cuda::round_to(xf_d.data(), y_d.data(), n - 1, stream);
+  ra::cuda::round_to(xf_d.data(), y_d.data(), n - 1, tc.stream);
   std::vector<T> rounded(xf.size());
   for (std::size_t i = 0; i < xf.size(); ++i) rounded[i] = T(xf[i]);
   CHECK(ra::test::bitwise_equal(ra::test::to_host(y_d.data(), n - 1), rounded));
 
-  CHECK_THROWS_AS(ra::cuda::add(a_d.data(), b_d.data(), y_d.data(), n - 1, stream), ra::error);
-  CHECK_THROWS_WITH(ra::cuda::gelu_forward(x_d.data(), y_d.data(), n - 1, stream),
+  CHECK_THROWS_AS(ra::cuda::add(a_d.data(), b_d.data(), y_d.data(), n - 1, tc.stream), ra::error);
+  CHECK_THROWS_WITH(ra::cuda::gelu_forward(x_d.data(), y_d.data(), n - 1, tc.stream),
                     Catch::Contains("length"));
-  CHECK_THROWS_WITH(ra::cuda::gelu_forward(x_d.data() + 1, y_d.data(), n - 8, stream),
+  CHECK_THROWS_WITH(ra::cuda::gelu_forward(x_d.data() + 1, y_d.data(), n - 8, tc.stream),
                     Catch::Contains("pointer") && Catch::Contains("16-byte"));
 }
 
@@ -180,10 +173,10 @@ TEMPLATE_TEST_CASE("training gelu_rows and gelu_grad_rows give the packed kernel
 TEMPLATE_TEST_CASE("training dropout reproduces the mask of nn::Dropout",
                    "[sanitize][cuda][training][dropout]", float, ra::bf16) {
   using T = TestType;
-  const DType dt = ra::dtype_v<T>;
   const index_t R = 37, C = 200, n = R * C;
-  ra::test::Stream stream;
-  auto g = ra::test::rng(300);
+  ra::test::TrainingCase<T> tc("", 299);
+  const DType dt = tc.dtype;
+  auto g = tc.next_rng();
   std::vector<T> x(sz(n));  // |x| >= 0.5: an element is dropped exactly when it reads 0
   const auto v = ra::test::random_vector<float>(n, g);
   for (index_t i = 0; i < n; ++i) x[sz(i)] = T(std::copysign(0.5f + std::abs(v[sz(i)]), v[sz(i)]));
@@ -197,7 +190,7 @@ TEMPLATE_TEST_CASE("training dropout reproduces the mask of nn::Dropout",
       std::vector<T> ref = x;
       ra::nn::Dropout{p}.apply(ra::make_view(ref.data(), ra::shape(R, C)), mask_seed, site);
       auto d = ra::test::to_device(x);
-      ra::cuda::dropout(d.data(), n, p, mask_seed, site, stream);
+      ra::cuda::dropout(d.data(), n, p, mask_seed, site, tc.stream);
       const auto out = ra::test::to_host(d.data(), n);
       index_t mask_mismatch = 0, value_mismatch = 0, dropped = 0;
       std::vector<bool> mask(sz(n));
@@ -217,11 +210,11 @@ TEMPLATE_TEST_CASE("training dropout reproduces the mask of nn::Dropout",
     CHECK(masks[0] != masks[1]);  // sites draw different masks
   }
   auto d = ra::test::to_device(x);
-  ra::cuda::dropout(d.data(), n, 0.f, mask_seed, 3, stream);
+  ra::cuda::dropout(d.data(), n, 0.f, mask_seed, 3, tc.stream);
   CHECK(ra::test::bitwise_equal(ra::test::to_host(d.data(), n), x));
-  CHECK_THROWS_AS(ra::cuda::dropout(d.data(), n, 1.f, mask_seed, 3, stream), ra::error);
-  CHECK_THROWS_WITH(ra::cuda::dropout(d.data(), n, 1.f, mask_seed, 3, stream),
+  CHECK_THROWS_AS(ra::cuda::dropout(d.data(), n, 1.f, mask_seed, 3, tc.stream), ra::error);
+  CHECK_THROWS_WITH(ra::cuda::dropout(d.data(), n, 1.f, mask_seed, 3, tc.stream),
                     Catch::Contains("dropout"));
-  CHECK_THROWS_WITH(ra::cuda::dropout(d.data(), n, -0.25f, mask_seed, 3, stream),
+  CHECK_THROWS_WITH(ra::cuda::dropout(d.data(), n, -0.25f, mask_seed, 3, tc.stream),
                     Catch::Contains("dropout") && Catch::Contains("[0, 1)"));
 }

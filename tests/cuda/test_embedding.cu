@@ -22,10 +22,8 @@
 
 namespace {
 
-using ra::DType;
 using ra::index_t;
 using ra::test::as_double;
-using ra::test::judge_output;
 using ra::test::sz;
 
 }  // namespace
@@ -46,32 +44,24 @@ TEST_CASE("training TokenBuckets groups positions by token in order",
 TEMPLATE_TEST_CASE("training embedding forward and backward keep the precision rule",
                    "[sanitize][cuda][training][embedding]", float, ra::bf16) {
   using T = TestType;
-  const DType dt = ra::dtype_v<T>;
   const index_t B = 3, S = 37, max_seq = 45, V = 50, N = B * S;
-  ra::test::Stream stream;
-  const auto family = [&](const char* what) {
-    return ra::test::training_family(std::string("embedding ") + what, dt);
-  };
-  std::uint64_t salt = 500;
+  ra::test::TrainingCase<T> tc("embedding", 500);
   for (index_t C : {64, 200}) {
-    INFO(ra::test::describe(dt, N, C) << " B=" << B << " T=" << S << " max_seq=" << max_seq);
-    auto g = ra::test::rng(++salt);
-    std::uniform_int_distribution<std::int32_t> tok(0, 19);  // 111 positions, 20 ids: repeats
-    std::vector<std::int32_t> tokens(sz(N));
-    for (auto& t : tokens) t = tok(g);
+    INFO(ra::test::describe(tc.dtype, N, C) << " B=" << B << " T=" << S << " max_seq=" << max_seq);
+    auto g = tc.next_rng();
+    auto tokens = ra::test::random_tokens(N, 20, g);  // 111 positions, 20 ids: repeats
     tokens[0] = tokens[40] = tokens[sz(N - 1)] = 7;
     const auto wte = ra::test::random_vector<T>(V * C, g);
     const auto wpe = ra::test::random_vector<T>(max_seq * C, g);
     auto tok_d = ra::test::to_device(tokens);
     auto wte_d = ra::test::to_device(wte);
     auto wpe_d = ra::test::to_device(wpe);
-    ra::cuda::DeviceBuffer<T> out_d(N * C);
-    ra::test::poison(out_d.data(), out_d.size());
+    auto out_d = ra::test::poisoned<T>(N * C);
     ra::cuda::embedding_forward(tok_d.data(), wte_d.data(), wpe_d.data(), out_d.data(), B, S, C,
-                                stream);
+                                tc.stream);
     const auto wte_d64 = as_double(wte), wpe_d64 = as_double(wpe);
-    RA_CHECK_PRECISION(judge_output(
-        family("out"), "out", ra::test::to_host(out_d.data(), N * C),
+    RA_CHECK_PRECISION(tc.judge(
+        "out", out_d,
         ra::test::embedding_forward_reference<float, T>(tokens, wte_d64, wpe_d64, S, C),
         ra::test::embedding_forward_reference<double, T>(tokens, wte_d64, wpe_d64, S, C), C));
 
@@ -80,8 +70,7 @@ TEMPLATE_TEST_CASE("training embedding forward and backward keep the precision r
     const auto dwte0 = ra::test::random_vector<float>(V * C, g);
     auto dout_d = ra::test::to_device(dout);
     auto dwte_d = ra::test::to_device(dwte0);
-    ra::cuda::DeviceBuffer<float> dwpe_d(max_seq * C);
-    ra::test::poison(dwpe_d.data(), dwpe_d.size());
+    auto dwpe_d = ra::test::poisoned<float>(max_seq * C);
     const ra::cuda::TokenBuckets hb(tokens);
     auto ids_d = ra::test::to_device(hb.ids);
     auto start_d = ra::test::to_device(hb.start);
@@ -89,7 +78,7 @@ TEMPLATE_TEST_CASE("training embedding forward and backward keep the precision r
     const ra::cuda::DeviceTokenBuckets db{ids_d.data(), start_d.data(), rows_d.data(),
                                           static_cast<index_t>(hb.ids.size())};
     ra::cuda::embedding_backward(dout_d.data(), db, dwte_d.data(), dwpe_d.data(), B, S, max_seq, C,
-                                 stream);
+                                 tc.stream);
     std::vector<bool> touched(sz(V), false);
     for (auto t : tokens) touched[sz(t)] = true;
     const auto dout_d64 = as_double(dout), dwte0_d64 = as_double(dwte0);
@@ -100,8 +89,8 @@ TEMPLATE_TEST_CASE("training embedding forward and backward keep the precision r
                                                   wte_naive, wpe_naive);
     const auto dwpe = ra::test::to_host(dwpe_d.data(), max_seq * C);
     const auto dwte = ra::test::to_host(dwte_d.data(), V * C);
-    RA_CHECK_PRECISION(judge_output(family("dwpe"), "dwpe", dwpe, wpe_naive, wpe_exact, C));
-    RA_CHECK_PRECISION(judge_output(family("dwte"), "dwte", dwte, wte_naive, wte_exact, C));
+    RA_CHECK_PRECISION(tc.judge("dwpe", dwpe, wpe_naive, wpe_exact, C));
+    RA_CHECK_PRECISION(tc.judge("dwte", dwte, wte_naive, wte_exact, C));
     index_t nonzero_tail = 0, changed_untouched = 0;
     for (index_t i = S * C; i < max_seq * C; ++i) nonzero_tail += dwpe[sz(i)] != 0.f;
     for (index_t v = 0; v < V; ++v)

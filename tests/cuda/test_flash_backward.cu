@@ -21,6 +21,7 @@
 #include <ra/cuda/flash_backward.cuh>
 
 #include "cuda_test_utils.cuh"
+#include "../common/dr_test_case.hpp"
 #include "flash_case.hpp"
 
 namespace {
@@ -41,59 +42,59 @@ FlashCase backward_case(DType dtype, int B, int T, int H, int D, int R, GateMode
   return c;
 }
 
-int rank_4_or_0() {
-  return ra::SupportedRanks::contains(4) ? 4 : 0;
+// The long-T backward runs one rank per head dim.
+constexpr bool at_reference_rank(int, int R) {
+  return R == ra::test::reference_rank();
+}
+
+constexpr bool d64_or_128_at_reference_rank(int D, int R) {
+  return (D == 64 || D == 128) && at_reference_rank(D, R);
 }
 
 }  // namespace
 
-TEST_CASE("flash backward keeps the precision rule over the (D, R) matrix",
-          "[flash_backward][cuda]") {
+// One Catch test case per (D, R) pair (dr_test_case.hpp): "..., D=64 R=4", tagged [d64][r4].
+RA_DR_TEST_CASE(ra::test::every_pair, "flash backward keeps the precision rule",
+                "[flash_backward][cuda]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
-  auto rng = ra::test::rng(0xb0 + static_cast<int>(dtype));
-  for (int D : ra::SupportedHeadDims::values)
-    for (int R : ra::SupportedRanks::values) {
-      if (R >= D) continue;
-      for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
-        for (bool restart : {false, true})
-          for (int T : {1, 7, 64, 130}) {
-            FlashCase c = backward_case(dtype, 2, T, 3, D, R, gm, restart);
-            c.param = gm == GateMode::per_layer && (T == 7 || T == 64) ? GateParam::softplus
-                                                                       : GateParam::clamp;
-            c.below_floor = gm == GateMode::per_head && T == 130;
-            c.compact_grads = restart && gm == GateMode::per_layer;
-            ra::test::run_flash_case(c, rng);
-          }
-    }
+  auto rng = ra::test::rng(ra::test::dr_salt(0xb0, static_cast<int>(dtype), D, R));
+  for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
+    for (bool restart : {false, true})
+      for (int T : {1, 7, 64, 130}) {
+        FlashCase c = backward_case(dtype, 2, T, 3, D, R, gm, restart);
+        c.param = gm == GateMode::per_layer && (T == 7 || T == 64) ? GateParam::softplus
+                                                                   : GateParam::clamp;
+        c.below_floor = gm == GateMode::per_head && T == 130;
+        c.compact_grads = restart && gm == GateMode::per_layer;
+        ra::test::run_flash_case(c, rng);
+      }
 }
 
-TEST_CASE("flash backward at long T over every gate mode and restart",
-          "[flash_backward][cuda][long]") {
+RA_DR_TEST_CASE(d64_or_128_at_reference_rank,
+                "flash backward at long T over every gate mode and restart",
+                "[flash_backward][cuda][long]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16);
-  auto rng = ra::test::rng(0xb1 + static_cast<int>(dtype));
-  for (int D : {64, 128}) {
-    if (!ra::SupportedHeadDims::contains(D)) continue;
-    for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
-      for (bool restart : {false, true})
-        for (int T : {1024, 1025}) {
-          FlashCase c = backward_case(dtype, 1, T, 2, D, rank_4_or_0(), gm, restart);
-          c.param = T == 1024 && gm == GateMode::per_layer ? GateParam::softplus : GateParam::clamp;
-          c.compact_grads = T == 1024;
-          ra::test::run_flash_case(c, rng);
-        }
-  }
+  auto rng = ra::test::rng(ra::test::dr_salt(0xb1, static_cast<int>(dtype), D, R));
+  for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
+    for (bool restart : {false, true})
+      for (int T : {1024, 1025}) {
+        FlashCase c = backward_case(dtype, 1, T, 2, D, R, gm, restart);
+        c.param = T == 1024 && gm == GateMode::per_layer ? GateParam::softplus : GateParam::clamp;
+        c.compact_grads = T == 1024;
+        ra::test::run_flash_case(c, rng);
+      }
 }
 
-TEST_CASE("flash backward at long T in fp32, every head dim", "[flash_backward][cuda][long]") {
-  auto rng = ra::test::rng(0xb2);
-  for (int D : ra::SupportedHeadDims::values)
-    ra::test::run_flash_case(
-        backward_case(DType::f32, 1, 1025, 2, D, rank_4_or_0(), GateMode::per_head, true), rng);
+RA_DR_TEST_CASE(at_reference_rank, "flash backward at long T in fp32",
+                "[flash_backward][cuda][long]") {
+  auto rng = ra::test::rng(ra::test::dr_salt(0xb2, 0, D, R));
+  ra::test::run_flash_case(backward_case(DType::f32, 1, 1025, 2, D, R, GateMode::per_head, true),
+                           rng);
 }
 
 TEST_CASE("flash backward is deterministic", "[flash_backward][cuda]") {
   const index_t B = 2, T = 300, H = 2, D = 64, C = H * D;
-  const int R = rank_4_or_0();
+  const int R = ra::test::reference_rank();
   auto rng = ra::test::rng(0xb3);
   const auto fused = ra::test::to_device(ra::test::random_vector<ra::bf16>(B * T * 3 * C, rng));
   const auto dout = ra::test::to_device(ra::test::random_vector<ra::bf16>(B * T * C, rng));
@@ -146,9 +147,9 @@ TEST_CASE("flash backward with B = 0 or T = 0 writes zero parameter gradients",
     const auto v = ra::make_view(static_cast<const ra::fp16*>(buf.data()), ra::shape(B, H, T, D),
                                  {H * T * D, T * D, D, 1});
     const auto o = ra::make_view(buf.data(), ra::shape(B, H, T, D), {H * T * D, T * D, D, 1});
-    const auto node =
-        ra::folded_attention(v, v, v, rank_4_or_0(), ra::gates::per_head(w.data(), w.data()),
-                             ra::causal, ra::restart::per_head(w.data()));
+    const auto node = ra::folded_attention(v, v, v, ra::test::reference_rank(),
+                                           ra::gates::per_head(w.data(), w.data()), ra::causal,
+                                           ra::restart::per_head(w.data()));
     const auto fwd = ra::cuda::make_params(node, o, lse.data(), o);
     ra::cuda::attention_forward(fwd, nullptr);
     ra::cuda::attention_backward(ra::cuda::make_backward_params(fwd, v, o, o, o, dws.data(),
@@ -230,5 +231,6 @@ TEST_CASE("flash backward, a small set for compute-sanitizer", "[sanitize]") {
   for (DType dtype : {DType::f16, DType::bf16, DType::f32})
     for (int D : ra::SupportedHeadDims::values)
       ra::test::run_flash_case(
-          backward_case(dtype, 1, 70, 2, D, rank_4_or_0(), GateMode::per_head, true), rng);
+          backward_case(dtype, 1, 70, 2, D, ra::test::reference_rank(), GateMode::per_head, true),
+          rng);
 }

@@ -21,6 +21,7 @@
 #include <ra/cuda/sm90/support.cuh>
 
 #include "cuda_test_utils.cuh"
+#include "../common/dr_test_case.hpp"
 #include "flash_case.hpp"
 
 namespace {
@@ -31,13 +32,6 @@ using ra::GateParam;
 using ra::cuda::ForwardPath;
 using ra::test::FlashCase;
 
-template <class F>
-void for_each_supported(F&& f) {
-  for (int D : ra::SupportedHeadDims::values)
-    for (int R : ra::SupportedRanks::values)
-      if (R < D) f(D, R);
-}
-
 // The tensor-core paths to test, each by name: mma.sync everywhere, and the sm_90a kernel
 // where this build and device have it (fp16/bf16); fp32 has one (SIMT) path.
 std::vector<ForwardPath> paths_for(DType dtype) {
@@ -47,47 +41,49 @@ std::vector<ForwardPath> paths_for(DType dtype) {
   return paths;
 }
 
-}  // namespace
-
-TEST_CASE("flash forward keeps the precision rule over the (D, R) matrix", "[flash][cuda]") {
-  const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
-  auto rng = ra::test::rng(0xf0 + static_cast<int>(dtype));
-  for (ForwardPath path : paths_for(dtype))
-    for_each_supported([&](int D, int R) {
-      for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
-        for (bool restart : {false, true})
-          for (int T : {1, 7, 128, 130}) {
-            FlashCase c;
-            c.dtype = dtype;
-            c.B = 2, c.T = T, c.H = 3, c.D = D, c.R = R;
-            c.gates = gm;
-            c.param = gm == GateMode::per_layer && (T == 7 || T == 128) ? GateParam::softplus
-                                                                        : GateParam::clamp;
-            c.below_floor = gm == GateMode::per_head && T == 130;
-            c.restart = restart;
-            c.path = path;
-            ra::test::run_flash_case(c, rng);
-          }
-    });
+// The long-T forward runs the baseline and the reference rank.
+constexpr bool rank_0_or_4(int, int R) {
+  return R == 0 || R == 4;
 }
 
-TEST_CASE("flash forward at long T, ragged and whole tiles", "[flash][cuda][long]") {
+}  // namespace
+
+// One Catch test case per (D, R) pair (dr_test_case.hpp): "..., D=64 R=4", tagged [d64][r4].
+RA_DR_TEST_CASE(ra::test::every_pair, "flash forward keeps the precision rule", "[flash][cuda]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
-  auto rng = ra::test::rng(0xf1 + static_cast<int>(dtype));
+  auto rng = ra::test::rng(ra::test::dr_salt(0xf0, static_cast<int>(dtype), D, R));
   for (ForwardPath path : paths_for(dtype))
-    for_each_supported([&](int D, int R) {
-      if (R != 0 && R != 4) return;
-      for (int T : {1000, 1024, 1025}) {
-        FlashCase c;
-        c.dtype = dtype;
-        c.B = 1, c.T = T, c.H = 2, c.D = D, c.R = R;
-        c.gates = GateMode::per_head;
-        c.param = T == 1024 ? GateParam::softplus : GateParam::clamp;
-        c.restart = R == 4;
-        c.path = path;
-        ra::test::run_flash_case(c, rng);
-      }
-    });
+    for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
+      for (bool restart : {false, true})
+        for (int T : {1, 7, 128, 130}) {
+          FlashCase c;
+          c.dtype = dtype;
+          c.B = 2, c.T = T, c.H = 3, c.D = D, c.R = R;
+          c.gates = gm;
+          c.param = gm == GateMode::per_layer && (T == 7 || T == 128) ? GateParam::softplus
+                                                                      : GateParam::clamp;
+          c.below_floor = gm == GateMode::per_head && T == 130;
+          c.restart = restart;
+          c.path = path;
+          ra::test::run_flash_case(c, rng);
+        }
+}
+
+RA_DR_TEST_CASE(rank_0_or_4, "flash forward at long T, ragged and whole tiles",
+                "[flash][cuda][long]") {
+  const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
+  auto rng = ra::test::rng(ra::test::dr_salt(0xf1, static_cast<int>(dtype), D, R));
+  for (ForwardPath path : paths_for(dtype))
+    for (int T : {1000, 1024, 1025}) {
+      FlashCase c;
+      c.dtype = dtype;
+      c.B = 1, c.T = T, c.H = 2, c.D = D, c.R = R;
+      c.gates = GateMode::per_head;
+      c.param = T == 1024 ? GateParam::softplus : GateParam::clamp;
+      c.restart = R == 4;
+      c.path = path;
+      ra::test::run_flash_case(c, rng);
+    }
 }
 
 TEST_CASE("flash forward reads any strides", "[flash][cuda]") {
@@ -97,7 +93,7 @@ TEST_CASE("flash forward reads any strides", "[flash][cuda]") {
       for (int T : {7, 200}) {
         FlashCase c;
         c.dtype = dtype;
-        c.B = 2, c.T = T, c.H = 2, c.D = 64, c.R = ra::SupportedRanks::contains(4) ? 4 : 0;
+        c.B = 2, c.T = T, c.H = 2, c.D = 64, c.R = ra::test::reference_rank();
         c.gates = GateMode::per_layer;
         c.restart = true;
         c.separate_inputs = true;
@@ -298,7 +294,7 @@ TEST_CASE("flash forward, a small set for compute-sanitizer", "[sanitize]") {
         for (int T : {7, 130}) {
           FlashCase c;
           c.dtype = dtype;
-          c.B = 1, c.T = T, c.H = 2, c.D = D, c.R = ra::SupportedRanks::contains(4) ? 4 : 0;
+          c.B = 1, c.T = T, c.H = 2, c.D = D, c.R = ra::test::reference_rank();
           c.gates = GateMode::per_head;
           c.restart = true;
           c.path = path;

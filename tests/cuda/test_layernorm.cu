@@ -24,48 +24,35 @@
 
 namespace {
 
-using ra::DType;
 using ra::index_t;
 using ra::test::as_double;
-using ra::test::judge_output;
 
 }  // namespace
 
 TEMPLATE_TEST_CASE("training LayerNorm forward and backward keep the precision rule",
                    "[sanitize][cuda][training][layernorm]", float, ra::bf16) {
   using T = TestType;
-  const DType dt = ra::dtype_v<T>;
-  const auto family = [&](const char* what) {
-    return ra::test::training_family(std::string("layernorm ") + what, dt);
-  };
-  ra::test::Stream stream;
-  std::uint64_t salt = 100;
+  ra::test::TrainingCase<T> tc("layernorm", 100);
   for (auto [N, C] : {std::pair<index_t, index_t>{37, 64}, {130, 200}})
     for (bool bias : {false, true}) {
-      INFO(ra::test::describe(dt, N, C) << (bias ? " bias" : " no-bias"));
-      auto g = ra::test::rng(++salt);
+      INFO(ra::test::describe(tc.dtype, N, C) << (bias ? " bias" : " no-bias"));
+      auto g = tc.next_rng();
       const auto x = ra::test::offset_rows<T>(N, C, g);
       const auto w = ra::test::random_vector<T>(C, g, 0.5f);
       const auto b = ra::test::random_vector<T>(bias ? C : 0, g, 0.5f);
       auto x_d = ra::test::to_device(x);
       auto w_d = ra::test::to_device(w);
       auto b_d = ra::test::to_device(b);
-      ra::cuda::DeviceBuffer<T> y_d(N * C);
-      ra::cuda::DeviceBuffer<float> mean_d(N), rstd_d(N);
-      ra::test::poison(y_d.data(), y_d.size());
-      ra::test::poison(mean_d.data(), N);
-      ra::test::poison(rstd_d.data(), N);
+      auto y_d = ra::test::poisoned<T>(N * C);
+      auto mean_d = ra::test::poisoned<float>(N), rstd_d = ra::test::poisoned<float>(N);
       ra::cuda::layernorm_forward(x_d.data(), w_d.data(), bias ? b_d.data() : nullptr, y_d.data(),
-                                  mean_d.data(), rstd_d.data(), N, C, stream);
+                                  mean_d.data(), rstd_d.data(), N, C, tc.stream);
       const auto xd = as_double(x), wd = as_double(w), bd = as_double(b);
       const auto exact = ra::test::layernorm_reference<double, T>(xd, wd, bd, {}, {}, N, C);
       const auto naive = ra::test::layernorm_reference<float, T>(xd, wd, bd, {}, {}, N, C);
-      RA_CHECK_PRECISION(judge_output(family("y"), "y", ra::test::to_host(y_d.data(), N * C),
-                                      naive.y, exact.y, C));
-      RA_CHECK_PRECISION(judge_output(family("mean"), "mean", ra::test::to_host(mean_d.data(), N),
-                                      naive.mean, exact.mean, N));
-      RA_CHECK_PRECISION(judge_output(family("rstd"), "rstd", ra::test::to_host(rstd_d.data(), N),
-                                      naive.rstd, exact.rstd, N));
+      RA_CHECK_PRECISION(tc.judge("y", y_d, naive.y, exact.y, C));
+      RA_CHECK_PRECISION(tc.judge("mean", mean_d, naive.mean, exact.mean, N));
+      RA_CHECK_PRECISION(tc.judge("rstd", rstd_d, naive.rstd, exact.rstd, N));
 
       for (int res : {0, 1, 2}) {  // dres: none, a separate buffer, aliasing dx
         INFO("dres " << (res == 0 ? "none" : res == 1 ? "separate" : "aliasing dx"));
@@ -73,29 +60,19 @@ TEMPLATE_TEST_CASE("training LayerNorm forward and backward keep the precision r
         const auto dres = ra::test::random_vector<T>(res ? N * C : 0, g);
         auto dy_d = ra::test::to_device(dy);
         auto dres_d = ra::test::to_device(dres);
-        ra::cuda::DeviceBuffer<T> dx_d(N * C);
-        if (res == 2) {
-          dx_d = ra::test::to_device(dres);
-        } else {
-          ra::test::poison(dx_d.data(), dx_d.size());
-        }
-        ra::cuda::DeviceBuffer<float> dw_d(C), db_d(C);
+        auto dx_d = res == 2 ? ra::test::to_device(dres) : ra::test::poisoned<T>(N * C);
+        auto dw_d = ra::test::poisoned<float>(C), db_d = ra::test::poisoned<float>(C);
         ra::cuda::DeviceBuffer<float> scratch(ra::cuda::layernorm_backward_scratch(N, C));
-        ra::test::poison(dw_d.data(), C);
-        ra::test::poison(db_d.data(), C);
         const T* dres_p = res == 0 ? nullptr : res == 1 ? dres_d.data() : dx_d.data();
         ra::cuda::layernorm_backward(dy_d.data(), x_d.data(), w_d.data(), mean_d.data(),
                                      rstd_d.data(), dres_p, dx_d.data(), dw_d.data(), db_d.data(),
-                                     N, C, scratch.data(), stream);
+                                     N, C, scratch.data(), tc.stream);
         const auto dyd = as_double(dy), dresd = as_double(dres);
         const auto bx = ra::test::layernorm_reference<double, T>(xd, wd, {}, dyd, dresd, N, C);
         const auto bn = ra::test::layernorm_reference<float, T>(xd, wd, {}, dyd, dresd, N, C);
-        RA_CHECK_PRECISION(judge_output(family("dx"), "dx", ra::test::to_host(dx_d.data(), N * C),
-                                        bn.dx, bx.dx, C));
-        RA_CHECK_PRECISION(
-            judge_output(family("dw"), "dw", ra::test::to_host(dw_d.data(), C), bn.dw, bx.dw, C));
-        RA_CHECK_PRECISION(
-            judge_output(family("db"), "db", ra::test::to_host(db_d.data(), C), bn.db, bx.db, C));
+        RA_CHECK_PRECISION(tc.judge("dx", dx_d, bn.dx, bx.dx, C));
+        RA_CHECK_PRECISION(tc.judge("dw", dw_d, bn.dw, bx.dw, C));
+        RA_CHECK_PRECISION(tc.judge("db", db_d, bn.db, bx.db, C));
       }
     }
 }

@@ -48,13 +48,12 @@ struct SquareOp {
 
 TEST_CASE("training column_sums and sum keep the precision rule and are deterministic",
           "[sanitize][cuda][training][reduce]") {
-  ra::test::Stream stream;
+  ra::test::TrainingCase<float> tc("", 400);
   const index_t cols = 300;  // two column blocks, the second partial
-  const std::string family = "training column sums fp32";
-  std::uint64_t salt = 400;
+  const std::string family = tc.family("column sums");
   for (index_t rows : {1, 63, 64, 65, 1000}) {
     INFO("rows=" << rows << " cols=" << cols << " seed=" << ra::test::seed());
-    auto g = ra::test::rng(++salt);
+    auto g = tc.next_rng();
     const auto x = ra::test::random_vector<float>(rows * cols, g);
     auto x_d = ra::test::to_device(x);
     const auto xd = ra::test::as_double(x);
@@ -65,8 +64,8 @@ TEST_CASE("training column_sums and sum keep the precision rule and are determin
     ra::cuda::DeviceBuffer<float> scratch(ra::cuda::column_sums_scratch(rows, cols, 2));
     ra::cuda::DeviceBuffer<float> one(cols), s_d(cols), q_d(cols), q2_d(cols);
     for (auto* b : {&one, &s_d, &q_d, &q2_d}) ra::test::poison(b->data(), cols);
-    ra::cuda::column_sums<1>(op, rows, cols, one.data(), nullptr, scratch.data(), stream);
-    ra::cuda::column_sums<2>(op, rows, cols, s_d.data(), q_d.data(), scratch.data(), stream);
+    ra::cuda::column_sums<1>(op, rows, cols, one.data(), nullptr, scratch.data(), tc.stream);
+    ra::cuda::column_sums<2>(op, rows, cols, s_d.data(), q_d.data(), scratch.data(), tc.stream);
     const auto h_one = ra::test::to_host(one.data(), cols);
     const auto h_s = ra::test::to_host(s_d.data(), cols);
     const auto h_q = ra::test::to_host(q_d.data(), cols);
@@ -77,8 +76,8 @@ TEST_CASE("training column_sums and sum keep the precision rule and are determin
                                     q_exact, cols));
     CHECK(ra::test::bitwise_equal(h_one, h_s));  // the same order of additions
     // Again, and with only the second output wanted: the same bits.
-    ra::cuda::column_sums<2>(op, rows, cols, s_d.data(), q_d.data(), scratch.data(), stream);
-    ra::cuda::column_sums<2>(op, rows, cols, nullptr, q2_d.data(), scratch.data(), stream);
+    ra::cuda::column_sums<2>(op, rows, cols, s_d.data(), q_d.data(), scratch.data(), tc.stream);
+    ra::cuda::column_sums<2>(op, rows, cols, nullptr, q2_d.data(), scratch.data(), tc.stream);
     CHECK(ra::test::bitwise_equal(ra::test::to_host(s_d.data(), cols), h_s));
     CHECK(ra::test::bitwise_equal(ra::test::to_host(q_d.data(), cols), h_q));
     CHECK(ra::test::bitwise_equal(ra::test::to_host(q2_d.data(), cols), h_q));
@@ -88,7 +87,7 @@ TEST_CASE("training column_sums and sum keep the precision rule and are determin
   constexpr double u64 = 0x1p-53;
   for (index_t n : {1, 257, 100003}) {
     INFO("sum n=" << n << " seed=" << ra::test::seed());
-    auto g = ra::test::rng(++salt);
+    auto g = tc.next_rng();
     ra::cuda::DeviceBuffer<double> out(4), scratch(ra::cuda::kSumScratch);
     std::vector<double> sums, sums_sq;
     ra::test::Computed s_exact, s_naive, q_exact, q_naive;
@@ -96,10 +95,10 @@ TEST_CASE("training column_sums and sum keep the precision rule and are determin
     for (int v = 0; v < kVectors; ++v) {
       const auto x = ra::test::random_vector<float>(n, g, 3.f);
       auto x_d = ra::test::to_device(x);
-      ra::cuda::sum(x_d.data(), n, false, out.data(), scratch.data(), stream);
-      ra::cuda::sum(x_d.data(), n, true, out.data() + 1, scratch.data(), stream);
-      ra::cuda::sum(x_d.data(), n, false, out.data() + 2, scratch.data(), stream);
-      ra::cuda::sum(x_d.data(), n, true, out.data() + 3, scratch.data(), stream);
+      ra::cuda::sum(x_d.data(), n, false, out.data(), scratch.data(), tc.stream);
+      ra::cuda::sum(x_d.data(), n, true, out.data() + 1, scratch.data(), tc.stream);
+      ra::cuda::sum(x_d.data(), n, false, out.data() + 2, scratch.data(), tc.stream);
+      ra::cuda::sum(x_d.data(), n, true, out.data() + 3, scratch.data(), tc.stream);
       const auto h = ra::test::to_host(out.data(), 4);
       CHECK(std::memcmp(&h[0], &h[2], sizeof(double)) == 0);
       CHECK(std::memcmp(&h[1], &h[3], sizeof(double)) == 0);

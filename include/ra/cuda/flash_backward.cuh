@@ -29,6 +29,7 @@
 #include <ra/cuda/check.cuh>
 #include <ra/cuda/flash_forward.cuh>
 #include <ra/cuda/mma.cuh>
+#include <ra/cuda/tile_table.cuh>
 
 namespace ra::cuda {
 
@@ -58,15 +59,7 @@ inline index_t backward_workspace_floats(index_t B, index_t H, index_t T) {
 
 namespace detail {
 
-/// Tiles of the tensor-core backward: 64 rows per CTA (4 warps x 16) against 64 columns
-/// (32 at D = 128, where the dK and dV accumulators take 128 registers).
-template <int D>
-struct FlashBackwardTile {
-  static constexpr int kRows = 64;
-  static constexpr int kCols = D <= 96 ? 64 : 32;
-  static constexpr int kThreads = 128;
-  static constexpr int kPitch = D + 8;
-};
+// The tiles (FlashBackwardTile<D>) and why: ra/cuda/tile_table.cuh.
 
 struct BackwardScratch {
   float* delta;  // (B,H,T) rowsum(dO' ⊙ O)

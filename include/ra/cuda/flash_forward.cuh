@@ -31,38 +31,13 @@
 #include <ra/cuda/check.cuh>
 #include <ra/cuda/forward_path.cuh>
 #include <ra/cuda/mma.cuh>
+#include <ra/cuda/tile_table.cuh>
 #include <ra/expr/gates.hpp>
 
 namespace ra::cuda {
 
-/// Tile shape of the tensor-core forward kernel: kBlockM query rows (16 per warp) against
-/// kBlockN keys per step. The defaults are chosen per head dim (FlashForwardTraits<D>); the
-/// benchmark instantiates other shapes to re-check that choice on a new GPU.
-template <int D, int BlockM, int BlockN, int MinBlocks>
-struct FlashTile {
-  static constexpr int kHeadDim = D;
-  static constexpr int kBlockM = BlockM;
-  static constexpr int kBlockN = BlockN;
-  static constexpr int kWarps = kBlockM / 16;
-  static constexpr int kThreads = kWarps * 32;
-  static constexpr int kMinBlocks = MinBlocks;
-  // Rows padded by 8 elements (16 bytes): consecutive rows start 4·(D/8+1) banks apart, so
-  // the eight 16-byte rows of every ldmatrix land in distinct banks for all supported D.
-  static constexpr int kPitch = D + 8;
-  static constexpr int kKvTile = kBlockN * kPitch;
-  static constexpr int kSmemElems = kBlockM * kPitch + 4 * kKvTile;  // Q, K[2], V[2]
-  static_assert(D % 16 == 0, "head dim must be a multiple of 16");
-  static_assert(BlockM % 16 == 0 && BlockN % 16 == 0, "tiles are multiples of 16");
-};
-
-/// Default tiles: 128x64 with 8 warps; K/V tiles are reused by 128 rows while the
-/// per-thread state (O: D/2 floats, S: 32 floats, Q̂: D/4 registers) fits the register file.
-/// Two CTAs per SM for D <= 64 (caps registers at 128) so one CTA's softmax overlaps the
-/// other's MMAs; larger D needs the registers. Measured on an H200 (bench/flash_tune, fp16,
-/// B=8, C=768, T=1024): at D=64 71 us, against 88 us for 128x64 with one CTA per SM, 82 us
-/// for 128x128 and 73 us for 64x64 with four; at D=128 72 us, 73 us for 64x64.
-template <int D>
-using FlashForwardTraits = FlashTile<D, 128, 64, (D <= 64 ? 2 : 1)>;
+// The tiles (FlashTile, FlashForwardTraits<D>) and the measurements that chose them:
+// ra/cuda/tile_table.cuh.
 
 namespace detail {
 
