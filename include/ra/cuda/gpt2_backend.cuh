@@ -1,6 +1,7 @@
-// ra/cuda/gpt2_backend.cuh — the CUDA backend of the GPT-2 model (ra/nn/gpt2_model.hpp, which
-// owns the layer order and the activation layout; nn::CudaGPT2<T> in ra/nn/gpt2_cuda.cuh):
-// device memory and the primitive ops on it, all on one stream.
+// ra/cuda/gpt2_backend.cuh — the CUDA backend of the GPT-2 model (nn::GPT2Model, which owns the
+// layer order and the activation layout; the nn layer names the pair nn::CudaGPT2<T>): device
+// memory and the primitive ops on it, all on one stream. Like all of cuda/, it includes no nn
+// header: what it shares with the model is in ra/model/.
 //
 // Precision: the model keeps fp32 master parameters and gradients and a T working copy; every
 // kernel here accumulates in fp32; GEMMs run on cuBLASLt with fp32 accumulation, the weight

@@ -15,7 +15,8 @@
 // (llm.c's form of PyTorch's AdamW; defaults β1 0.9, β2 0.95, ε 1e-8, λ 0.1, clip 1.0). Which
 // tensors decay comes from the parameter table (ra/model/gpt2_config.hpp: the 2-D weights and the
 // embeddings; never biases, LayerNorm, gates or restart). The state m, v is fp32, one value
-// per parameter; each element's update is computed in double and rounded once.
+// per parameter; the CPU computes each element's update in double and rounds it once, the GPU
+// computes it in fp32 (ra/cuda/adamw.cuh says what that costs).
 //
 // AdamW with SPAM (kind adamw_spam): T. Huang, Z. Zhu, G. Jin, L. Liu, Z. Wang, S. Liu, "SPAM:
 // Spike-Aware Adam with Momentum Reset for Stable LLM Training", ICLR 2025, arXiv:2501.06842
