@@ -348,6 +348,13 @@ TEST_CASE("GPT-2 bad input names the problem", "[gpt2][errors]") {
       make_view(static_cast<const std::int32_t*>(tok.data()), shape(index_t{2}, index_t{16}));
   CHECK_THROWS_WITH(model.forward(bad),
                     Catch::Contains("token at (0,3) is 64") && Catch::Contains("[0, 64)"));
+  // A forward that throws leaves nothing behind: backward() and logits() refuse.
+  tok[3] = 1;
+  REQUIRE(std::isfinite(model.forward(bad, bad)));
+  tok[3] = 64;
+  CHECK_THROWS(model.forward(bad, bad));
+  CHECK_THROWS_WITH(model.backward(), Catch::Contains("forward() with targets"));
+  CHECK_THROWS_WITH(model.logits(0, 0), Catch::Contains("without targets"));
   CHECK_THROWS_WITH(model.parameter("h.9.mlp.w_fc"), Catch::Contains("h.9.mlp.w_fc"));
   CHECK_THROWS_WITH(model.set_parameter("h.9.mlp.w_fc", std::vector<float>(3)),
                     Catch::Contains("h.9.mlp.w_fc"));

@@ -190,6 +190,9 @@ class GPT2Model {
   double forward(StridedView<const std::int32_t, 2> tokens,
                  StridedView<const std::int32_t, 2> targets = {}) {
     constexpr const char* where = "nn::GPT2::forward";
+    // A forward that throws leaves nothing for backward() or logits(): its checks may have
+    // replaced the saved tokens and targets already.
+    have_forward_ = false;
     const index_t B = tokens.extent(0), S = tokens.extent(1);
     require(B >= 1 && S >= 1 && tokens.data() != nullptr, where, ": 'tokens' has shape ",
             to_string(tokens.extents()), ", expected (B,T) with B, T >= 1");
@@ -204,7 +207,6 @@ class GPT2Model {
     if (with_targets) copy_checked(where, "target", targets, -1, targets_);
     if constexpr (Backend::kHostMemory) require_finite_gates(where);
     ensure(B, S);
-    have_forward_ = false;
     // backward() must apply the masks of this forward, whatever the flags are by then.
     mask_on_ = training_ && cfg_.dropout > 0.f;
     mask_seed_ = dropout_seed_;
