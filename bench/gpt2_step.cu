@@ -1,4 +1,4 @@
-// bench/gpt2_step.cu — tokens/s of one GPT-2 training step on the GPU (ra::cuda::GPT2<bf16>:
+// bench/gpt2_step.cu — tokens/s of one GPT-2 training step on the GPU (ra::nn::CudaGPT2<bf16>:
 // forward with the loss, backward, AdamW with clipping), for the baseline and RA arms; the
 // PyTorch peer is bench/torch_gpt2.py, run in the same command by bench/train_run.sh.
 //
@@ -24,7 +24,7 @@
 
 #include <ra/core/file.hpp>
 #include <ra/core/parse.hpp>
-#include <ra/cuda/gpt2.cuh>
+#include <ra/nn/gpt2_cuda.cuh>
 
 namespace {
 
@@ -109,7 +109,7 @@ Result bench_arm(const Options& o, ra::nn::Arm arm) {
   cfg.R = o.R;
   cfg.gates = ra::nn::parse_gate_mode(o.gates);
   const std::int64_t before = ra::cuda::allocated_bytes();
-  ra::cuda::GPT2<ra::bf16> model(cfg);
+  ra::nn::CudaGPT2<ra::bf16> model(cfg);
   model.init_gpt2(1);
 
   ra::cuda::AdamW opt(model.num_parameters(), model.parameter_table());
@@ -131,13 +131,13 @@ Result bench_arm(const Options& o, ra::nn::Arm arm) {
   std::vector<double> step_ms, fwd, bwd, upd;
   for (int i = 0; i < o.warmup + o.steps; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    RA_CUDA_CHECK(cudaEventRecord(ev[0], model.stream()));
+    RA_CUDA_CHECK(cudaEventRecord(ev[0], model.backend().stream()));
     r.loss = model.forward(in, out);
-    RA_CUDA_CHECK(cudaEventRecord(ev[1], model.stream()));
+    RA_CUDA_CHECK(cudaEventRecord(ev[1], model.backend().stream()));
     model.backward();
-    RA_CUDA_CHECK(cudaEventRecord(ev[2], model.stream()));
-    ra::cuda::optimizer_step(model, opt, 6e-4);
-    RA_CUDA_CHECK(cudaEventRecord(ev[3], model.stream()));
+    RA_CUDA_CHECK(cudaEventRecord(ev[2], model.backend().stream()));
+    model.step(opt, 6e-4);
+    RA_CUDA_CHECK(cudaEventRecord(ev[3], model.backend().stream()));
     RA_CUDA_CHECK(cudaEventSynchronize(ev[3]));
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -161,8 +161,8 @@ Result bench_arm(const Options& o, ra::nn::Arm arm) {
   r.opt_ms = median(upd);
   r.tok_s = static_cast<double>(o.batch * o.seq) / (r.step_ms * 1e-3);
   r.bytes = ra::cuda::allocated_bytes() - before;
-  r.fused_gelu = model.fused_gelu();
-  r.fused_bias_grad = model.fused_bias_grad();
+  r.fused_gelu = model.backend().fused_gelu();
+  r.fused_bias_grad = model.backend().fused_bias_grad();
   return r;
 }
 

@@ -30,10 +30,10 @@
 // encode the prompt nor decode the tokens). Files of another tokenizer or vocabulary, or a
 // resume on tokens of another tokenizer, are refused by name.
 //
-// The device is chosen in ONE place, run_on_device() at the bottom: --device cpu runs
-// ra::nn::GPT2<T> on the CPU backend (fp32 or bf16 compute), --device cuda runs
-// ra::cuda::GPT2<T> (bf16 or fp32 compute) in builds with CUDA (examples/train/cuda.cu). Both
-// go through the one trainer in examples/train_gpt2.hpp.
+// The device is chosen in ONE place, run_on_device() at the bottom: --device cpu runs the GPT-2
+// model (ra/nn/gpt2_model.hpp) on the CPU backend, ra::nn::GPT2<T> (fp32 or bf16 compute),
+// --device cuda on the CUDA backend, ra::nn::CudaGPT2<T> (bf16 or fp32 compute), in builds with
+// CUDA (examples/train/cuda.cu). Both go through the one trainer in examples/train_gpt2.hpp.
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -114,8 +114,8 @@ std::unique_ptr<ra::nn::Tokenizer> data_tokenizer(const Options& o) {
 int run_on_device(const Options& o) {
   const auto tok = data_tokenizer(o);
   if (o.device == "cpu") {
-    if (o.precision == "fp32") return train<ra::nn::GPT2<float>, ra::nn::AdamW>(o, *tok);
-    if (o.precision == "bf16") return train<ra::nn::GPT2<ra::bf16>, ra::nn::AdamW>(o, *tok);
+    if (o.precision == "fp32") return train<ra::nn::GPT2<float>>(o, *tok);
+    if (o.precision == "bf16") return train<ra::nn::GPT2<ra::bf16>>(o, *tok);
     throw ra::error("train_gpt2: --precision '" + o.precision + "', expected fp32 or bf16");
   }
 #ifdef RA_TRAIN_GPT2_CUDA

@@ -1,7 +1,7 @@
-// examples/train_gpt2.hpp — the trainer of examples/train_gpt2.cpp, for any model with the
-// GPT-2 interface (ra::nn::GPT2<T> on the CPU, ra::cuda::GPT2<T> on the GPU) and its
-// optimizer: the training loop, evaluation, summaries, checkpoints and generation. Its
-// options are examples/train/options.hpp, the files it keeps in --out
+// examples/train_gpt2.hpp — the trainer of examples/train_gpt2.cpp, for the GPT-2 model on
+// either backend (ra::nn::GPT2<T> on the CPU, ra::nn::CudaGPT2<T> on the GPU) and its
+// backend's optimizer (Model::Optimizer): the training loop, evaluation, summaries, checkpoints and
+// generation. Its options are examples/train/options.hpp, the files it keeps in --out
 // examples/train/run_folder.hpp. Device-free: it includes no backend, so the GPU half
 // (examples/train/cuda.cu) compiles it with nvcc without the CPU backend, and the CPU half
 // without CUDA. The tokenizer (bytes, or a SentencePiece model, which needs a library that no
@@ -204,8 +204,9 @@ inline void log_gates(Metrics& log, std::uint64_t step,
       log.gate_row(step, l, g, stats[l].g_std_values[g], stats[l].g_rec_values[g]);
 }
 
-template <class Model, class Optimizer>
+template <class Model>
 int train(Options o, const ra::nn::Tokenizer& tok) {
+  using Optimizer = typename Model::Optimizer;
   using namespace ra::nn;
   const auto train_data = load_tokens(o, "train.bin", tok);
   const auto val_data = load_tokens(o, "val.bin", tok);

@@ -3,7 +3,8 @@
 //   ra::eval(o, node, ra::cuda::device{stream});             lazy nodes on the GPU
 //   ra::cuda::AttentionBlock<ra::bf16> block(cfg, B, T);     planned, allocation-free block
 //   auto g = ra::cuda::Graph::capture(stream, [&](cudaStream_t s) { block.forward(...); });
-//   ra::cuda::GPT2<ra::bf16> model(cfg); model.forward(tokens, targets); model.backward();
+//   ra::cuda::GPT2Backend<T>: the GPU backend of the GPT-2 model (nn::CudaGPT2<T>,
+//   ra/nn/gpt2_cuda.cuh, which nvcc units include beside this header).
 #pragma once
 
 #include <ra/core.hpp>
@@ -21,7 +22,7 @@
 #include <ra/cuda/embedding.cuh>
 #include <ra/cuda/flash_backward.cuh>
 #include <ra/cuda/gemm.cuh>
-#include <ra/cuda/gpt2.cuh>
+#include <ra/cuda/gpt2_backend.cuh>
 #include <ra/cuda/graph.cuh>
 #include <ra/cuda/layernorm.cuh>
 #include <ra/cuda/reduce.cuh>

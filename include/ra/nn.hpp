@@ -13,6 +13,7 @@
 #include <ra/nn/embedding.hpp>
 #include <ra/nn/gpt2.hpp>
 #include <ra/nn/gpt2_config.hpp>
+#include <ra/nn/gpt2_model.hpp>
 #include <ra/nn/layernorm.hpp>
 #include <ra/nn/mlp.hpp>
 #include <ra/nn/schedule.hpp>

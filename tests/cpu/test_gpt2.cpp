@@ -189,7 +189,9 @@ TEST_CASE("GPT-2 full-model gradients match central finite differences in double
     nn::GPT2<double> model(c.cfg);
     model.init_gpt2(rng());
     // Larger weights than GPT-2's 0.02 so attention and GELU are far from linear.
-    for (float& p : model.parameters()) p *= 4.f;
+    auto params = model.parameters();
+    for (float& p : params) p *= 4.f;
+    model.set_parameters(params);
     Batch batch(rng, 2, 16, c.cfg.vocab);
     std::vector<std::int32_t> targets(batch.data);
     targets[5] = -1;  // ignored positions take no part
@@ -198,7 +200,7 @@ TEST_CASE("GPT-2 full-model gradients match central finite differences in double
     model.set_dropout_seed(rng());
     model.forward(batch.inputs(), tgt);
     model.backward();
-    const std::vector<float> grads(model.gradients().begin(), model.gradients().end());
+    const std::vector<float> grads = model.gradients();
 
     // A few random elements of every tensor; float parameters move by ~2^-18 relative (the
     // loss is computed in double, so a small step costs no accuracy), with
@@ -207,15 +209,18 @@ TEST_CASE("GPT-2 full-model gradients match central finite differences in double
       std::uniform_int_distribution<index_t> pick(0, p.size() - 1);
       for (int k = 0; k < 3; ++k) {
         const auto i = static_cast<std::size_t>(p.offset + pick(rng));
-        float& w = model.parameters()[i];
+        float& w = params[i];
         const float w0 = w;
         const double h = std::max(std::abs(double(w0)), 0.05) * 0x1p-18;
         const float plus = static_cast<float>(w0 + h), minus = static_cast<float>(w0 - h);
         w = plus;
+        model.set_parameters(params);
         const double lp = model.forward(batch.inputs(), tgt);
         w = minus;
+        model.set_parameters(params);
         const double lm = model.forward(batch.inputs(), tgt);
         w = w0;
+        model.set_parameters(params);
         const double fd = (lp - lm) / (double(plus) - double(minus));
         INFO(p.name << "[" << i - p.offset << "]: analytic " << grads[i] << ", finite difference "
                     << fd);
@@ -285,14 +290,18 @@ TEST_CASE("GPT-2 in bf16 compute tracks fp32 and logits() agrees with the loss",
   b16.backward();
   // Gradients agree in direction: cosine similarity over all parameters.
   double dot = 0.0, nf = 0.0, nb = 0.0;
+  const auto gf = f32.gradients(), gb = b16.gradients();
   for (std::size_t i = 0; i < f32.num_parameters(); ++i) {
-    dot += double(f32.gradients()[i]) * b16.gradients()[i];
-    nf += double(f32.gradients()[i]) * f32.gradients()[i];
-    nb += double(b16.gradients()[i]) * b16.gradients()[i];
+    dot += double(gf[i]) * gb[i];
+    nf += double(gf[i]) * gf[i];
+    nb += double(gb[i]) * gb[i];
   }
   CHECK(dot / std::sqrt(nf * nb) > 0.98);
 
-  // The mean of -log softmax(logits(b, t))[target] over positions is the loss.
+  // The mean of -log softmax(logits(b, t))[target] over positions is the loss; logits() needs
+  // a forward without targets (on every backend, one with targets may consume them).
+  CHECK_THROWS_WITH(f32.logits(0, 0), Catch::Contains("without targets"));
+  CHECK(std::isnan(f32.forward(batch.inputs())));
   double sum = 0.0;
   for (index_t b = 0; b < 2; ++b)
     for (index_t t = 0; t < 16; ++t) {
@@ -304,7 +313,6 @@ TEST_CASE("GPT-2 in bf16 compute tracks fp32 and logits() agrees with the loss",
     }
   CHECK(sum / 32 == Approx(lf).epsilon(1e-6));
   // Without targets, forward returns NaN and backward refuses.
-  CHECK(std::isnan(f32.forward(batch.inputs())));
   CHECK_THROWS_WITH(f32.backward(), Catch::Contains("forward() with targets"));
 }
 
@@ -340,7 +348,23 @@ TEST_CASE("GPT-2 bad input names the problem", "[gpt2][errors]") {
       make_view(static_cast<const std::int32_t*>(tok.data()), shape(index_t{2}, index_t{16}));
   CHECK_THROWS_WITH(model.forward(bad),
                     Catch::Contains("token at (0,3) is 64") && Catch::Contains("[0, 64)"));
+  // A forward that throws leaves nothing behind: backward() and logits() refuse.
+  tok[3] = 1;
+  REQUIRE(std::isfinite(model.forward(bad, bad)));
+  tok[3] = 64;
+  CHECK_THROWS(model.forward(bad, bad));
+  CHECK_THROWS_WITH(model.backward(), Catch::Contains("forward() with targets"));
+  CHECK_THROWS_WITH(model.logits(0, 0), Catch::Contains("without targets"));
   CHECK_THROWS_WITH(model.parameter("h.9.mlp.w_fc"), Catch::Contains("h.9.mlp.w_fc"));
+  CHECK_THROWS_WITH(model.set_parameter("h.9.mlp.w_fc", std::vector<float>(3)),
+                    Catch::Contains("h.9.mlp.w_fc"));
+  CHECK_THROWS_WITH(
+      model.set_parameter("ln_f.weight", std::vector<float>(3)),
+      Catch::Contains("size") && Catch::Contains("3") && Catch::Contains("'ln_f.weight'"));
+  CHECK_THROWS_WITH(model.set_parameters(std::vector<float>(3)),
+                    Catch::Contains("size") && Catch::Contains("num_parameters()"));
+  nn::AdamW small(3, std::vector<nn::ParameterInfo>{});
+  CHECK_THROWS_WITH(model.step(small, 1e-3), Catch::Contains("params.size()"));
   CHECK_THROWS_WITH(nn::parse_arm("ra2"), Catch::Contains("'ra2'") && Catch::Contains("baseline"));
   CHECK_THROWS_WITH(nn::parse_gate_mode("all"), Catch::Contains("'all'"));
   CHECK(nn::parse_gate_param("softplus") == GateParam::softplus);
@@ -360,9 +384,8 @@ TEST_CASE("GPT-2 gate_stats: effective gates and restart mixes per layer, by han
     CHECK(s.max == Approx(max).epsilon(5e-7).margin(1e-15));
   };
   auto set = [](nn::GPT2<float>& m, const char* name, std::initializer_list<float> v) {
-    const auto p = m.parameter(name);
-    REQUIRE(p.size() == v.size());
-    std::copy(v.begin(), v.end(), p.begin());
+    REQUIRE(m.parameter(name).size() == v.size());
+    m.set_parameter(name, std::vector<float>(v));
   };
 
   SECTION("per-head clamp gates with self-restart") {
@@ -395,9 +418,10 @@ TEST_CASE("GPT-2 gate_stats: effective gates and restart mixes per layer, by han
     index_t first = layout.total;
     for (const auto& s : layout.layers)
       for (index_t off : {s.w_std, s.w_rec, s.a}) first = std::min(first, off);
-    const auto params = std::as_const(model).parameters();
-    const auto tail = nn::gpt2_gate_stats(model.config(), layout,
-                                          params.subspan(static_cast<std::size_t>(first)), first);
+    const auto params = model.parameters();
+    const auto tail = nn::gpt2_gate_stats(
+        model.config(), layout,
+        std::span<const float>(params).subspan(static_cast<std::size_t>(first)), first);
     REQUIRE(tail.size() == 2);
     for (std::size_t l = 0; l < 2; ++l) {
       for (auto [got, want] :

@@ -109,7 +109,7 @@ TEST_CASE("the attention block layer and GPT-2 refuse non-finite gates, naming t
   const auto tv =
       make_view(static_cast<const std::int32_t*>(tokens.data()), shape(index_t{1}, index_t{8}));
   REQUIRE(std::isfinite(model.forward(tv, tv)));
-  model.parameter("h.1.attn.w_rec")[0] = kNaN;
+  model.set_parameter("h.1.attn.w_rec", std::vector<float>{kNaN});
   CHECK_THROWS_WITH(model.forward(tv, tv), Contains("nn::GPT2::forward") &&
                                                Contains("'h.1.attn.w_rec[0]' is nan") &&
                                                Contains("expected a finite"));

@@ -27,11 +27,11 @@ Gpt2Result run(const nn::GPT2Config& cfg, std::uint64_t seed,
   model.set_dropout_seed(dropout_seed);
   r.loss = model.forward(tok, make_view(targets.data(), shape(B, T_)));  // (B,T)
   model.backward();
-  r.grads.assign(model.gradients().begin(), model.gradients().end());
+  r.grads = model.gradients();
   if (lr > 0.0) {
     nn::AdamW opt(model.num_parameters(), model.parameter_table());
-    opt.step(model.parameters(), model.gradients(), lr);
-    r.params_after.assign(model.parameters().begin(), model.parameters().end());
+    model.step(opt, lr);
+    r.params_after = model.parameters();
   }
   return r;
 }
@@ -68,7 +68,7 @@ CpuRunState cpu_run(const nn::GPT2Config& cfg, std::shared_ptr<const nn::TokenFi
     nn::load_checkpoint(load_from, model, opt, state, loader);
   }
   CpuRunState r;
-  r.params.assign(model.parameters().begin(), model.parameters().end());
+  r.params = model.parameters();
   r.m.assign(opt.first_moment().begin(), opt.first_moment().end());
   r.v.assign(opt.second_moment().begin(), opt.second_moment().end());
   r.optimizer_steps = opt.steps();

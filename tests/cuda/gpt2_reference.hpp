@@ -1,6 +1,7 @@
-// tests/cuda/gpt2_reference.hpp — the CPU GPT-2 (ra/nn/gpt2.hpp, Eigen backend) behind plain
-// functions, compiled by the host compiler in gpt2_reference.cpp, so the GPU model's tests
-// compare against it without Eigen entering a .cu translation unit.
+// tests/cuda/gpt2_reference.hpp — the CPU GPT-2 (nn::GPT2<T>, ra/nn/gpt2.hpp: the one model on
+// the Eigen backend) behind plain functions, compiled by the host compiler in
+// gpt2_reference.cpp, so the GPU model's tests compare against it without Eigen entering a .cu
+// translation unit.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
-// tests/cuda/test_gpt2.cu — the GPU GPT-2 (ra/cuda/gpt2.cuh) against the CPU model
-// (ra/nn/gpt2.hpp, through gpt2_reference.cpp), both arms, by the precision rule
+// tests/cuda/test_gpt2.cu — the GPU GPT-2 (nn::CudaGPT2<T>: the one model, ra/nn/gpt2_model.hpp, on
+// the CUDA backend, ra/cuda/gpt2_backend.cuh) against the same model on the CPU backend
+// (nn::GPT2<T>, through gpt2_reference.cpp), both arms, by the precision rule
 // (tests/common/precision.hpp): the exact reference is the CPU model in double, the
 // same-precision one the CPU model in the GPU model's precision (fp32 or bf16 storage), and
 // every parameter tensor's gradient, the loss, the logits and the parameters after an AdamW
@@ -28,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include <ra/cuda/gpt2.cuh>
+#include <ra/nn/gpt2_cuda.cuh>
 #include <ra/nn/checkpoint.hpp>
 #include <ra/nn/schedule.hpp>
 
@@ -121,7 +122,7 @@ TEST_CASE("GPU GPT-2 in fp32 keeps the precision rule: loss, every gradient, one
         return reference_gpt2(cfg, c, 7, batch.tokens, batch.targets, batch.B, batch.T, dseed, lr);
       };
       const auto exact = ref(CpuCompute::f64), naive = ref(CpuCompute::f32);
-      cuda::GPT2<float> model(cfg);
+      nn::CudaGPT2<float> model(cfg);
       model.init_gpt2(7);
       model.set_training(true);
       model.set_dropout_seed(dseed);
@@ -132,7 +133,7 @@ TEST_CASE("GPU GPT-2 in fp32 keeps the precision rule: loss, every gradient, one
       model.backward();
       judge_tensors("gpt2 fp32 gradients", model, model.gradients(), naive.grads, exact.grads, fs);
       cuda::AdamW opt(model.num_parameters(), model.parameter_table());
-      const double norm = cuda::optimizer_step(model, opt, lr).grad_norm;
+      const double norm = model.step(opt, lr).grad_norm;
       CHECK(std::isfinite(norm));
       // The first Adam step moves each parameter by lr·g/(|g| + ε) (g clipped by c): its
       // floor adds the gradient's floor times that step's sensitivity, lr·c·ε/(c|g| + ε)²,
@@ -176,13 +177,13 @@ TEST_CASE("GPU GPT-2 in bf16 keeps the precision rule on every MLP and bias-grad
     for (const auto& [gelu, bias_grad] : paths) {
       INFO("arm " << nn::name(arm) << ", fused GELU asked " << gelu << ", fused bias grad asked "
                   << bias_grad);
-      cuda::GPT2<bf16> model(cfg, cuda::default_context(), nullptr,
-                             cuda::GPT2Options{gelu, bias_grad});
+      nn::CudaGPT2<bf16> model(cfg, cuda::default_context(), nullptr,
+                               cuda::GPT2Options{gelu, bias_grad});
       model.init_gpt2(11);
       const double loss = model.forward(batch.in(), batch.out());
       // The path asked for is the path that ran (no silent fallback on this device).
-      CHECK(model.fused_gelu() == gelu);
-      CHECK(model.fused_bias_grad() == bias_grad);
+      CHECK(model.backend().fused_gelu() == gelu);
+      CHECK(model.backend().fused_bias_grad() == bias_grad);
       RA_CHECK_PRECISION(judge_scalar("gpt2 bf16 loss", "loss", loss, naive.loss, exact.loss,
                                       fs * std::abs(exact.loss)));
       model.backward();
@@ -200,7 +201,7 @@ TEST_CASE("GPU GPT-2 logits keep the precision rule and are refused after a forw
     return reference_gpt2(cfg, c, 5, batch.tokens, {}, batch.B, batch.T, 0, 0.0, 1, 13);
   };
   const auto exact = ref(CpuCompute::f64), naive = ref(CpuCompute::f32);
-  cuda::GPT2<float> model(cfg);
+  nn::CudaGPT2<float> model(cfg);
   model.init_gpt2(5);
   model.set_training(false);
   CHECK(std::isnan(model.forward(batch.in())));
@@ -218,7 +219,7 @@ TEST_CASE("GPU GPT-2 backward is deterministic", "[gpt2][sanitize]") {
   auto g = rng(0x6b75);
   const auto cfg = tiny(nn::Arm::ra);
   const Batch batch(g, 3, 40, cfg.vocab);
-  cuda::GPT2<bf16> model(cfg);
+  nn::CudaGPT2<bf16> model(cfg);
   model.init_gpt2(1);
   model.forward(batch.in(), batch.out());
   model.backward();
@@ -251,7 +252,7 @@ TEST_CASE("GPU GPT-2 trains: the loss falls, and a checkpoint resumes bit-exactl
   const auto cfg = tiny(nn::Arm::ra);
   const nn::CosineSchedule lr{3e-3, 3e-4, 2, 40};
   struct Run {
-    cuda::GPT2<bf16> model;
+    nn::CudaGPT2<bf16> model;
     cuda::AdamW opt;
     nn::BatchLoader loader;
     nn::TrainingState state;
@@ -298,7 +299,7 @@ TEST_CASE("checkpoints move CPU -> GPU -> CPU with identical state in fp32", "[g
   const CpuRunState cpu = cpu_run(cfg, data, B, T, seed, 3, "", from_cpu, lr);
 
   // GPU: load the CPU's checkpoint: the same parameters and moments, bit for bit; save it.
-  cuda::GPT2<float> model(cfg);
+  nn::CudaGPT2<float> model(cfg);
   cuda::AdamW opt(model.num_parameters(), model.parameter_table());
   nn::BatchLoader loader(data, B, T, seed);
   nn::TrainingState state(seed);
@@ -329,7 +330,7 @@ TEST_CASE("checkpoints move CPU -> GPU -> CPU with identical state in fp32", "[g
 TEST_CASE("GPU GPT-2 gate_stats() reports the effective gates and mixes", "[gpt2]") {
   auto cfg = tiny(nn::Arm::ra);
   cfg.gate_param = GateParam::clamp;
-  cuda::GPT2<float> model(cfg);
+  nn::CudaGPT2<float> model(cfg);
   model.init_gpt2(2);
   auto p = model.parameters();
   // Layer 0: w_std (0.5, -1) -> g (0.5, 1e-8); w_rec (0.2, 0.4); a (-0.1, 0.7) -> (0, 0.5).
@@ -357,11 +358,43 @@ TEST_CASE("GPU GPT-2 gate_stats() reports the effective gates and mixes", "[gpt2
   CHECK(st[1].g_rec.mean == Approx(kGateInitRec));
   CHECK(st[1].alpha.mean == Approx(kRestartInit));
   // The baseline arm has no gates.
-  cuda::GPT2<float> base(tiny(nn::Arm::baseline));
+  nn::CudaGPT2<float> base(tiny(nn::Arm::baseline));
   const auto bs = base.gate_stats();
   REQUIRE(bs.size() == 2);
   CHECK_FALSE(bs[0].gated);
   CHECK_FALSE(bs[0].restart);
+}
+
+TEST_CASE("GPU GPT-2 reads and writes one tensor by name, as the CPU model does", "[gpt2]") {
+  auto g = rng(0x6b77);
+  const auto cfg = tiny(nn::Arm::ra);
+  nn::CudaGPT2<float> model(cfg);
+  model.init_gpt2(4);
+  const auto& info = model.info("h.1.mlp.b_fc");
+  std::vector<float> v(static_cast<std::size_t>(info.size()));
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (float& x : v) x = u(g);
+  auto all = model.parameters();
+  model.set_parameter("h.1.mlp.b_fc", v);
+  CHECK(bitwise_equal(model.parameter("h.1.mlp.b_fc"), v));
+  std::copy(v.begin(), v.end(), all.begin() + info.offset);
+  CHECK(bitwise_equal(model.parameters(), all));  // nothing else moved
+  // The working copy follows: the same loss as a model given all parameters at once.
+  nn::CudaGPT2<float> whole(cfg);
+  whole.set_parameters(all);
+  const Batch batch(g, 2, 16, cfg.vocab);
+  CHECK(model.forward(batch.in(), batch.out()) == whole.forward(batch.in(), batch.out()));
+  model.backward();
+  const auto grads = model.gradients();
+  const auto& wpe = model.info("wpe");
+  CHECK(bitwise_equal(
+      model.gradient("wpe"),
+      std::vector<float>(grads.begin() + wpe.offset, grads.begin() + wpe.offset + wpe.size())));
+  CHECK_THROWS_WITH(model.set_parameter("h.1.mlp.b_fc", std::vector<float>(3)),
+                    Catch::Contains("size") && Catch::Contains("'h.1.mlp.b_fc'"));
+  CHECK_THROWS_WITH(model.gradient("h.7.mlp.b_fc"), Catch::Contains("h.7.mlp.b_fc"));
+  cuda::AdamW small(3, std::vector<nn::ParameterInfo>{});
+  CHECK_THROWS_WITH(model.step(small, 1e-3), Catch::Contains("optimizer size"));
 }
 
 TEST_CASE("GPU GPT-2 releases its device memory with the object", "[gpt2][alloc]") {
@@ -369,7 +402,7 @@ TEST_CASE("GPU GPT-2 releases its device memory with the object", "[gpt2][alloc]
   auto g = rng(0x6b76);
   const Batch batch(g, 2, 16, cfg.vocab);
   auto lifetime = [&](bool check_inside, std::size_t before) {
-    cuda::GPT2<bf16> model(cfg);
+    nn::CudaGPT2<bf16> model(cfg);
     model.init_gpt2(1);
     model.forward(batch.in(), batch.out());
     model.backward();
@@ -385,7 +418,7 @@ TEST_CASE("GPU GPT-2 releases its device memory with the object", "[gpt2][alloc]
 
 TEST_CASE("GPU GPT-2 refuses bad input, naming it", "[gpt2]") {
   const auto cfg = tiny(nn::Arm::ra);
-  cuda::GPT2<bf16> model(cfg);
+  nn::CudaGPT2<bf16> model(cfg);
   model.init_gpt2(1);
   std::vector<std::int32_t> tokens(2 * 8, 5), targets(2 * 8, 6);
   const auto in = make_view(static_cast<const std::int32_t*>(tokens.data()), shape(2, 8));
@@ -411,11 +444,11 @@ TEST_CASE("GPU GPT-2 refuses bad input, naming it", "[gpt2]") {
   CHECK(model.forward(in, out) > 0.0);  // still usable
   auto bad = cfg;
   bad.C = 100;  // D = 50: not a supported head dim
-  CHECK_THROWS_AS(cuda::GPT2<bf16>(bad), ra::error);
+  CHECK_THROWS_AS(nn::CudaGPT2<bf16>(bad), ra::error);
   auto one = cfg;
   one.n_head = 1;
   one.C = 68;  // not a multiple of 8 (and D = 68 unsupported)
-  CHECK_THROWS_AS(cuda::GPT2<bf16>(one), ra::error);
+  CHECK_THROWS_AS(nn::CudaGPT2<bf16>(one), ra::error);
 }
 
 }  // namespace ra::test

@@ -1,13 +1,13 @@
 // ra/cuda/adamw.cuh — AdamW (and AdamW with SPAM) on the GPU over one flat fp32 parameter
-// buffer: the update of ra/nn/adamw.hpp (global-norm clipping, decoupled weight decay on the
+// buffer: the update of ra/model/adamw.hpp (global-norm clipping, decoupled weight decay on the
 // tensors the table marks, bias-corrected moments; with kind adamw_spam also SPAM's momentum
 // reset, spike clipping and warm-up, whose per-step phase the host computes from the step count
-// as the CPU optimizer does), fused into one pass that also refreshes the model's 16-bit
-// working copy:
+// as the CPU optimizer (ra/cpu/adamw.hpp) does), fused into one pass that also refreshes the
+// model's 16-bit working copy:
 //
 //   norm  = √Σ g²                          ra/cuda/reduce.cuh's sum (deterministic), in double
 //   s     = min(1, clip / (norm + 1e-6))   read by the update kernel from device memory
-//   m, v, p as in ra/nn/adamw.hpp;  work = T(p)
+//   m, v, p as in ra/model/adamw.hpp;  work = T(p)
 //
 // SPAM's count of clipped elements is an integer sum (one atomic add per warp): exact, so the
 // same in every run; the parameters and moments never go through an atomic.
@@ -31,7 +31,7 @@
 #include <ra/cuda/buffer.cuh>
 #include <ra/cuda/check.cuh>
 #include <ra/cuda/reduce.cuh>
-#include <ra/nn/adamw.hpp>
+#include <ra/model/adamw.hpp>
 
 namespace ra::cuda {
 
@@ -39,12 +39,12 @@ namespace detail {
 
 struct AdamWArgs {
   float lr, beta1, beta2, c1, c2, eps, weight_decay, clip;
-  // SPAM (ra/nn/adamw.hpp): this step's phase; reset = clip = false and warmup = 1 for AdamW.
+  // SPAM (ra/model/adamw.hpp): this step's phase; reset = clip = false and warmup = 1 for AdamW.
   bool reset, spike_clip;
   float threshold, warmup;
 };
 
-// One element: the update of ra/nn/adamw.hpp in fp32 arithmetic. Returns 1 when SPAM clipped
+// One element: the update of ra/model/adamw.hpp in fp32 arithmetic. Returns 1 when SPAM clipped
 // the element's gradient.
 __device__ __forceinline__ unsigned adamw_element(float& p, float g, float& m, float& v, bool decay,
                                                   float s, const AdamWArgs& a) {
@@ -121,7 +121,7 @@ class AdamW {
   /// `table`: the tensors of the buffer, each with .offset, .size() and .decay (a model's
   /// parameter_table()). Throws ra::error on a bad config or a tensor outside [0, n).
   template <class Table>
-  AdamW(std::size_t size, const Table& table, const nn::AdamWConfig& cfg = {})
+  AdamW(std::size_t size, const Table& table, const model::AdamWConfig& cfg = {})
       : cfg_(cfg),
         n_(static_cast<index_t>(size)),
         m_(n_),
@@ -131,7 +131,7 @@ class AdamW {
         scratch_(kSumScratch),
         spike_count_(1) {
     cfg_.validate("cuda::AdamW");
-    const std::vector<std::uint8_t> decay = nn::decay_mask(size, table, "cuda::AdamW");
+    const std::vector<std::uint8_t> decay = model::decay_mask(size, table, "cuda::AdamW");
     RA_CUDA_CHECK(cudaMemcpy(decay_.data(), decay.data(), decay.size(), cudaMemcpyHostToDevice));
     RA_CUDA_CHECK(cudaMemset(m_.data(), 0, m_.bytes()));
     RA_CUDA_CHECK(cudaMemset(v_.data(), 0, v_.bytes()));
@@ -139,7 +139,7 @@ class AdamW {
     RA_CUDA_CHECK(cudaDeviceSynchronize());
   }
 
-  const nn::AdamWConfig& config() const { return cfg_; }
+  const model::AdamWConfig& config() const { return cfg_; }
   std::size_t size() const { return static_cast<std::size_t>(n_); }
   std::uint64_t steps() const { return t_; }
   /// Elements whose gradient SPAM clipped, over all steps (0 for adamw).
@@ -149,11 +149,12 @@ class AdamW {
   /// grads, and work (may be null) set to T(params). Throws ra::error on a non-finite gradient
   /// norm (nothing is changed then), ra::cuda_error when a CUDA call fails.
   template <class T>
-  nn::AdamWStep step(float* params, const float* grads, T* work, double lr, cudaStream_t stream) {
+  model::AdamWStep step(float* params, const float* grads, T* work, double lr,
+                        cudaStream_t stream) {
     sum(grads, n_, true, norm_.data(), scratch_.data(), stream);
     ++t_;
-    const nn::SpamPhase phase = cfg_.phase(t_);
-    const bool spam = cfg_.kind == nn::OptimizerKind::adamw_spam;
+    const model::SpamPhase phase = cfg_.phase(t_);
+    const bool spam = cfg_.kind == model::OptimizerKind::adamw_spam;
     if (spam)
       RA_CUDA_CHECK(cudaMemsetAsync(spike_count_.data(), 0, sizeof(unsigned long long), stream));
     auto f = [](double x) { return static_cast<float>(x); };
@@ -184,7 +185,7 @@ class AdamW {
       RA_CUDA_CHECK(cudaMemcpyAsync(&spikes, spike_count_.data(), sizeof spikes,
                                     cudaMemcpyDeviceToHost, stream));
     RA_CUDA_CHECK(cudaStreamSynchronize(stream));
-    nn::AdamWStep r;
+    model::AdamWStep r;
     r.grad_norm = std::sqrt(sq);
     r.spam = phase;
     if (!std::isfinite(r.grad_norm)) {
@@ -218,7 +219,7 @@ class AdamW {
   }
 
  private:
-  nn::AdamWConfig cfg_;
+  model::AdamWConfig cfg_;
   index_t n_ = 0;
   DeviceBuffer<float> m_, v_;
   DeviceBuffer<std::uint8_t> decay_;

@@ -4,7 +4,7 @@
 //   add           c = a + b                                   (residual connections)
 //   gelu_forward  y = gelu(x)         (tanh form; the element math of ra/cuda/gelu.cuh)
 //   gelu_backward dx = dy · gelu'(x)
-//   dropout       x_i = x_i · [u(seed, site, i) >= p] / (1 − p)   in place (ra/nn/dropout.hpp:
+//   dropout       x_i = x_i · [u(seed, site, i) >= p] / (1 − p)   in place (ra/model/dropout.hpp:
 //                 the same hash, so the same mask as the CPU model)
 //   round_to      y = T(x) from fp32 (the working copy of the master parameters)
 //
@@ -22,7 +22,7 @@
 #include <ra/core/error.hpp>
 #include <ra/cuda/check.cuh>
 #include <ra/cuda/gelu.cuh>
-#include <ra/nn/dropout.hpp>
+#include <ra/model/dropout.hpp>
 
 namespace ra::cuda {
 
@@ -103,8 +103,8 @@ __global__ void dropout_kernel(T* x, index_t packs, float p, double scale, std::
 #pragma unroll
     for (int k = 0; k < Pack<T>::N; ++k) {
       const auto flat = static_cast<std::uint64_t>(i * Pack<T>::N + k);
-      const bool keep = nn::Dropout::uniform(seed, site, flat) >= static_cast<double>(p);
-      // Scaled in double and rounded through float, as nn::Dropout does: the same bits.
+      const bool keep = model::Dropout::uniform(seed, site, flat) >= static_cast<double>(p);
+      // Scaled in double and rounded through float, as model::Dropout does: the same bits.
       v.v[k] = keep ? T(static_cast<float>(static_cast<double>(f32(v.v[k])) * scale)) : T(0.f);
     }
     reinterpret_cast<Pack<T>*>(x)[i] = v;
@@ -148,12 +148,12 @@ void gelu_backward(const T* dy, const T* x, T* dx, index_t n, cudaStream_t strea
 }
 
 /// Inverted dropout of probability p in place over n elements, with the mask of
-/// nn::Dropout{p}.apply(x, seed, site) (flat index i). A no-op for p = 0.
+/// model::Dropout{p}.apply(x, seed, site) (flat index i). A no-op for p = 0.
 template <class T>
 void dropout(T* x, index_t n, float p, std::uint64_t seed, std::uint64_t site,
              cudaStream_t stream) {
   if (p == 0.f) return;
-  nn::Dropout{p}.validate("cuda::dropout");
+  model::Dropout{p}.validate("cuda::dropout");
   detail::check_packs<T>("cuda::dropout", n, {x});
   const index_t packs = n / Pack<T>::N;
   const double scale = 1.0 / (1.0 - static_cast<double>(p));

@@ -84,17 +84,9 @@ struct StepResult {
   AdamWStep optimizer;  // what the optimizer did (SPAM's phase and clipped elements)
 };
 
-/// The optimizer step of a model whose parameters() and gradients() are host spans (the CPU
-/// model). The GPU model brings its own overload (ra::cuda::optimizer_step), which train_step
-/// finds by argument-dependent lookup.
-template <class Model>
-AdamWStep optimizer_step(Model& model, AdamW& opt, double lr) {
-  return opt.step(model.parameters(), model.gradients(), lr);
-}
-
 /// One training step at learning rate lr (see the top of this header). `batch` is scratch
-/// space (reused across steps). Works for any model with the GPT2 interface (CPU or GPU) and
-/// its optimizer. Throws what the model and optimizer throw.
+/// space (reused across steps). Works for any nn::GPT2Model (CPU or GPU backend) and its
+/// backend's optimizer. Throws what the model and optimizer throw.
 template <class Model, class Optimizer>
 StepResult train_step(Model& model, Optimizer& opt, BatchLoader& loader, TrainingState& state,
                       double lr, std::vector<std::int32_t>& batch) {
@@ -105,7 +97,7 @@ StepResult train_step(Model& model, Optimizer& opt, BatchLoader& loader, Trainin
   r.lr = lr;
   r.loss = model.forward(loader.inputs(batch), loader.targets(batch));
   model.backward();
-  r.optimizer = optimizer_step(model, opt, lr);
+  r.optimizer = model.step(opt, lr);
   r.grad_norm = r.optimizer.grad_norm;
   ++state.step;
   state.tokens += static_cast<std::uint64_t>(loader.batch() * loader.seq());
