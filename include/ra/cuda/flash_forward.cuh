@@ -95,6 +95,27 @@ __device__ __forceinline__ void stage_rows(T* rows, const float (&acc)[D / 8][4]
   }
 }
 
+/// The end of the online softmax for this thread's rows row0 and row0 + 8, each spread over
+/// the 4 threads of a quad (the mma.sync and wgmma accumulator layouts alike): l summed over
+/// the quad, inv_l = 1/l (0 for a row without keys), and lse = ln 2·(m + log2 l) stored where
+/// p asks for it (m, l in the log2 domain of the scaled logits).
+__device__ __forceinline__ void finish_softmax(const AttentionParams& p, int b, int h, int row0,
+                                               const float (&m_run)[2], const float (&l_run)[2],
+                                               float (&inv_l)[2], int t) {
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    float l = l_run[hr];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv_l[hr] = l > 0.f ? 1.f / l : 0.f;
+    const int row = row0 + hr * 8;
+    if (p.lse != nullptr && t == 0 && row < p.seq) {
+      p.lse[(static_cast<index_t>(b) * p.heads + h) * p.seq + row] =
+          l > 0.f ? (m_run[hr] + __log2f(l)) * 0.69314718055994530942f : -INFINITY;
+    }
+  }
+}
+
 /// Stores a warp's 16 staged rows (pitch kPitch) from row row0 on as 16-byte chunks, each
 /// element keep · x + mix · extra[row] where extra is not null (self-restart's V, dV's
 /// α dO'); rows at or past seq are skipped.
@@ -297,18 +318,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   // Epilogue: normalise, stage the warp's 16 rows in its own slice of sQ, then store
   // 16-byte chunks (mixing in V for self-restart).
   float inv_l[2];
-#pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
-    float l = l_run[hr];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    inv_l[hr] = l > 0.f ? 1.f / l : 0.f;
-    const int row = row0 + hr * 8;
-    if (p.lse != nullptr && t == 0 && row < T_) {
-      p.lse[(static_cast<index_t>(b) * p.heads + h) * T_ + row] =
-          l > 0.f ? (m_run[hr] + __log2f(l)) * 0.69314718055994530942f : -INFINITY;
-    }
-  }
+  finish_softmax(p, b, h, row0, m_run, l_run, inv_l, t);
   T* sO = sQ + warp * 16 * kPitch;
   stage_rows<T, D, kPitch>(sO, o, inv_l[0], inv_l[1], lane);
   __syncwarp();

@@ -400,18 +400,7 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
   // Epilogue: normalise, stage the warp's 16 rows, store 16-byte chunks (mixing in V for
   // self-restart), as the mma.sync kernel does.
   float inv_l[2];
-#pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
-    float l = l_run[hr];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    inv_l[hr] = l > 0.f ? 1.f / l : 0.f;
-    const int row = row0 + hr * 8;
-    if (p.lse != nullptr && t == 0 && row < T_) {
-      p.lse[(static_cast<index_t>(b) * p.heads + h) * T_ + row] =
-          l > 0.f ? (m_run[hr] + __log2f(l)) * 0.69314718055994530942f : -INFINITY;
-    }
-  }
+  ra::cuda::detail::finish_softmax(p, b, h, row0, m_run, l_run, inv_l, t);
   constexpr int kPitch = Tl::kPitch;
   T* staged = sO + (consumer * 64 + warp * 16) * kPitch;
 #pragma unroll
