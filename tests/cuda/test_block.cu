@@ -251,6 +251,7 @@ void run_block_case(ra::cuda::Context& ctx, cudaStream_t stream, const Attention
     CHECK(ra::test::bitwise_equal(ra::test::to_host(y3.data(), y3.size()),
                                   ra::test::to_host(y2.data(), y2.size())));
   }
+}
 
 // The GPU block's backward against ra::cpu::block_backward in double, under the precision
 // rule with the naive block backward's errors (reference.hpp): dx per token row of C, each

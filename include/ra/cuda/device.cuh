@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -118,13 +119,14 @@ struct device {
       f(*p);
       return true;
     }
+    std::optional<GemmPlan> plan;
     try {
-      const GemmPlan plan(context(), s, nullptr, 0);
-      f(plan);
+      plan.emplace(context(), s, nullptr, 0);
     } catch (const unsupported&) {
       if (!may_fail) throw;
       return false;
     }
+    f(*plan);
     return true;
   }
 };
