@@ -1,7 +1,7 @@
 // tests/cpu/test_block.cpp — the attention block on the CPU backend: block_forward against
 // gemm → attention → gemm by the tier-1 loops, the block expression with static D and R
-// through ra::eval against block_forward, the nn::AttentionBlock layer (init, load_baseline, forward, backward), and
-// bad input, each error checked for a message that names the problem.
+// through ra::eval against block_forward, the nn::AttentionBlock layer (init, load_baseline,
+// forward, backward), and bad input, each error checked for a message that names the problem.
 #include <catch2/catch.hpp>
 
 #include <cmath>

@@ -255,9 +255,9 @@ TEST_CASE("errors: attention block weights and buffers", "[errors][block]") {
     REQUIRE_THROWS_WITH(ra::attention_block<ra::Rank<8>>(cfg, xv, w, D),
                         Contains("'Rank' is 8") && Contains("cfg.R = 4"));
     auto dx_bad = ra::make_view(dx.data(), ra::shape(B, 1, C));
-    REQUIRE_THROWS_WITH(
-        ra::attention_block<ra::DynamicRank>(cfg, xv, w, D, ra::AttentionBlockGrads<float>{}, dx_bad),
-        Contains("'dx' has shape (1,1,64)") && Contains("like x"));
+    REQUIRE_THROWS_WITH(ra::attention_block<ra::DynamicRank>(
+                            cfg, xv, w, D, ra::AttentionBlockGrads<float>{}, dx_bad),
+                        Contains("'dx' has shape (1,1,64)") && Contains("like x"));
     auto bad_cfg = cfg;
     bad_cfg.C = 65;
     REQUIRE_THROWS_WITH(

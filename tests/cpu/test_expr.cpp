@@ -40,9 +40,12 @@ struct Block {
   }
   AttentionBlockWeights<T> view() const {
     const index_t C = cfg.C;
-    return {make_view(w_attn.data(), shape(3 * C, C)), make_view(b_attn.data(), shape(3 * C)),
-            make_view(w_o.data(), shape(C, C)),        make_view(b_o.data(), shape(C)),
-            w_std.data(),                              w_rec.data(),
+    return {make_view(w_attn.data(), shape(3 * C, C)),
+            make_view(b_attn.data(), shape(3 * C)),
+            make_view(w_o.data(), shape(C, C)),
+            make_view(b_o.data(), shape(C)),
+            w_std.data(),
+            w_rec.data(),
             a.data()};
   }
 };
@@ -54,9 +57,14 @@ struct Grads {
   std::vector<float> w_std, w_rec, a;
   index_t C;
   explicit Grads(const AttentionBlockConfig& cfg)
-      : w_attn(3 * cfg.C * cfg.C), b_attn(3 * cfg.C), w_o(cfg.C * cfg.C), b_o(cfg.C),
-        w_std(std::max<index_t>(cfg.gate_count(), 1)), w_rec(w_std.size()),
-        a(static_cast<std::size_t>(cfg.H)), C(cfg.C) {
+      : w_attn(3 * cfg.C * cfg.C),
+        b_attn(3 * cfg.C),
+        w_o(cfg.C * cfg.C),
+        b_o(cfg.C),
+        w_std(std::max<index_t>(cfg.gate_count(), 1)),
+        w_rec(w_std.size()),
+        a(static_cast<std::size_t>(cfg.H)),
+        C(cfg.C) {
     for (auto* v : {&w_attn, &b_attn, &w_o, &b_o}) test::poison(*v);
     for (auto* v : {&w_std, &w_rec, &a}) test::poison(*v);
   }
@@ -113,29 +121,28 @@ void leaf_ops(const Block<T>& p, const std::vector<T>& x, const std::vector<T>& 
   const StridedView<const T, 1> no_bias{};
   const StridedView<T, 1> no_bias_grad{};
   std::vector<T> fused(M * 3 * C), o(M * C), d_o(M * C), d_fused(M * 3 * C);
-  const auto x2 = make_view(x.data(), shape(M, C));                           // (BT,C)
-  const auto fused2 = make_view(fused.data(), shape(M, 3 * C));               // (BT,3C)
-  const auto o2 = make_view(o.data(), shape(M, C));                           // (BT,C)
+  const auto x2 = make_view(x.data(), shape(M, C));              // (BT,C)
+  const auto fused2 = make_view(fused.data(), shape(M, 3 * C));  // (BT,3C)
+  const auto o2 = make_view(o.data(), shape(M, C));              // (BT,C)
   cpu::gemm_forward(gemm(x2, w.w_attn, cfg.bias ? w.b_attn : no_bias), fused2);
   const auto qkv = folded_views(make_view(static_cast<const T*>(fused.data()), shape(B, S, 3 * C)),
                                 H, D);  // 3 x (B,H,T,D) strides (3TC,D,3C,1)
-  const auto node = folded_attention(qkv.q, qkv.k, qkv.v, cfg.R, w.gates(cfg), causal,
-                                     w.restart(cfg));
+  const auto node =
+      folded_attention(qkv.q, qkv.k, qkv.v, cfg.R, w.gates(cfg), causal, w.restart(cfg));
   cpu::attention_forward(node, heads(make_view(o.data(), shape(B, S, C)), H, D));
   cpu::gemm_forward(gemm(StridedView<const T, 2>(o2), w.w_o, cfg.bias ? w.b_o : no_bias),
                     make_view(y.data(), shape(M, C)));
 
   auto gv = g.view();
   cpu::gemm_backward(StridedView<const T, 2>(o2), w.w_o, make_view(dy.data(), shape(M, C)),
-                     make_view(d_o.data(), shape(M, C)), gv.w_o,
-                     cfg.bias ? gv.b_o : no_bias_grad);
+                     make_view(d_o.data(), shape(M, C)), gv.w_o, cfg.bias ? gv.b_o : no_bias_grad);
   const auto d_qkv = folded_views(make_view(d_fused.data(), shape(B, S, 3 * C)), H, D);
   cpu::attention_backward(node,
                           heads(make_view(static_cast<const T*>(d_o.data()), shape(B, S, C)), H, D),
                           d_qkv.q, d_qkv.k, d_qkv.v, AttentionGrads{gv.w_std, gv.w_rec, gv.a});
-  cpu::gemm_backward(x2, w.w_attn, make_view(static_cast<const T*>(d_fused.data()), shape(M, 3 * C)),
-                     make_view(dx.data(), shape(M, C)), gv.w_attn,
-                     cfg.bias ? gv.b_attn : no_bias_grad);
+  cpu::gemm_backward(
+      x2, w.w_attn, make_view(static_cast<const T*>(d_fused.data()), shape(M, 3 * C)),
+      make_view(dx.data(), shape(M, C)), gv.w_attn, cfg.bias ? gv.b_attn : no_bias_grad);
 }
 
 }  // namespace
@@ -314,8 +321,8 @@ RA_TEST_CASE_IF(test::block_instantiated(64, 4),
   const auto xv = make_view(x.data(), shape(B, S, C));
   const auto step = [&] {
     cpu::block_forward<float>(cfg, xv, p.view(), make_view(y.data(), shape(B, S, C)), buffers);
-    cpu::block_backward<float>(cfg, xv, p.view(), make_view(static_cast<const float*>(y.data()),
-                                                             shape(B, S, C)),
+    cpu::block_backward<float>(cfg, xv, p.view(),
+                               make_view(static_cast<const float*>(y.data()), shape(B, S, C)),
                                make_view(dx.data(), shape(B, S, C)), g.view(), buffers);
   };
   step();
@@ -407,9 +414,9 @@ RA_TEST_CASE_IF(test::block_instantiated(64, 4), "expr: errors name the argument
   const auto expr = attention_block<Rank<4>>(cfg, xv, p.view(), Int<64>{});
 
   // A nested expression needs a workspace for its intermediates.
-  CHECK_THROWS_WITH(ra::eval(yv, expr, cpu::device{}),
-                    Contains("cpu::device") && Contains("intermediate buffers") &&
-                        Contains("workspace"));
+  CHECK_THROWS_WITH(ra::eval(yv, expr, cpu::device{}), Contains("cpu::device") &&
+                                                           Contains("intermediate buffers") &&
+                                                           Contains("workspace"));
   // A leaf GEMM does not.
   CHECK_NOTHROW(ra::eval(make_view(y.data(), shape(M, C)),
                          gemm(make_view(x.data(), shape(M, C)), p.view().w_o), cpu::device{}));

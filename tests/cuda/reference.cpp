@@ -244,19 +244,19 @@ NaiveBlockGrads naive_block_backward(const BlockProblem& pb, const void* dy) {
       floor = std::move(g.floor);
     };
     const StridedView<const T, 1> no_bias{};
-    const auto x = make_view(static_cast<const T*>(pb.x), shape(M, C));            // (M,C)
-    const auto dyv = make_view(static_cast<const T*>(dy), shape(M, C));           // (M,C)
+    const auto x = make_view(static_cast<const T*>(pb.x), shape(M, C));  // (M,C)
+    const auto dyv = make_view(static_cast<const T*>(dy), shape(M, C));  // (M,C)
     const auto w_attn = make_view(static_cast<const T*>(pb.w_attn), shape(3 * C, C));
     const auto w_o = make_view(static_cast<const T*>(pb.w_o), shape(C, C));
     const std::vector<T> ones(static_cast<std::size_t>(M), convert<T>(1.0));
     const auto ones_row = make_view(ones.data(), shape(1, M));  // (1,M): column sums as a GEMM
 
     // The forward's fused = T(x·W_attnᵀ + b_attn), and dO' = T(dy·W_o).
-    const auto fused = to_t(
-        same_precision_gemm<T>(x, w_attn,
-                               cfg.bias ? make_view(static_cast<const T*>(pb.b_attn), shape(3 * C))
-                                        : no_bias)
-            .y);
+    const auto fused =
+        to_t(same_precision_gemm<T>(
+                 x, w_attn,
+                 cfg.bias ? make_view(static_cast<const T*>(pb.b_attn), shape(3 * C)) : no_bias)
+                 .y);
     const auto d_o = to_t(same_precision_gemm<T>(dyv, transpose<1, 0>(w_o), no_bias).y);
     // The attention forward (O') and backward (dQf, dKf, dV, gates, restart) in T.
     const auto qkv = folded_views(make_view(fused.data(), shape(B, S, 3 * C)), H, D);

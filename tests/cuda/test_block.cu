@@ -234,8 +234,9 @@ void run_block_case(ra::cuda::Context& ctx, cudaStream_t stream, const Attention
     const auto qkv = ra::folded_views(ra::view(fused_v, ra::shape(B, T_, 3 * C)), H, D);
     const auto o3_heads = ra::heads(ra::make_view(o3.data(), ra::shape(B, T_, C)), H,
                                     D);  // (B,H,T,D) strides (TC,D,C,1)
-    ra::eval(o3_heads, ra::folded_attention(qkv.q, qkv.k, qkv.v, cfg.R, block.gates(), ra::causal,
-                                            block.restart()),
+    ra::eval(o3_heads,
+             ra::folded_attention(qkv.q, qkv.k, qkv.v, cfg.R, block.gates(), ra::causal,
+                                  block.restart()),
              ra::cuda::device{stream, &ctx});
     const auto o_expr = tape.tape.a;  // (BT,C) O' in the state's scratch
     CHECK(ra::test::bitwise_equal(ra::test::to_host(o3.data(), o3.size()),
@@ -304,28 +305,30 @@ void run_backward_case(ra::cuda::Context& ctx, cudaStream_t stream, const Attent
     const auto& nf = naive.floor;
     const auto dx = as_double(ra::test::to_host(dx_d.data(), dx_d.size()));
     RA_CHECK_PRECISION(ra::test::judge(family + " dx", "dx", dx, nv.dx, ref.dx, nf.dx, C));
-    const auto fetch = [](const float* p, index_t n) {
-      return as_double(ra::test::to_host(p, n));
-    };
-    RA_CHECK_PRECISION(ra::test::judge(family + " dW", "dW_attn", fetch(grads.w_attn.data(), 3 * C * C),
-                                       nv.w_attn, ref.w_attn, nf.w_attn, C));
+    const auto fetch = [](const float* p, index_t n) { return as_double(ra::test::to_host(p, n)); };
+    RA_CHECK_PRECISION(ra::test::judge(family + " dW", "dW_attn",
+                                       fetch(grads.w_attn.data(), 3 * C * C), nv.w_attn, ref.w_attn,
+                                       nf.w_attn, C));
     RA_CHECK_PRECISION(ra::test::judge(family + " dW", "dW_o", fetch(grads.w_o.data(), C * C),
                                        nv.w_o, ref.w_o, nf.w_o, C));
     if (cfg.bias) {
-      RA_CHECK_PRECISION(ra::test::judge(family + " db", "db_attn", fetch(grads.b_attn.data(), 3 * C),
-                                         nv.b_attn, ref.b_attn, nf.b_attn, 3 * C));
-      RA_CHECK_PRECISION(ra::test::judge(family + " db", "db_o", fetch(grads.b_o.data(), C),
-                                         nv.b_o, ref.b_o, nf.b_o, C));
+      RA_CHECK_PRECISION(ra::test::judge(family + " db", "db_attn",
+                                         fetch(grads.b_attn.data(), 3 * C), nv.b_attn, ref.b_attn,
+                                         nf.b_attn, 3 * C));
+      RA_CHECK_PRECISION(ra::test::judge(family + " db", "db_o", fetch(grads.b_o.data(), C), nv.b_o,
+                                         ref.b_o, nf.b_o, C));
     }
     if (n_gates > 0) {
-      RA_CHECK_PRECISION(ra::test::judge(family + " d w_std", "d w_std", fetch(grads.w_std, n_gates),
-                                         nv.w_std, ref.w_std, nf.w_std, 1));
-      RA_CHECK_PRECISION(ra::test::judge(family + " d w_rec", "d w_rec", fetch(grads.w_rec, n_gates),
-                                         nv.w_rec, ref.w_rec, nf.w_rec, 1));
+      RA_CHECK_PRECISION(ra::test::judge(family + " d w_std", "d w_std",
+                                         fetch(grads.w_std, n_gates), nv.w_std, ref.w_std, nf.w_std,
+                                         1));
+      RA_CHECK_PRECISION(ra::test::judge(family + " d w_rec", "d w_rec",
+                                         fetch(grads.w_rec, n_gates), nv.w_rec, ref.w_rec, nf.w_rec,
+                                         1));
     }
     if (n_a > 0)
-      RA_CHECK_PRECISION(ra::test::judge(family + " d a", "d a", fetch(grads.a, n_a), nv.a, ref.a,
-                                         nf.a, 1));
+      RA_CHECK_PRECISION(
+          ra::test::judge(family + " d a", "d a", fetch(grads.a, n_a), nv.a, ref.a, nf.a, 1));
 
     // Deterministic: a second backward gives the same bits.
     ra::cuda::DeviceBuffer<T> dx2(B * T_ * C);
@@ -508,8 +511,9 @@ TEST_CASE("the GPU attention block rejects bad configs, sizes and pointers",
 
   // A nested expression needs an EvalState on the device for its intermediates.
   const auto xv = ra::make_view(static_cast<const ra::fp16*>(x.data()), ra::shape(2, 16, 256));
-  const auto expr = ra::attention_block<ra::DynamicRank>(cfg, xv, block.device_weights(), ra::index_t{64});
-  CHECK_THROWS_WITH(ra::eval(ra::make_view(y.data(), ra::shape(32, 256)), expr,
-                             ra::cuda::device{stream, &ctx}),
-                    Catch::Contains("EvalState"));
+  const auto expr =
+      ra::attention_block<ra::DynamicRank>(cfg, xv, block.device_weights(), ra::index_t{64});
+  CHECK_THROWS_WITH(
+      ra::eval(ra::make_view(y.data(), ra::shape(32, 256)), expr, ra::cuda::device{stream, &ctx}),
+      Catch::Contains("EvalState"));
 }

@@ -127,7 +127,9 @@ class Arena {
   // Where measuring passes' placeholder addresses start (a page no allocation returns).
   static constexpr std::uintptr_t kPlaceholderBase = 4096;
 
-  static std::size_t round_up(std::size_t n) { return (n + kAlignment - 1) / kAlignment * kAlignment; }
+  static std::size_t round_up(std::size_t n) {
+    return (n + kAlignment - 1) / kAlignment * kAlignment;
+  }
 
   void add_chunk(std::size_t bytes) {
     if (bytes == 0) return;

@@ -15,8 +15,8 @@
 //
 // Everything is computed in double with Eigen's GEMM per (b, h); the backward recomputes P
 // from the inputs instead of reading a saved O or lse. The evaluators of the attention op
-// (FoldedAttention) and of the expression node ra::attend on cpu::device are at the end. Inputs and outputs may have any
-// strides and element type (float, fp16, bf16, double).
+// (FoldedAttention) and of the expression node ra::attend on cpu::device are at the end. Inputs and
+// outputs may have any strides and element type (float, fp16, bf16, double).
 #pragma once
 
 #include <cmath>
@@ -331,15 +331,14 @@ struct Evaluator<Attend<R, FoldT>, cpu::device> {
     static_assert(OV::rank == 2, "attend: the output is O' as (BT,C) rows");
     require(out.extents() == node.extents(), where, ": output has shape ", to_string(out.extents()),
             ", expected (BT,C) = ", to_string(node.extents()));
-    auto [fused, src_tape] = materialise(node.src.src, dev);  // (BT,3C)
+    auto [fused, src_tape] = materialise(node.src.src, dev);          // (BT,3C)
     const auto qkv = node.src.views(StridedView<const T, 2>(fused));  // 3 x (B,H,T,D)
     cpu::attention_forward(node.op(qkv.q, qkv.k, qkv.v), node.src.heads_of(out));
     return AttendTape<StridedView<const T, 2>, decltype(src_tape)>{fused, src_tape};
   }
 
   template <class Tape, View DOV>
-  static void backward(const N& node, const Tape& tape, const DOV& d_out,
-                       const cpu::device& dev) {
+  static void backward(const N& node, const Tape& tape, const DOV& d_out, const cpu::device& dev) {
     const auto ext = node.src.src.extents();
     const auto d_fused = make_view(dev.template take<T>(ext[0] * ext[1]),
                                    shape(ext[0], ext[1]));  // (BT,3C) dQf | dKf | dV

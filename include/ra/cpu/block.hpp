@@ -69,7 +69,7 @@ void require_btc(const char* where, const char* name, const V& v, index_t B, ind
 template <class T, class Tape>
 void keep_intermediates(BlockBuffers<T>& buffers, const Tape& tape, index_t B, index_t T_,
                         index_t C) {
-  buffers.o = view(StridedView<const T, 2>(tape.a), shape(B, T_, C));       // (B,T,C)
+  buffers.o = view(StridedView<const T, 2>(tape.a), shape(B, T_, C));  // (B,T,C)
   buffers.fused = view(StridedView<const T, 2>(tape.a_tape.fused), shape(B, T_, 3 * C));
 }
 

@@ -216,8 +216,8 @@ class AttentionBlock {
     if (batch == 0 || seq == 0) return;
     check_io(where, "x", x);
     check_io(where, "y", y);
-    const device dev{stream, ctx_, false, &state_, false,
-                     path == AttentionPath::unfused ? &unfused_ : nullptr};
+    const device dev{stream,  ctx_,  false,
+                     &state_, false, path == AttentionPath::unfused ? &unfused_ : nullptr};
     evaluate(x, batch, seq, [&](const auto& expr) {
       const auto tape = ra::eval(make_view(y, shape(batch * seq, cfg_.C)), expr, dev);  // (BT,C)
       keep(tape.tape);
@@ -248,11 +248,14 @@ class AttentionBlock {
                   static_cast<const void*>(dx), "memory of its own (not x or dy)");
     }
     const device dev{stream, ctx_, false, &state_, true, nullptr};
-    evaluate(x, batch, seq, [&](const auto& expr) {
-      const auto [y, tape] = ra::eval(expr, dev);  // y (BT,C) in the scratch
-      keep(tape.tape);
-      ra::backward(expr, tape, make_view(dy, shape(batch * seq, cfg_.C)), dev);  // dy (BT,C)
-    }, dx);
+    evaluate(
+        x, batch, seq,
+        [&](const auto& expr) {
+          const auto [y, tape] = ra::eval(expr, dev);  // y (BT,C) in the scratch
+          keep(tape.tape);
+          ra::backward(expr, tape, make_view(dy, shape(batch * seq, cfg_.C)), dev);  // dy (BT,C)
+        },
+        dx);
   }
 
   /// Views of the device parameters, in the form load() takes (for device-side evaluation).
@@ -358,10 +361,10 @@ class AttentionBlock {
     AttentionBlockWeights<T> w = device_weights();
     if (ws_.size() == 0) {
       const index_t C = cfg_.C, bias = cfg_.bias ? 1 : 0;
-      w.w_attn = make_view(stand_in<const T>(), shape(3 * C, C));       // (3C,C)
-      w.b_attn = make_view(stand_in<const T>(), shape(bias * 3 * C));   // (3C) or (0)
-      w.w_o = make_view(stand_in<const T>(), shape(C, C));              // (C,C)
-      w.b_o = make_view(stand_in<const T>(), shape(bias * C));          // (C) or (0)
+      w.w_attn = make_view(stand_in<const T>(), shape(3 * C, C));      // (3C,C)
+      w.b_attn = make_view(stand_in<const T>(), shape(bias * 3 * C));  // (3C) or (0)
+      w.w_o = make_view(stand_in<const T>(), shape(C, C));             // (C,C)
+      w.b_o = make_view(stand_in<const T>(), shape(bias * C));         // (C) or (0)
       w.w_std = w.w_rec = w.a = stand_in<float>();
     }
     return w;

@@ -83,9 +83,9 @@ struct EvalState {
 struct device {
   cudaStream_t stream = nullptr;
   Context* ctx = nullptr;
-  bool tf32 = false;              ///< fp32 GEMMs may use TF32 tensor cores
-  EvalState* state = nullptr;     ///< intermediates and plans (null: none; see the top)
-  bool training = false;          ///< keep what a backward needs (O before the restart mix)
+  bool tf32 = false;           ///< fp32 GEMMs may use TF32 tensor cores
+  EvalState* state = nullptr;  ///< intermediates and plans (null: none; see the top)
+  bool training = false;       ///< keep what a backward needs (O before the restart mix)
   const UnfusedAttention* unfused = nullptr;  ///< attention through the unfused path
 
   Context& context() const { return ctx != nullptr ? *ctx : default_context(); }

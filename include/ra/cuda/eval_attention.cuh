@@ -126,9 +126,9 @@ struct Evaluator<Attend<R, FoldT>, cuda::device> {
           tape.o_pre.data() != nullptr
               ? cuda::make_params(op, o, tape.lse, node.src.heads_of(tape.o_pre))
               : cuda::make_params(op, o, tape.lse);
-      const auto p = cuda::make_backward_params(
-          fwd, node.src.heads_of(d_out), d_qkv.q, d_qkv.k, d_qkv.v, node.grads.w_std,
-          node.grads.w_rec, node.grads.a, scratch);
+      const auto p =
+          cuda::make_backward_params(fwd, node.src.heads_of(d_out), d_qkv.q, d_qkv.k, d_qkv.v,
+                                     node.grads.w_std, node.grads.w_rec, node.grads.a, scratch);
       cuda::detail::launch_backward(op, p, dev.stream);
     }
     if constexpr (FoldT::kNodeSrc) backward_step(node.src.src, tape.src_tape, d_fused, dev);

@@ -35,9 +35,8 @@ struct ColumnOf {
 
 template <View V>
 void require_unit_columns(const char* where, const char* name, const V& v) {
-  require_arg(v.stride(1) == 1 || v.extent(1) == 1, where,
-              ra::detail::concat(name, ".stride(1)"), v.stride(1),
-              "1 (cuBLASLt reads row-major rows)");
+  require_arg(v.stride(1) == 1 || v.extent(1) == 1, where, ra::detail::concat(name, ".stride(1)"),
+              v.stride(1), "1 (cuBLASLt reads row-major rows)");
 }
 
 }  // namespace ra::cuda::detail

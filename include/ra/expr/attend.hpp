@@ -40,8 +40,7 @@ struct Attend {
   std::array<index_t, 2> extents() const { return {src.rows(), src.channels()}; }
 
   AttentionSpec spec() const {
-    return {src.batch, src.heads, src.seq(), src.seq(), value(src.head_dim), rank, gates,
-            restart};
+    return {src.batch, src.heads, src.seq(), src.seq(), value(src.head_dim), rank, gates, restart};
   }
 
   void validate(const char* where = "attend") const {

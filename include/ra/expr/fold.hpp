@@ -26,10 +26,10 @@ struct Fold {
   using value_type = typename Src::value_type;
   static constexpr bool kNodeSrc = !View<Src>;
 
-  Src src;             // (BT,3C)
-  index_t batch = 0;   // B
-  index_t heads = 0;   // H
-  DExt head_dim{};     // D: index_t or ra::Int<D>
+  Src src;            // (BT,3C)
+  index_t batch = 0;  // B
+  index_t heads = 0;  // H
+  DExt head_dim{};    // D: index_t or ra::Int<D>
 
   index_t seq() const { return batch > 0 ? rows() / batch : 0; }
   index_t channels() const { return heads * value(head_dim); }

@@ -106,7 +106,7 @@ struct Gemm {
   /// The same node with gradient sinks: dA (M,K) (for a view A only), dW (N,K), db (N).
   template <class DA, class DW, class DB>
   Gemm<AV, WV, BiasV, GemmGrads<DA, DW, DB>> with_grads(const DA& da, const DW& dw,
-                                                      const DB& db) const {
+                                                        const DB& db) const {
     static_assert(!kNodeA || std::is_same_v<DA, NoGrad>,
                   "gemm: dA of a node operand goes to that node, not to a sink");
     return {a, w, bias, {da, dw, db}};
