@@ -21,6 +21,7 @@
 #include <memory>
 #include <vector>
 
+#include <ra/core/config.hpp>
 #include <ra/core/error.hpp>
 
 namespace ra {
