@@ -178,7 +178,7 @@ int run(const Options& opt) {
 
   Report report;
   std::printf("\nidentities (design.md section 2):\n");
-  const auto& fused_buf = rab.buffers().fused;  // (B,T,3C) of the last RA forward
+  const auto& fused_buf = rab.buffers().fused;  // (B,T,3C) of the last RA call
   const auto fused = ra::make_view(fused_buf.data(), ra::shape(B, S, 3 * C));  // (B,T,3C)
   const auto qkv = ra::folded_views(fused, H, D);  // 3 x (B,H,T,D) strides (3TC,D,3C,1)
 
@@ -247,7 +247,7 @@ int run(const Options& opt) {
 
   report.identity("I4", "folded logits from the baseline Q, K", [&] {
     // The baseline's own Q, K (B,T,C) from its fused buffer (R = 0: W_attn = [W_q; W_k; W_v]).
-    const auto& bf = base.buffers().fused;
+    const T* bf = base.buffers().fused.data();  // (B,T,3C) of the last baseline call
     const auto& prm = rab.parameters();
     const double g_std = ra::effective_gate(prm.w_std[0], ra::GateParam::clamp);
     const double g_rec = ra::effective_gate(prm.w_rec[0], ra::GateParam::clamp);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ra/core/any_view.hpp>
+#include <ra/core/arena.hpp>
 #include <ra/core/config.hpp>
 #include <ra/core/dispatch.hpp>
 #include <ra/core/dtype.hpp>

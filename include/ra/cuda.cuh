@@ -19,6 +19,8 @@
 #include <ra/cuda/cross_entropy.cuh>
 #include <ra/cuda/device.cuh>
 #include <ra/cuda/elementwise.cuh>
+#include <ra/cuda/eval_attention.cuh>
+#include <ra/cuda/eval_gemm.cuh>
 #include <ra/cuda/embedding.cuh>
 #include <ra/cuda/flash_backward.cuh>
 #include <ra/cuda/gemm.cuh>

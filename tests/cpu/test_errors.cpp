@@ -241,26 +241,27 @@ TEST_CASE("errors: attention block weights and buffers", "[errors][block]") {
                         Contains("'a'") && Contains("null pointer") && Contains("H restart"));
   }
 
-  SECTION("buffers of attention_block") {
-    std::vector<float> x(B * T * C), fused(B * T * 3 * C), o(B * T * C);
+  SECTION("inputs of the attention_block expression") {
+    const ra::index_t D = C / 2;
+    std::vector<float> x(B * T * C), dx(B * T * C);
     auto xv = ra::StridedView<const float, 3>(ra::make_view(x.data(), ra::shape(B, T, C)));
-    auto fv = ra::StridedView<float, 3>(ra::make_view(fused.data(), ra::shape(B, T, 3 * C)));
-    auto ov = ra::StridedView<float, 3>(ra::make_view(o.data(), ra::shape(B, T, C)));
-    REQUIRE_NOTHROW(ra::attention_block(cfg, xv, w, fv, ov));
+    REQUIRE_NOTHROW(ra::attention_block<ra::DynamicRank>(cfg, xv, w, D));
     auto x_bad = ra::StridedView<const float, 3>(ra::make_view(x.data(), ra::shape(B, 1, 2 * C)));
-    REQUIRE_THROWS_WITH(ra::attention_block(cfg, x_bad, w, fv, ov),
+    REQUIRE_THROWS_WITH(ra::attention_block<ra::DynamicRank>(cfg, x_bad, w, D),
                         Contains("attention_block") && Contains("'x' has shape (1,1,128)") &&
                             Contains("expected (B,T,64)"));
-    auto f_bad = ra::StridedView<float, 3>(ra::make_view(fused.data(), ra::shape(B, T, C)));
-    REQUIRE_THROWS_WITH(ra::attention_block(cfg, xv, w, f_bad, ov),
-                        Contains("'fused' has shape (1,3,64)") && Contains("expected (1,3,192)"));
-    auto o_bad = ra::StridedView<float, 3>(ra::make_view(o.data(), ra::shape(B, 1, C)));
-    REQUIRE_THROWS_WITH(ra::attention_block(cfg, xv, w, fv, o_bad),
-                        Contains("'o' has shape (1,1,64)") && Contains("expected (1,3,64)"));
+    REQUIRE_THROWS_WITH(ra::attention_block<ra::DynamicRank>(cfg, xv, w, ra::Int<16>{}),
+                        Contains("'D' is 16") && Contains("C / H = 32"));
+    REQUIRE_THROWS_WITH(ra::attention_block<ra::Rank<8>>(cfg, xv, w, D),
+                        Contains("'Rank' is 8") && Contains("cfg.R = 4"));
+    auto dx_bad = ra::make_view(dx.data(), ra::shape(B, 1, C));
+    REQUIRE_THROWS_WITH(ra::attention_block<ra::DynamicRank>(
+                            cfg, xv, w, D, ra::AttentionBlockGrads<float>{}, dx_bad),
+                        Contains("'dx' has shape (1,1,64)") && Contains("like x"));
     auto bad_cfg = cfg;
     bad_cfg.C = 65;
     REQUIRE_THROWS_WITH(
-        ra::attention_block(bad_cfg, xv, w, fv, ov),
+        ra::attention_block<ra::DynamicRank>(bad_cfg, xv, w, D),
         Contains("attention_block") && Contains("'C' is 65") && Contains("a multiple of H = 2"));
   }
 }

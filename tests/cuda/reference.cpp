@@ -184,4 +184,132 @@ Naive naive_block(const BlockProblem& pb) {
   return y;
 }
 
+BlockGrads reference_block_backward(const BlockProblem& pb, const void* dy) {
+  const AttentionBlockConfig& cfg = pb.cfg;
+  const index_t B = pb.B, S = pb.T, C = cfg.C, M = B * S;
+  const std::vector<double> x = to_double(pb.dtype, pb.x, M * C);
+  const std::vector<double> dyd = to_double(pb.dtype, dy, M * C);
+  const std::vector<double> w_attn = to_double(pb.dtype, pb.w_attn, 3 * C * C);
+  const std::vector<double> w_o = to_double(pb.dtype, pb.w_o, C * C);
+  const std::vector<double> b_attn = to_double(pb.dtype, cfg.bias ? pb.b_attn : nullptr, 3 * C);
+  const std::vector<double> b_o = to_double(pb.dtype, cfg.bias ? pb.b_o : nullptr, C);
+  AttentionBlockWeights<double> w;
+  w.w_attn = make_view(w_attn.data(), shape(3 * C, C));  // (3C,C)
+  w.w_o = make_view(w_o.data(), shape(C, C));            // (C,C)
+  if (cfg.bias) {
+    w.b_attn = make_view(b_attn.data(), shape(3 * C));  // (3C)
+    w.b_o = make_view(b_o.data(), shape(C));            // (C)
+  }
+  w.w_std = pb.w_std.empty() ? nullptr : pb.w_std.data();
+  w.w_rec = pb.w_rec.empty() ? nullptr : pb.w_rec.data();
+  w.a = pb.a.empty() ? nullptr : pb.a.data();
+  BlockGrads g;
+  g.dx.resize(static_cast<std::size_t>(M * C));
+  g.w_attn.resize(static_cast<std::size_t>(3 * C * C));
+  g.w_o.resize(static_cast<std::size_t>(C * C));
+  if (cfg.bias) {
+    g.b_attn.resize(static_cast<std::size_t>(3 * C));
+    g.b_o.resize(static_cast<std::size_t>(C));
+  }
+  std::vector<float> gs(static_cast<std::size_t>(cfg.gate_count())), gr(gs.size()),
+      ga(cfg.restart ? static_cast<std::size_t>(cfg.H) : 0);
+  AttentionBlockGrads<double> views;
+  views.w_attn = make_view(g.w_attn.data(), shape(3 * C, C));
+  views.w_o = make_view(g.w_o.data(), shape(C, C));
+  if (cfg.bias) {
+    views.b_attn = make_view(g.b_attn.data(), shape(3 * C));
+    views.b_o = make_view(g.b_o.data(), shape(C));
+  }
+  views.w_std = gs.empty() ? nullptr : gs.data();
+  views.w_rec = gr.empty() ? nullptr : gr.data();
+  views.a = ga.empty() ? nullptr : ga.data();
+  cpu::BlockBuffers<double> buffers;
+  cpu::block_backward<double>(cfg, make_view(x.data(), shape(B, S, C)), w,
+                              make_view(dyd.data(), shape(B, S, C)),
+                              make_view(g.dx.data(), shape(B, S, C)), views, buffers);
+  g.w_std.assign(gs.begin(), gs.end());
+  g.w_rec.assign(gr.begin(), gr.end());
+  g.a.assign(ga.begin(), ga.end());
+  return g;
+}
+
+NaiveBlockGrads naive_block_backward(const BlockProblem& pb, const void* dy) {
+  const AttentionBlockConfig& cfg = pb.cfg;
+  const index_t B = pb.B, S = pb.T, C = cfg.C, H = cfg.H, D = cfg.head_dim(), M = B * S;
+  NaiveBlockGrads r;
+  dispatch_dtype(pb.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const auto to_t = [](const std::vector<double>& v) {
+      std::vector<T> t(v.size());
+      for (std::size_t i = 0; i < v.size(); ++i) t[i] = convert<T>(v[i]);
+      return t;
+    };
+    const auto put = [](SamePrecisionGemm&& g, std::vector<double>& value,
+                        std::vector<double>& floor) {
+      value = std::move(g.y);
+      floor = std::move(g.floor);
+    };
+    const StridedView<const T, 1> no_bias{};
+    const auto x = make_view(static_cast<const T*>(pb.x), shape(M, C));  // (M,C)
+    const auto dyv = make_view(static_cast<const T*>(dy), shape(M, C));  // (M,C)
+    const auto w_attn = make_view(static_cast<const T*>(pb.w_attn), shape(3 * C, C));
+    const auto w_o = make_view(static_cast<const T*>(pb.w_o), shape(C, C));
+    const std::vector<T> ones(static_cast<std::size_t>(M), convert<T>(1.0));
+    const auto ones_row = make_view(ones.data(), shape(1, M));  // (1,M): column sums as a GEMM
+
+    // The forward's fused = T(x·W_attnᵀ + b_attn), and dO' = T(dy·W_o).
+    const auto fused =
+        to_t(same_precision_gemm<T>(
+                 x, w_attn,
+                 cfg.bias ? make_view(static_cast<const T*>(pb.b_attn), shape(3 * C)) : no_bias)
+                 .y);
+    const auto d_o = to_t(same_precision_gemm<T>(dyv, transpose<1, 0>(w_o), no_bias).y);
+    // The attention forward (O') and backward (dQf, dKf, dV, gates, restart) in T.
+    const auto qkv = folded_views(make_view(fused.data(), shape(B, S, 3 * C)), H, D);
+    const Gates g{cfg.gates, cfg.gate_param, pb.w_std.data(), pb.w_rec.data()};
+    const Restart rs{cfg.restart ? pb.a.data() : nullptr};
+    const auto att = same_precision_attention<T>(
+        qkv.q, qkv.k, qkv.v, cfg.R, g, rs, heads(make_view(d_o.data(), shape(B, S, C)), H, D));
+    std::vector<T> o(static_cast<std::size_t>(M * C)), d_fused(static_cast<std::size_t>(M * 3 * C));
+    for (index_t b = 0; b < B; ++b)
+      for (index_t h = 0; h < H; ++h)
+        for (index_t t = 0; t < S; ++t)
+          for (index_t d = 0; d < D; ++d) {
+            const auto from = static_cast<std::size_t>(((b * H + h) * S + t) * D + d);
+            const index_t row = b * S + t, col = h * D + d;
+            o[static_cast<std::size_t>(row * C + col)] = convert<T>(att.o[from]);
+            d_fused[static_cast<std::size_t>(row * 3 * C + col)] = convert<T>(att.dq[from]);
+            d_fused[static_cast<std::size_t>(row * 3 * C + C + col)] = convert<T>(att.dk[from]);
+            d_fused[static_cast<std::size_t>(row * 3 * C + 2 * C + col)] = convert<T>(att.dv[from]);
+          }
+    const auto ov = make_view(static_cast<const T*>(o.data()), shape(M, C));             // (M,C)
+    const auto dfv = make_view(static_cast<const T*>(d_fused.data()), shape(M, 3 * C));  // (M,3C)
+
+    // Output projection: dW_o = dyᵀ·O', db_o = Σ dy (fp32).
+    put(same_precision_gemm<float>(transpose<1, 0>(dyv), transpose<1, 0>(ov), no_bias),
+        r.values.w_o, r.floor.w_o);
+    if (cfg.bias)
+      put(same_precision_gemm<float>(transpose<1, 0>(dyv), ones_row, no_bias), r.values.b_o,
+          r.floor.b_o);
+    // Projection: dx = T(dfused·W_attn), dW_attn = dfusedᵀ·x, db_attn = Σ dfused (fp32).
+    put(same_precision_gemm<T>(dfv, transpose<1, 0>(w_attn), no_bias), r.values.dx, r.floor.dx);
+    put(same_precision_gemm<float>(transpose<1, 0>(dfv), transpose<1, 0>(x), no_bias),
+        r.values.w_attn, r.floor.w_attn);
+    if (cfg.bias)
+      put(same_precision_gemm<float>(transpose<1, 0>(dfv), ones_row, no_bias), r.values.b_attn,
+          r.floor.b_attn);
+    if (cfg.gates != GateMode::none) {
+      r.values.w_std = att.d_w_std;
+      r.floor.w_std = att.d_w_std_floor;
+      r.values.w_rec = att.d_w_rec;
+      r.floor.w_rec = att.d_w_rec_floor;
+    }
+    if (cfg.restart) {
+      r.values.a = att.d_a;
+      r.floor.a = att.d_a_floor;
+    }
+  });
+  return r;
+}
+
 }  // namespace ra::test

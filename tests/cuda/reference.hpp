@@ -69,6 +69,27 @@ struct Naive {
   std::vector<double> values, floor;
 };
 
+/// The gradients of one block backward: dx (B,T,C) compact and the parameter gradients
+/// w_attn (3C,C), b_attn (3C), w_o (C,C), b_o (C), w_std, w_rec (gate_count), a (H); the
+/// biases, gates and restart are empty where the config has none.
+struct BlockGrads {
+  std::vector<double> dx, w_attn, b_attn, w_o, b_o, w_std, w_rec, a;
+};
+
+/// reference_block's problem differentiated at dy (B,T,C) compact elements of pb.dtype:
+/// ra::cpu::block_backward in double.
+BlockGrads reference_block_backward(const BlockProblem& pb, const void* dy);
+
+/// The same, naive in pb.dtype, with each gradient's floor: a naive block backward stores
+/// dO' = T(dy·W_o), the attention gradients dQf, dKf, dV in T (same_precision_attention.hpp,
+/// from the naive forward's fused = T(x·W_attnᵀ + b_attn)), dx = T(dfused·W_attn), and the
+/// parameter gradients in fp32 (as the GPU block keeps them), each GEMM with fp32 sequential
+/// sums (same_precision_gemm.hpp) and its floor.
+struct NaiveBlockGrads {
+  BlockGrads values, floor;
+};
+NaiveBlockGrads naive_block_backward(const BlockProblem& pb, const void* dy);
+
 /// reference_gemm's problem, naive in dtype: Y (M,N) compact.
 Naive naive_gemm(DType dtype, index_t M, index_t N, index_t K, const void* a, index_t lda,
                  const void* w, const void* bias);

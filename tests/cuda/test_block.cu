@@ -1,6 +1,8 @@
 // tests/cuda/test_block.cu — device memory (DeviceBuffer, Workspace) and the GPU attention
 // block: fused path (flash kernel) and unfused path against ra::cpu::block_forward in double,
-// ra::eval of the block pipeline on cuda::device, and the zero-allocation forward.
+// ra::eval of the block expression on cuda::device (runtime and compile-time D and R), the
+// backward against ra::cpu::block_backward in double, and the zero-allocation forward and
+// backward.
 //
 // Block configs cover the baseline (R = 0, no gates), RA with per-layer gates, RA with
 // per-head softplus gates, self-restart and no bias, and D = 32 / 64 / 128; every dtype; B·T at
@@ -173,9 +175,7 @@ void run_block_case(ra::cuda::Context& ctx, cudaStream_t stream, const Attention
     for (AttentionPath path : {AttentionPath::fused, AttentionPath::unfused}) {
       INFO("path " << path);
       ra::test::poison(y_d.data(), y_d.size());
-      ra::test::poison(block.fused(), max_B * max_T * 3 * C);
-      ra::test::poison(block.o(), max_B * max_T * C);
-      ra::test::poison(block.lse(), max_B * H * max_T);
+      RA_CUDA_CHECK(cudaMemset(block.scratch_data(), 0xff, block.scratch_bytes()));
       block.forward(x_d.data(), y_d.data(), B, T_, stream, path);
       RA_CHECK_PRECISION(ra::test::judge(family + " y", "y",
                                          as_double(ra::test::to_host(y_d.data(), y_d.size())),
@@ -197,29 +197,126 @@ void run_block_case(ra::cuda::Context& ctx, cudaStream_t stream, const Attention
                                          o_naive.values, o_ref, o_naive.floor, D));
     }
 
-    // The same pipeline as lazy nodes, evaluated by ra::eval on cuda::device.
-    ra::cuda::DeviceBuffer<T> fused2(B * T_ * 3 * C), o2(B * T_ * C), y2(B * T_ * C);
+    // The block's expression, built here with runtime D and R and evaluated by ra::eval on a
+    // cuda::device with an EvalState of its own.
+    ra::cuda::EvalState state;
+    const ra::cuda::device dev{stream, &ctx, false, &state};
+    ra::cuda::DeviceBuffer<T> y2(B * T_ * C), y3(B * T_ * C), o3(B * T_ * C);
     ra::test::poison(y2.data(), y2.size());
     const auto xv = ra::make_view(static_cast<const T*>(x_d.data()), ra::shape(B, T_, C));
-    const auto pipeline =
-        ra::attention_block<T>(cfg, xv, block.device_weights(),
-                               ra::make_view(fused2.data(), ra::shape(B, T_, 3 * C)),  // (B,T,3C)
-                               ra::make_view(o2.data(), ra::shape(B, T_, C)));         // (B,T,C)
-    ra::eval(ra::make_view(y2.data(), ra::shape(B, T_, C)), pipeline,
-             ra::cuda::device{stream, &ctx});
+    const auto expr = ra::attention_block<ra::DynamicRank>(cfg, xv, block.device_weights(), D);
+    const auto tape = ra::eval(ra::make_view(y2.data(), ra::shape(B * T_, C)), expr, dev);
     RA_CHECK_PRECISION(ra::test::judge(family + " y", "y (ra::eval on cuda::device)",
                                        as_double(ra::test::to_host(y2.data(), y2.size())),
                                        naive.values, ref, naive.floor, C));
-
-    // The attention node alone, on the pipeline's fused buffer: the same kernel on the same
-    // inputs, so the same bits as the pipeline's o.
-    ra::cuda::DeviceBuffer<T> o3(B * T_ * C);
+    // The attention op alone on the expression's fused buffer: the same kernel on the same
+    // inputs, so the same bits as the expression's O'.
     ra::test::poison(o3.data(), o3.size());
+    const auto fused_v = ra::StridedView<const T, 2>(tape.tape.a_tape.fused);  // (BT,3C)
+    const auto qkv = ra::folded_views(ra::view(fused_v, ra::shape(B, T_, 3 * C)), H, D);
     const auto o3_heads = ra::heads(ra::make_view(o3.data(), ra::shape(B, T_, C)), H,
-                                    cfg.head_dim());  // (B,H,T,D) strides (TC,D,C,1)
-    ra::eval(o3_heads, pipeline.attend, ra::cuda::device{stream, &ctx});
+                                    D);  // (B,H,T,D) strides (TC,D,C,1)
+    ra::eval(o3_heads,
+             ra::folded_attention(qkv.q, qkv.k, qkv.v, cfg.R, block.gates(), ra::causal,
+                                  block.restart()),
+             ra::cuda::device{stream, &ctx});
+    const auto o_expr = tape.tape.a;  // (BT,C) O' in the state's scratch
     CHECK(ra::test::bitwise_equal(ra::test::to_host(o3.data(), o3.size()),
-                                  ra::test::to_host(o2.data(), o2.size())));
+                                  ra::test::to_host(o_expr.data(), o_expr.size())));
+    // With D and R as template arguments the kernels of <T, D, R> launch directly: the same
+    // bits as through the runtime dispatch.
+    ra::test::poison(y3.data(), y3.size());
+    ra::dispatch_attention(static_cast<int>(D), cfg.R, [&](auto d, auto r) {
+      constexpr int kR = static_cast<int>(decltype(r)::value);
+      const auto fixed = ra::attention_block<ra::Rank<kR>>(cfg, xv, block.device_weights(), d);
+      (void)ra::eval(ra::make_view(y3.data(), ra::shape(B * T_, C)), fixed, dev);
+    });
+    CHECK(ra::test::bitwise_equal(ra::test::to_host(y3.data(), y3.size()),
+                                  ra::test::to_host(y2.data(), y2.size())));
+  }
+}
+
+// The GPU block's backward against ra::cpu::block_backward in double, under the precision
+// rule with the naive block backward's errors (reference.hpp): dx per token row of C, each
+// weight gradient per row, each bias gradient and each gate / restart gradient as one row.
+template <class T>
+void run_backward_case(ra::cuda::Context& ctx, cudaStream_t stream, const AttentionBlockConfig& cfg,
+                       std::uint64_t salt) {
+  INFO(describe(cfg, ra::dtype_v<T>));
+  const index_t max_B = 2, max_T = 130, C = cfg.C;
+  std::ostringstream dtype_name;
+  dtype_name << ra::dtype_v<T>;
+  const std::string family = "block backward " + dtype_name.str();
+  auto g = ra::test::rng(salt);
+  const HostBlock<T> host(cfg, g, /*pad=*/false);
+  ra::cuda::AttentionBlock<T> block(cfg, max_B, max_T, /*plan_unfused=*/false, &ctx,
+                                    /*plan_backward=*/true);
+  block.load(host.views());
+  const auto grads = block.gradients();
+  const index_t n_gates = cfg.gate_count(), n_a = cfg.restart ? cfg.H : 0;
+  const auto poison_grads = [&] {
+    for (const auto& [p, n] : {std::pair<float*, index_t>{grads.w_attn.data(), 3 * C * C},
+                               {grads.b_attn.data(), cfg.bias ? 3 * C : 0},
+                               {grads.w_o.data(), C * C},
+                               {grads.b_o.data(), cfg.bias ? C : 0},
+                               {grads.w_std, n_gates},
+                               {grads.w_rec, n_gates},
+                               {grads.a, n_a}})
+      if (n > 0) ra::test::poison(p, n);
+  };
+
+  for (auto [B, T_] : {std::pair<index_t, index_t>{2, 130}, {1, 5}, {2, 7}}) {
+    INFO("B=" << B << " T=" << T_);
+    const auto x = ra::test::random_vector<T>(B * T_ * C, g);
+    const auto dy = ra::test::random_vector<T>(B * T_ * C, g);
+    auto x_d = ra::test::to_device(x);
+    auto dy_d = ra::test::to_device(dy);
+    ra::cuda::DeviceBuffer<T> dx_d(B * T_ * C);
+    ra::test::poison(dx_d.data(), dx_d.size());
+    poison_grads();
+    RA_CUDA_CHECK(cudaMemset(block.scratch_data(), 0xff, block.scratch_bytes()));
+    const auto count = ra::cuda::allocation_count();
+    block.backward(x_d.data(), dy_d.data(), dx_d.data(), B, T_, stream);
+    RA_CUDA_CHECK(cudaStreamSynchronize(stream));
+    CHECK(ra::cuda::allocation_count() == count);  // planned by the constructor
+
+    const auto pb = host.problem(x, B, T_);
+    const auto ref = ra::test::reference_block_backward(pb, dy.data());
+    const auto naive = ra::test::naive_block_backward(pb, dy.data());
+    const auto& nv = naive.values;
+    const auto& nf = naive.floor;
+    const auto dx = as_double(ra::test::to_host(dx_d.data(), dx_d.size()));
+    RA_CHECK_PRECISION(ra::test::judge(family + " dx", "dx", dx, nv.dx, ref.dx, nf.dx, C));
+    const auto fetch = [](const float* p, index_t n) { return as_double(ra::test::to_host(p, n)); };
+    RA_CHECK_PRECISION(ra::test::judge(family + " dW", "dW_attn",
+                                       fetch(grads.w_attn.data(), 3 * C * C), nv.w_attn, ref.w_attn,
+                                       nf.w_attn, C));
+    RA_CHECK_PRECISION(ra::test::judge(family + " dW", "dW_o", fetch(grads.w_o.data(), C * C),
+                                       nv.w_o, ref.w_o, nf.w_o, C));
+    if (cfg.bias) {
+      RA_CHECK_PRECISION(ra::test::judge(family + " db", "db_attn",
+                                         fetch(grads.b_attn.data(), 3 * C), nv.b_attn, ref.b_attn,
+                                         nf.b_attn, 3 * C));
+      RA_CHECK_PRECISION(ra::test::judge(family + " db", "db_o", fetch(grads.b_o.data(), C), nv.b_o,
+                                         ref.b_o, nf.b_o, C));
+    }
+    if (n_gates > 0) {
+      RA_CHECK_PRECISION(ra::test::judge(family + " d w_std", "d w_std",
+                                         fetch(grads.w_std, n_gates), nv.w_std, ref.w_std, nf.w_std,
+                                         1));
+      RA_CHECK_PRECISION(ra::test::judge(family + " d w_rec", "d w_rec",
+                                         fetch(grads.w_rec, n_gates), nv.w_rec, ref.w_rec, nf.w_rec,
+                                         1));
+    }
+    if (n_a > 0)
+      RA_CHECK_PRECISION(
+          ra::test::judge(family + " d a", "d a", fetch(grads.a, n_a), nv.a, ref.a, nf.a, 1));
+
+    // Deterministic: a second backward gives the same bits.
+    ra::cuda::DeviceBuffer<T> dx2(B * T_ * C);
+    block.backward(x_d.data(), dy_d.data(), dx2.data(), B, T_, stream);
+    CHECK(ra::test::bitwise_equal(ra::test::to_host(dx2.data(), dx2.size()),
+                                  ra::test::to_host(dx_d.data(), dx_d.size())));
   }
 }
 
@@ -296,6 +393,25 @@ TEMPLATE_TEST_CASE("the GPU attention block matches ra::cpu::block_forward on bo
   CHECK(ran > 0);
 }
 
+TEMPLATE_TEST_CASE("the GPU attention block's backward matches ra::cpu::block_backward",
+                   "[cuda][block][backward]", float, ra::fp16, ra::bf16) {
+  ra::cuda::Context ctx;
+  ra::test::Stream stream;
+  std::uint64_t salt = 3500;
+  int ran = 0;
+  for (const auto& cfg : kConfigs) {
+    ++salt;
+    if (!compiled(cfg)) {
+      WARN("skipped (D, R) not compiled in: " << describe(cfg, ra::dtype_v<TestType>));
+      continue;
+    }
+    run_backward_case<TestType>(ctx, stream, cfg, salt);
+    ++ran;
+  }
+  INFO("no block config has a (D, R) pair this build compiles");
+  CHECK(ran > 0);
+}
+
 TEST_CASE("a block forward makes no device allocation, on either path", "[cuda][block][alloc]") {
   ra::cuda::Context ctx;
   ra::test::Stream stream;
@@ -359,4 +475,27 @@ TEST_CASE("the GPU attention block rejects bad configs, sizes and pointers",
   bad.w_o = ra::make_view(host.w_o.data(), ra::shape(128, 256));
   CHECK_THROWS_WITH(block.load(bad), Catch::Contains("w_o"));
   CHECK_NOTHROW(block.forward(x.data(), y.data(), 0, 16, stream));  // nothing to do
+  CHECK_THROWS_WITH(block.backward(x.data(), y.data(), nullptr, 2, 16, stream),
+                    Catch::Contains("'plan_backward'"));
+
+  ra::cuda::AttentionBlock<ra::fp16> trained(cfg, 2, 16, /*plan_unfused=*/false, &ctx,
+                                             /*plan_backward=*/true);
+  CHECK_THROWS_WITH(trained.backward(x.data(), y.data(), nullptr, 2, 16, stream),
+                    Catch::Contains("load()"));
+  trained.load(host.views());
+  CHECK_THROWS_WITH(trained.backward(x.data(), y.data(), x.data(), 2, 16, stream),
+                    Catch::Contains("'dx'") && Catch::Contains("memory of its own"));
+  CHECK_THROWS_WITH(trained.backward(x.data(), y.data() + 1, nullptr, 2, 16, stream),
+                    Catch::Contains("'dy'") && Catch::Contains("aligned"));
+  CHECK_THROWS_WITH(trained.backward(x.data(), y.data(), nullptr, 2, 17, stream),
+                    Catch::Contains("'T'"));
+  CHECK_NOTHROW(trained.backward(x.data(), y.data(), nullptr, 2, 16, stream));  // dx not wanted
+
+  // A nested expression needs an EvalState on the device for its intermediates.
+  const auto xv = ra::make_view(static_cast<const ra::fp16*>(x.data()), ra::shape(2, 16, 256));
+  const auto expr =
+      ra::attention_block<ra::DynamicRank>(cfg, xv, block.device_weights(), ra::index_t{64});
+  CHECK_THROWS_WITH(
+      ra::eval(ra::make_view(y.data(), ra::shape(32, 256)), expr, ra::cuda::device{stream, &ctx}),
+      Catch::Contains("EvalState"));
 }

@@ -14,8 +14,9 @@
 //   also sum over h),  d a_h = clamp'(a_h) Σ_{b,t,d} dO' ⊙ (V - O)
 //
 // Everything is computed in double with Eigen's GEMM per (b, h); the backward recomputes P
-// from the inputs instead of reading a saved O or lse. Inputs and outputs may have any
-// strides and element type (float, fp16, bf16, double).
+// from the inputs instead of reading a saved O or lse. The evaluators of the attention op
+// (FoldedAttention) and of the expression node ra::attend on cpu::device are at the end. Inputs and
+// outputs may have any strides and element type (float, fp16, bf16, double).
 #pragma once
 
 #include <cmath>
@@ -29,21 +30,16 @@
 #include <ra/core/tensor.hpp>
 #include <ra/core/view.hpp>
 #include <ra/cpu/matrix.hpp>
+#include <ra/cpu/device.hpp>
+#include <ra/expr/attend.hpp>
 #include <ra/expr/attention.hpp>
 #include <ra/expr/gates.hpp>
+#include <ra/expr/node.hpp>
 
 namespace ra::cpu {
 
-/// Where attention_backward writes the gradients of the gate and restart parameters.
-/// Each pointer addresses gate_count floats (1 per layer, H per head) or H floats (a); the
-/// values are OVERWRITTEN, not accumulated. A null pointer means "not wanted"; pointers for
-/// parameters the node does not use (gates with GateMode::none, a without restart) are
-/// ignored.
-struct AttentionGrads {
-  float* w_std = nullptr;
-  float* w_rec = nullptr;
-  float* a = nullptr;
-};
+/// Where attention_backward writes the gate and restart gradients (ra/expr/attention.hpp).
+using ra::AttentionGrads;
 
 namespace detail {
 
@@ -304,3 +300,54 @@ void attention_backward(const FoldedAttention<R, QV, KV, VV>& node, const DOV& d
 }
 
 }  // namespace ra::cpu
+
+namespace ra {
+
+/// The attention op on the host: O' of the node's views into o (B,H,T,D). Its gradients are
+/// cpu::attention_backward's, with explicit outputs (the op has no sinks of its own).
+template <int R, class QV, class KV, class VV>
+struct Evaluator<FoldedAttention<R, QV, KV, VV>, cpu::device> {
+  template <View OV>
+  static LeafTape forward(const FoldedAttention<R, QV, KV, VV>& node, const OV& o,
+                          const cpu::device&) {
+    cpu::attention_forward(node, o);
+    return {};
+  }
+};
+
+/// attend on the host: the fold's operand into the workspace, then the attention op on its
+/// folded views, O' written as the heads of the (BT,C) output. Backward: dQf, dKf, dV
+/// through the folded views of a (BT,3C) workspace buffer, which goes on to the operand
+/// node; gate and restart gradients into the node's sinks.
+template <int R, class FoldT>
+struct Evaluator<Attend<R, FoldT>, cpu::device> {
+  using N = Attend<R, FoldT>;
+  using T = typename N::value_type;
+
+  template <View OV>
+  static auto forward(const N& node, const OV& out, const cpu::device& dev) {
+    constexpr const char* where = "cpu::attend";
+    node.validate(where);
+    static_assert(OV::rank == 2, "attend: the output is O' as (BT,C) rows");
+    require(out.extents() == node.extents(), where, ": output has shape ", to_string(out.extents()),
+            ", expected (BT,C) = ", to_string(node.extents()));
+    auto [fused, src_tape] = materialise(node.src.src, dev);          // (BT,3C)
+    const auto qkv = node.src.views(StridedView<const T, 2>(fused));  // 3 x (B,H,T,D)
+    cpu::attention_forward(node.op(qkv.q, qkv.k, qkv.v), node.src.heads_of(out));
+    return AttendTape<StridedView<const T, 2>, decltype(src_tape)>{fused, src_tape};
+  }
+
+  template <class Tape, View DOV>
+  static void backward(const N& node, const Tape& tape, const DOV& d_out, const cpu::device& dev) {
+    const auto ext = node.src.src.extents();
+    const auto d_fused = make_view(dev.template take<T>(ext[0] * ext[1]),
+                                   shape(ext[0], ext[1]));  // (BT,3C) dQf | dKf | dV
+    const auto qkv = node.src.views(tape.fused);            // 3 x (B,H,T,D) strides (3TC,D,3C,1)
+    const auto d_qkv = node.src.views(d_fused);             // 3 x (B,H,T,D) strides (3TC,D,3C,1)
+    cpu::attention_backward(node.op(qkv.q, qkv.k, qkv.v), node.src.heads_of(d_out), d_qkv.q,
+                            d_qkv.k, d_qkv.v, node.grads);
+    if constexpr (FoldT::kNodeSrc) backward_step(node.src.src, tape.src_tape, d_fused, dev);
+  }
+};
+
+}  // namespace ra

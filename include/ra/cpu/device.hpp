@@ -1,70 +1,51 @@
-// ra/cpu/device.hpp — the host device: ra::eval(out, node, ra::cpu::device{}).
+// ra/cpu/device.hpp — the host device: ra::eval(out, expr, ra::cpu::device{&workspace}).
 //
-// Evaluates, in double with Eigen's GEMM, each kind of lazy node:
-//   Gemm                       into y (M,N)
-//   FoldedAttention            into o (B,H,T,D), any strides
-//   AttentionBlockPipeline<T>  into y (B,T,C) or (BT,C): x ─gemm─▶ p.fused ─attention─▶
-//                              p.o_heads ─gemm─▶ y, rounding each stage to T as the GPU does
+// The device only says where intermediates live: a cpu::Workspace (an ra::Arena of host
+// memory) that the nodes of an expression take their intermediate results from. Each node
+// kind has its one evaluator beside its kernel:
+//   Gemm             ra/cpu/gemm.hpp        Eigen GEMM in double, bias added, rounded to Y
+//   FoldedAttention  ra/cpu/attention.hpp   the attention op on given views
+//   Attend           ra/cpu/attention.hpp   attention over a fold of a node's result
+// A device without a workspace evaluates nodes whose operands are views (a GEMM of views, the
+// attention op); a nested expression needs one (the error says so).
 #pragma once
 
-#include <type_traits>
+#include <cstdint>
 
+#include <ra/core/arena.hpp>
 #include <ra/core/error.hpp>
-#include <ra/core/layout.hpp>
-#include <ra/core/view.hpp>
-#include <ra/cpu/attention.hpp>
-#include <ra/cpu/gemm.hpp>
-#include <ra/expr/attention.hpp>
-#include <ra/expr/block.hpp>
+#include <ra/expr/node.hpp>
 
 namespace ra::cpu {
 
-template <class T>
-inline constexpr bool is_attention_block_pipeline_v = false;
-template <class T>
-inline constexpr bool is_attention_block_pipeline_v<AttentionBlockPipeline<T>> = true;
+/// Host scratch memory for evaluating expressions.
+using Workspace = Arena<HostChunk>;
 
-namespace detail {
-
-template <class T, View YV>
-void pipeline_forward(const AttentionBlockPipeline<T>& p, const YV& y) {
-  static_assert(YV::rank == 2 || YV::rank == 3, "attention block: y is (B,T,C) or (BT,C)");
-  const index_t B = p.o_heads.extent(0), T_ = p.o_heads.extent(2);
-  if constexpr (YV::rank == 3)
-    require(y.extent(0) == B && y.extent(1) == T_, "cpu::device: 'y' has shape ",
-            to_string(y.extents()), ", expected (", B, ",", T_, ",C)");
-  gemm_forward(p.project, p.fused, p.bias);  // x (BT,C) -> fused (BT,3C)
-  attention_forward(p.attend, p.o_heads);    // Qf, Kf, V -> o (B,H,T,D) strides (TC,D,C,1)
-  if constexpr (YV::rank == 3) {
-    gemm_forward(p.output, view(y, shape(B * T_, y.extent(2))), p.bias);  // (BT,C)
-  } else {
-    gemm_forward(p.output, y, p.bias);
-  }
-}
-
-template <class>
-inline constexpr bool always_false_v = false;
-
-}  // namespace detail
-
-/// The CPU device. Stateless; every evaluation computes in double and rounds its output to
-/// the output view's element type. Throws what the node's evaluator throws (ra::error on bad
-/// shapes or null data).
+/// The CPU device. Every evaluation computes in double and rounds each node's result to its
+/// element type, as the GPU stores it.
 struct device {
-  /// Evaluates `node` into `y` (see the top of this header for the accepted nodes).
-  template <View Y, class Node>
-  void eval(Y&& y, const Node& node) const {
-    using N = std::remove_cvref_t<Node>;
-    if constexpr (is_gemm_v<N>) {
-      gemm_forward(node, y);
-    } else if constexpr (is_folded_attention_v<N>) {
-      attention_forward(node, y);
-    } else if constexpr (is_attention_block_pipeline_v<N>) {
-      detail::pipeline_forward(node, y);
-    } else {
-      static_assert(detail::always_false_v<N>, "ra::cpu::device cannot evaluate this node");
-    }
+  Workspace* workspace = nullptr;  ///< intermediates of nested expressions (null: none)
+
+  /// Starts an evaluation pass (ra::eval calls it).
+  void begin() const {
+    if (workspace != nullptr) workspace->begin();
+  }
+  std::uint64_t pass() const { return workspace != nullptr ? workspace->pass() : 0; }
+  bool measuring() const { return false; }
+
+  /// n elements of T from the workspace, valid until the next ra::eval.
+  /// Throws ra::error when the device has no workspace.
+  template <class T>
+  T* take(index_t n) const {
+    require(workspace != nullptr,
+            "cpu::device: this expression needs intermediate buffers, expected a device with a "
+            "workspace (ra::cpu::device{&workspace}, workspace a ra::cpu::Workspace)");
+    return workspace->take<T>(n);
   }
 };
 
 }  // namespace ra::cpu
+
+// The evaluators, so that including the device is enough to evaluate any node.
+#include <ra/cpu/attention.hpp>
+#include <ra/cpu/gemm.hpp>

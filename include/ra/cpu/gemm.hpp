@@ -7,56 +7,34 @@
 //
 // Inputs of any element type (float, fp16, bf16, double) and any strides are gathered into
 // double matrices; the products run in Eigen's GEMM; results are rounded into the outputs.
+// Evaluator<Gemm, cpu::device> (below) is the node's one evaluator on the host.
 #pragma once
 
 #include <ra/core/error.hpp>
 #include <ra/core/tensor.hpp>
+#include <ra/cpu/device.hpp>
 #include <ra/cpu/matrix.hpp>
 #include <ra/expr/gemm.hpp>
+#include <ra/expr/node.hpp>
 
 namespace ra::cpu {
 
-template <class T>
-inline constexpr bool is_gemm_v = false;
-template <class A, class W, class B>
-inline constexpr bool is_gemm_v<Gemm<A, W, B>> = true;
-
-namespace detail {
-
-// The forward with the bias switched at run time: the block pipeline always carries a bias
-// view and says with a flag whether the block has one.
-template <class AV, class WV, class BiasV, ViewOfRank<2> YV>
-void gemm_forward(const Gemm<AV, WV, BiasV>& node, const YV& y, bool use_bias) {
+/// Y = A · Wᵀ (+ bias) for a Gemm node of views; y is (M,N) with any strides and element
+/// type. A bias view with null data adds no bias. Throws ra::error on a shape mismatch or null
+/// data.
+template <View AV, class WV, class BiasV, class G, ViewOfRank<2> YV>
+void gemm_forward(const Gemm<AV, WV, BiasV, G>& node, const YV& y) {
   constexpr const char* where = "cpu::gemm_forward";
-  // A block without bias carries a null bias view: validate it only when it is used.
-  if (use_bias) {
-    node.validate(where);
-  } else {
-    Gemm<AV, WV>{node.a, node.w}.validate(where);
-  }
+  node.validate(where);
   node.validate_output(y, where);
-  require_data(where, "A", node.a);
-  require_data(where, "W", node.w);
-  require_data(where, "Y", y);
+  detail::require_data(where, "A", node.a);
+  detail::require_data(where, "W", node.w);
+  detail::require_data(where, "Y", y);
   Matrix out = load(node.a) * load(node.w).transpose();  // (M,N)
-  if constexpr (Gemm<AV, WV, BiasV>::kHasBias) {
-    if (use_bias) {
-      require_arg(node.bias.extent(0) == node.n(), where, "bias.extent(0)", node.bias.extent(0),
-                  ra::detail::concat("N = ", node.n()));
-      require_data(where, "bias", node.bias);
-      out.rowwise() += load(node.bias);
-    }
+  if constexpr (Gemm<AV, WV, BiasV, G>::kHasBias) {
+    if (node.has_bias()) out.rowwise() += load(node.bias);
   }
   store(y, out);
-}
-
-}  // namespace detail
-
-/// Y = A · Wᵀ (+ bias) for a Gemm node; y is (M,N) with any strides and element type.
-/// Throws ra::error on a shape mismatch or null data.
-template <class AV, class WV, class BiasV, ViewOfRank<2> YV>
-void gemm_forward(const Gemm<AV, WV, BiasV>& node, const YV& y) {
-  detail::gemm_forward(node, y, Gemm<AV, WV, BiasV>::kHasBias);
 }
 
 /// Gradients of Y = A · Wᵀ + b given dY: dA = dY · W (M,K), dW = dYᵀ · A (N,K),
@@ -94,4 +72,55 @@ void gemm_backward(const AV& a, const WV& w, const DYV& dy, const DAV& da, const
   if (!absent(db)) store(db, g.colwise().sum());
 }
 
+namespace detail {
+
+// A sink as a view: NoGrad becomes a null view (gemm_backward then skips it).
+template <class T, int N, class S>
+auto sink(const S& s) {
+  if constexpr (View<S>) {
+    return s;
+  } else {
+    return StridedView<T, N>{};
+  }
+}
+
+}  // namespace detail
+
 }  // namespace ra::cpu
+
+namespace ra {
+
+/// The GEMM on the host: A's node (if any) into the workspace, then Y = A·Wᵀ + b in double.
+/// Backward: dW, db into their sinks; dA into A's sink, or into a workspace buffer that goes
+/// on to A's node.
+template <class AV, class WV, class BiasV, class G>
+struct Evaluator<Gemm<AV, WV, BiasV, G>, cpu::device> {
+  using N = Gemm<AV, WV, BiasV, G>;
+  using T = typename N::value_type;
+
+  template <View YV>
+  static auto forward(const N& node, const YV& y, const cpu::device& dev) {
+    node.validate("cpu::gemm_forward");
+    auto [a, a_tape] = materialise(node.a, dev);
+    cpu::gemm_forward(Gemm<decltype(a), WV, BiasV>{a, node.w, node.bias}, y);
+    return GemmTape<decltype(a), decltype(a_tape)>{a, a_tape};
+  }
+
+  template <class Tape, View DYV>
+  static void backward(const N& node, const Tape& tape, const DYV& dy, const cpu::device& dev) {
+    using GW = std::remove_cvref_t<decltype(cpu::detail::sink<T, 2>(node.grads.w))>;
+    const auto dw = cpu::detail::sink<typename GW::value_type, 2>(node.grads.w);
+    const auto db = node.has_bias() ? cpu::detail::sink<typename GW::value_type, 1>(node.grads.bias)
+                                    : StridedView<typename GW::value_type, 1>{};
+    if constexpr (N::kNodeA) {
+      const auto da = make_view(dev.template take<T>(node.m() * node.k()),
+                                shape(node.m(), node.k()));  // (M,K) dA for A's node
+      cpu::gemm_backward(tape.a, node.w, dy, da, dw, db);
+      backward_step(node.a, tape.a_tape, da, dev);
+    } else {
+      cpu::gemm_backward(tape.a, node.w, dy, cpu::detail::sink<T, 2>(node.grads.a), dw, db);
+    }
+  }
+};
+
+}  // namespace ra

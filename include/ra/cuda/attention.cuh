@@ -158,26 +158,44 @@ AttentionParams make_params(const FoldedAttention<R, Q, K, V>& node, const O& o,
   return p;
 }
 
-/// O' (and lse when not null) of a folded-attention node into o, on `stream`. A node whose D
-/// and R are compile-time values (an Int<D> head dim and a Rank<R>) of the supported lists
-/// launches the kernels of <T, D, R> directly, without mapping ints back to templates;
-/// otherwise it goes through attention_forward(params). Throws as make_params and
+namespace detail {
+
+/// Launches the forward for p (made from `node`): a node whose D and R are compile-time values
+/// (an Int<D> head dim and a Rank<R>) of the supported lists launches the kernels of
+/// <T, D, R> directly, without mapping ints back to templates; otherwise p goes through
 /// attention_forward(params).
-template <int R, class Q, class K, class V, View O>
-void attention_forward(const FoldedAttention<R, Q, K, V>& node, const O& o, float* lse,
-                       cudaStream_t stream) {
+template <int R, class Q, class K, class V>
+void launch_forward(const FoldedAttention<R, Q, K, V>&, const AttentionParams& p,
+                    cudaStream_t stream) {
   using Node = FoldedAttention<R, Q, K, V>;
   using T = std::remove_cv_t<typename Q::value_type>;
   constexpr int kD = Node::kHeadDim;
-  const AttentionParams p = make_params(node, o, lse);
   if constexpr (R != kDynamicRank && kD != 0 && R < kD && SupportedHeadDims::contains(kD) &&
                 SupportedRanks::contains(R)) {
     validate(p);
     if (p.batch == 0 || p.seq == 0) return;
-    detail::flash_forward_rank<T, kD, R>(p, stream);
+    flash_forward_rank<T, kD, R>(p, stream);
   } else {
     attention_forward(p, stream);
   }
+}
+
+}  // namespace detail
+
+/// O' (and lse when not null) of a folded-attention node into o, on `stream`; compile-time D
+/// and R launch their kernels directly (detail::launch_forward). Throws as make_params and
+/// attention_forward(params).
+template <int R, class Q, class K, class V, View O>
+void attention_forward(const FoldedAttention<R, Q, K, V>& node, const O& o, float* lse,
+                       cudaStream_t stream) {
+  detail::launch_forward(node, make_params(node, o, lse), stream);
+}
+
+/// As above, and with self-restart on also O before the mix into o_pre (for the backward).
+template <int R, class Q, class K, class V, View O, View OPre>
+void attention_forward(const FoldedAttention<R, Q, K, V>& node, const O& o, float* lse,
+                       const OPre& o_pre, cudaStream_t stream) {
+  detail::launch_forward(node, make_params(node, o, lse, o_pre), stream);
 }
 
 /// Params for folded attention over type-erased (B,H,T,D) device views (element type read

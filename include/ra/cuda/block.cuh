@@ -1,19 +1,30 @@
-// ra/cuda/block.cuh — the attention block on the GPU, planned once, allocation-free forward.
+// ra/cuda/block.cuh — the attention block on the GPU: ONE expression, planned once,
+// allocation-free forward and backward.
 //
-//   x (B,T,C) ──GemmPlan(W_attn, b_attn)──▶ fused (B,T,3C)
-//   fused ──folded_views──▶ Qf, Kf, V (B,H,T,D) strides (3TC,D,3C,1)            [no copy]
-//   attention_forward (flash kernel)  or  UnfusedAttention  ──▶ o (B,T,C), lse (B,H,T)
-//   o (BT,C) ──GemmPlan(W_o, b_o)──▶ y (B,T,C)
+//   y = gemm( attend<R>( fold( gemm(x, W_attn, b_attn), B, H, D ) ), W_o, b_o )
+//       (ra::attention_block, ra/expr/block.hpp), evaluated by ra::eval on cuda::device:
+//   x (BT,C) ──cuBLASLt, bias epilogue──▶ fused (BT,3C)                         [scratch]
+//   fused ──fold──▶ Qf, Kf, V (B,H,T,D) strides (3TC,D,3C,1)                    [no copy]
+//   flash forward (or the unfused path) ──▶ O' (BT,C) in (B,T,C) layout, lse    [scratch]
+//   O' ──cuBLASLt, bias epilogue──▶ y (BT,C)
+//
+// D and R are dispatched once per call (ra::dispatch_attention) and the expression is built
+// with ra::Int<D> and ra::Rank<R>, so the flash kernels of <T, D, R> launch directly. The
+// backward (ra::backward on the same expression; the forward is evaluated again first, with
+// O before the restart mix kept) runs the output GEMM's dW (+ db in its epilogue) and dO',
+// the flash backward into the folded views of a (BT,3C) scratch buffer, and the projection's
+// dW (+ db) and dx; parameter gradients are fp32, in the block's memory (gradients()).
 //
 // The constructor validates the config and makes ONE device allocation (a Workspace) holding
-// the weights, the gate and restart parameters, the fused and o activations, lse, the cuBLAS
-// workspace and the unfused path's scratch, all sized for (max_batch, max_seq); it plans the
-// two GEMMs for B·T = max_batch·max_seq. forward() only enqueues work: no allocation, no
-// copy, no synchronisation, so it can be captured with ra::cuda::Graph. Gate and restart
-// values are read from device memory by the kernels, so a captured graph sees set_gates().
+// the weights, the gate and restart parameters, their gradients (plan_backward), the scratch
+// the expression's intermediates come from (sized by a measuring pass of the expression at
+// (max_batch, max_seq): nothing launched), the cuBLAS workspace and the unfused path's
+// scratch. forward() and backward() only enqueue work: no allocation, no copy, no
+// synchronisation, so they can be captured with ra::cuda::Graph. Gate and restart values are
+// read from device memory by the kernels, so a captured graph sees set_gates().
 //
-// A forward at a smaller B·T plans its two GEMMs once on first use (host-side cuBLASLt
-// descriptors and a heuristic query; still no device memory) and reuses them after.
+// A call at a smaller B·T plans its GEMMs once on first use (host-side cuBLASLt descriptors
+// and a heuristic query; still no device memory) and reuses them after.
 #pragma once
 
 #include <cstdint>
@@ -21,17 +32,19 @@
 #include <span>
 #include <vector>
 
+#include <ra/core/dispatch.hpp>
 #include <ra/core/dtype.hpp>
 #include <ra/core/error.hpp>
-#include <ra/core/folded.hpp>
 #include <ra/core/tensor.hpp>
 #include <ra/cuda/attention.cuh>
 #include <ra/cuda/check.cuh>
+#include <ra/cuda/device.cuh>
 #include <ra/cuda/gemm.cuh>
 #include <ra/cuda/unfused.cuh>
 #include <ra/cuda/workspace.cuh>
 #include <ra/expr/attention.hpp>
 #include <ra/expr/block.hpp>
+#include <ra/expr/node.hpp>
 
 namespace ra::cuda {
 
@@ -45,21 +58,22 @@ inline std::ostream& operator<<(std::ostream& os, AttentionPath p) {
   return os << (p == AttentionPath::fused ? "fused" : "unfused");
 }
 
-/// An attention block (baseline or RA, per AttentionBlockConfig) with its parameters and
-/// activations in device memory. Movable, not copyable. Not thread-safe.
+/// An attention block (baseline or RA, per AttentionBlockConfig) with its parameters,
+/// gradients and activations in device memory. Movable, not copyable. Not thread-safe.
 template <Element T>
 class AttentionBlock {
  public:
   /// Plans and allocates everything for inputs of up to (max_batch, max_seq, C).
-  /// plan_unfused = false leaves out the unfused path's scratch (B·H·T² scores).
+  /// plan_unfused = false leaves out the unfused path's scratch (B·H·T² scores);
+  /// plan_backward = true adds the fp32 parameter gradients and the backward's scratch.
   /// ctx: cuBLAS handles to share between blocks; null makes the block its own.
   /// Gate and restart values start at their defaults (0.9, 0.1, 0.05); weights must be
   /// given with load() before forward().
   /// Throws ra::error / ra::unsupported on a bad config or size, ra::cuda_error when the
   /// allocation or planning fails.
   AttentionBlock(const AttentionBlockConfig& cfg, index_t max_batch, index_t max_seq,
-                 bool plan_unfused = true, Context* ctx = nullptr)
-      : cfg_(cfg), max_batch_(max_batch), max_seq_(max_seq) {
+                 bool plan_unfused = true, Context* ctx = nullptr, bool plan_backward = false)
+      : cfg_(cfg), max_batch_(max_batch), max_seq_(max_seq), plan_backward_(plan_backward) {
     constexpr const char* where = "cuda::AttentionBlock";
     cfg.validate(where);
     require_arg(max_batch > 0, where, "max_batch", max_batch, "> 0");
@@ -69,8 +83,12 @@ class AttentionBlock {
       ctx = owned_ctx_.get();
     }
     ctx_ = ctx;
-    const index_t C = cfg.C, H = cfg.H, M = max_batch * max_seq;
-    const index_t bias = cfg.bias ? 1 : 0;
+    const index_t C = cfg.C, H = cfg.H;
+    const index_t bias = cfg.bias ? 1 : 0, grads = plan_backward ? 1 : 0;
+    // The expression's scratch at the largest size: a measuring pass (nothing launched; the
+    // parameters do not exist yet, so a host float stands in for the gate and restart
+    // pointers, which only the kernels would read).
+    const std::size_t scratch = measure_workspace(state_, [&] { evaluate_largest(); });
     std::vector<WorkspaceRegion> r = {
         region_of<T>("w_attn", 3 * C * C),
         region_of<T>("b_attn", bias * 3 * C),
@@ -79,9 +97,14 @@ class AttentionBlock {
         region_of<float>("w_std", cfg.gate_count()),
         region_of<float>("w_rec", cfg.gate_count()),
         region_of<float>("a", cfg.restart ? H : 0),
-        region_of<T>("fused", M * 3 * C),
-        region_of<T>("o", M * C),
-        region_of<float>("lse", max_batch * H * max_seq),
+        region_of<float>("d_w_attn", grads * 3 * C * C),
+        region_of<float>("d_b_attn", grads * bias * 3 * C),
+        region_of<float>("d_w_o", grads * C * C),
+        region_of<float>("d_b_o", grads * bias * C),
+        region_of<float>("d_w_std", grads * cfg.gate_count()),
+        region_of<float>("d_w_rec", grads * cfg.gate_count()),
+        region_of<float>("d_a", grads * (cfg.restart ? H : 0)),
+        {"scratch", scratch},
         {"gemm_workspace", kGemmWorkspaceBytes},
     };
     const UnfusedShape unfused_shape{max_batch, H, max_seq, cfg.head_dim(), dtype_v<T>};
@@ -90,6 +113,7 @@ class AttentionBlock {
       r.insert(r.end(), u.begin(), u.end());
     }
     ws_ = Workspace::plan(r);
+    state_.plans = GemmPlans{};  // the measuring pass's plans had no cuBLAS workspace
     w_attn_ = ws_.region<T>("w_attn");
     b_attn_ = ws_.region<T>("b_attn");
     w_o_ = ws_.region<T>("w_o");
@@ -97,15 +121,15 @@ class AttentionBlock {
     w_std_ = ws_.region<float>("w_std");
     w_rec_ = ws_.region<float>("w_rec");
     a_ = ws_.region<float>("a");
-    fused_ = ws_.region<T>("fused");
-    o_ = ws_.region<T>("o");
-    lse_ = ws_.region<float>("lse");
     gemm_ws_ = ws_.region<std::byte>("gemm_workspace");
-    // The GEMMs and the unfused path run one after another on the forward's stream, so they
+    state_.arena.adopt(ws_.region<std::byte>("scratch"), scratch);
+    // The GEMMs and the unfused path run one after another on the block's stream, so they
     // can share one cuBLAS workspace.
+    state_.plans.set_workspace(gemm_ws_, kGemmWorkspaceBytes);
     if (plan_unfused)
       unfused_ = UnfusedAttention(*ctx_, unfused_shape, ws_, gemm_ws_, kGemmWorkspaceBytes);
-    plans_for(M);
+    // The GEMM plans at the largest size, made now (a second measuring pass).
+    (void)measure_workspace(state_, [&] { evaluate_largest(); });
     if (cfg.gates != GateMode::none) set_gates(kGateInitStd, kGateInitRec);
     if (cfg.restart) set_restart(kRestartInit);
   }
@@ -185,44 +209,53 @@ class AttentionBlock {
   void forward(const T* x, T* y, index_t batch, index_t seq, cudaStream_t stream,
                AttentionPath path = AttentionPath::fused) {
     constexpr const char* where = "cuda::AttentionBlock::forward";
-    require_arg(batch >= 0 && batch <= max_batch_, where, "B", batch,
-                ra::detail::concat("in [0, ", max_batch_, "] (max_batch)"));
-    require_arg(seq >= 0 && seq <= max_seq_, where, "T", seq,
-                ra::detail::concat("in [0, ", max_seq_, "] (max_seq)"));
+    check_size(where, batch, seq);
     require(loaded_, where, ": no weights, expected a call to load() first");
     require_arg(path == AttentionPath::fused || has_unfused(), where, "path", path,
                 "fused (the block was built with plan_unfused = false)");
     if (batch == 0 || seq == 0) return;
     check_io(where, "x", x);
     check_io(where, "y", y);
-    const auto& g = plans_for(batch * seq);
-    g.project.run(x, w_attn_, b_attn_, fused_, stream);  // (BT,C) -> (BT,3C)
-    const AttentionParams p = attention_params(batch, seq);
-    if (path == AttentionPath::fused) {
-      attention_forward(p, stream);
-    } else {
-      unfused_.run(p, stream);
-    }
-    g.output.run(o_, w_o_, b_o_, y, stream);  // (BT,C) -> (BT,C)
+    const device dev{stream,  ctx_,  false,
+                     &state_, false, path == AttentionPath::unfused ? &unfused_ : nullptr};
+    evaluate(x, batch, seq, [&](const auto& expr) {
+      const auto tape = ra::eval(make_view(y, shape(batch * seq, cfg_.C)), expr, dev);  // (BT,C)
+      keep(tape.tape);
+    });
   }
 
-  /// The params forward() passes to the attention step for (B, T): Qf, Kf, V read in place
-  /// from fused(), O' written to o() in (B,T,C) layout, lse to lse(). Throws ra::error when B
-  /// or T exceed the plan.
-  AttentionParams attention_params(index_t batch, index_t seq) const {
-    constexpr const char* where = "cuda::AttentionBlock::attention_params";
-    require_arg(batch >= 0 && batch <= max_batch_, where, "B", batch,
-                ra::detail::concat("in [0, ", max_batch_, "] (max_batch)"));
-    require_arg(seq >= 0 && seq <= max_seq_, where, "T", seq,
-                ra::detail::concat("in [0, ", max_seq_, "] (max_seq)"));
-    const index_t C = cfg_.C, H = cfg_.H, D = cfg_.head_dim();
-    const auto fused = make_view(static_cast<const T*>(fused_),
-                                 shape(batch, seq, 3 * C));  // (B,T,3C) strides (3TC,3C,1)
-    const auto qkv = folded_views(fused, H, D);              // 3 x (B,H,T,D) strides (3TC,D,3C,1)
-    const auto o = make_view(o_, shape(batch, seq, C));      // (B,T,C) strides (TC,C,1)
-    const auto o_heads = heads(o, H, D);                     // (B,H,T,D) strides (TC,D,C,1)
-    const auto node = folded_attention(qkv.q, qkv.k, qkv.v, cfg_.R, gates(), causal, restart());
-    return make_params(node, o_heads, lse_);
+  /// The gradients of the block at x (B,T,C) given dy (B,T,C): the fp32 parameter gradients
+  /// into gradients() (overwritten) and dx (B,T,C) when not null. x, dy, dx compact device
+  /// arrays, 16-byte aligned; dx may not alias x or dy. Evaluates the forward again (the
+  /// fused path), then its backward. Enqueues on `stream`: no allocation, no synchronisation.
+  /// Throws ra::error when the block was built without plan_backward, B or T exceed the
+  /// plan, a pointer is null, misaligned or aliased, or weights were never loaded.
+  void backward(const T* x, const T* dy, T* dx, index_t batch, index_t seq, cudaStream_t stream) {
+    constexpr const char* where = "cuda::AttentionBlock::backward";
+    require_arg(plan_backward_, where, "plan_backward", "false",
+                "a block built with plan_backward = true");
+    check_size(where, batch, seq);
+    require(loaded_, where, ": no weights, expected a call to load() first");
+    if (batch == 0 || seq == 0) {
+      zero_gradients(stream);
+      return;
+    }
+    check_io(where, "x", x);
+    check_io(where, "dy", dy);
+    if (dx != nullptr) {
+      check_io(where, "dx", dx);
+      require_arg(static_cast<const T*>(dx) != x && static_cast<const T*>(dx) != dy, where, "dx",
+                  static_cast<const void*>(dx), "memory of its own (not x or dy)");
+    }
+    const device dev{stream, ctx_, false, &state_, true, nullptr};
+    evaluate(
+        x, batch, seq,
+        [&](const auto& expr) {
+          const auto [y, tape] = ra::eval(expr, dev);  // y (BT,C) in the scratch
+          keep(tape.tape);
+          ra::backward(expr, tape, make_view(dy, shape(batch * seq, cfg_.C)), dev);  // dy (BT,C)
+        },
+        dx);
   }
 
   /// Views of the device parameters, in the form load() takes (for device-side evaluation).
@@ -239,6 +272,22 @@ class AttentionBlock {
     return w;
   }
 
+  /// Views of the fp32 parameter gradients in device memory (null views without
+  /// plan_backward; biases, gates and restart as the config has them).
+  AttentionBlockGrads<float> gradients() const {
+    const index_t C = cfg_.C;
+    const index_t n = plan_backward_ ? 1 : 0, bias = plan_backward_ && cfg_.bias ? 1 : 0;
+    AttentionBlockGrads<float> g;
+    g.w_attn = make_view(ws_.region<float>("d_w_attn"), shape(n * 3 * C, C));  // (3C,C)
+    g.b_attn = make_view(ws_.region<float>("d_b_attn"), shape(bias * 3 * C));  // (3C)
+    g.w_o = make_view(ws_.region<float>("d_w_o"), shape(n * C, C));            // (C,C)
+    g.b_o = make_view(ws_.region<float>("d_b_o"), shape(bias * C));            // (C)
+    g.w_std = ws_.region<float>("d_w_std");
+    g.w_rec = ws_.region<float>("d_w_rec");
+    g.a = ws_.region<float>("d_a");
+    return g;
+  }
+
   Gates gates() const { return {cfg_.gates, cfg_.gate_param, w_std_, w_rec_}; }
   Restart restart() const { return {cfg_.restart ? a_ : nullptr}; }
 
@@ -246,6 +295,7 @@ class AttentionBlock {
   index_t max_batch() const { return max_batch_; }
   index_t max_seq() const { return max_seq_; }
   bool has_unfused() const { return unfused_.max_shape().batch > 0; }
+  bool has_backward() const { return plan_backward_; }
   Context& context() const { return *ctx_; }
 
   /// Device pointers (null for parts the config leaves out: biases, gates, restart).
@@ -256,34 +306,114 @@ class AttentionBlock {
   float* w_std() const { return w_std_; }
   float* w_rec() const { return w_rec_; }
   float* restart_a() const { return a_; }  // (H)
-  T* fused() const { return fused_; }      // (B,T,3C) of the last forward, compact
-  T* o() const { return o_; }              // (B,T,C) of the last forward, compact
-  float* lse() const { return lse_; }      // (B,H,T) of the last forward, compact
+  /// The last forward's intermediates in the scratch (null before the first forward; valid
+  /// until the next call): fused (B,T,3C), O' (B,T,C), lse (B,H,T), all compact.
+  const T* fused() const { return fused_; }
+  const T* o() const { return o_; }
+  const float* lse() const { return lse_; }
+  /// The scratch memory the expression's intermediates come from (to poison it in tests).
+  std::byte* scratch_data() const { return ws_.region<std::byte>("scratch"); }
+  std::size_t scratch_bytes() const { return ws_.region_bytes("scratch"); }
+  /// GEMM plans made so far (one per GEMM shape the calls needed).
+  std::size_t gemm_plans() const { return state_.plans.size(); }
 
   /// Bytes of the block's one device allocation.
   std::size_t device_bytes() const { return ws_.bytes(); }
   const Workspace& workspace() const { return ws_; }
 
  private:
-  struct Plans {
-    index_t m = 0;
-    GemmPlan project;  // (M,C) x (3C,C)ᵀ -> (M,3C)
-    GemmPlan output;   // (M,C) x (C,C)ᵀ -> (M,C)
-  };
-
-  const Plans& plans_for(index_t m) {
-    for (const auto& p : plans_)
-      if (p.m == m) return p;
+  // Builds the block expression for (B, T) with D and R as template arguments and calls
+  // f(expr); with dx or gradients (backward) the nodes carry the gradient sinks.
+  template <class F>
+  void evaluate(const T* x, index_t batch, index_t seq, F&& f, T* dx = nullptr) const {
     const index_t C = cfg_.C;
-    const DType t = dtype_v<T>;
-    // x and y come from the caller: plan for 16-byte alignment (checked in forward), which
-    // every buffer of the block (256-byte aligned) satisfies too.
-    GemmShape proj = GemmShape::compact(m, 3 * C, C, t, cfg_.bias);
-    GemmShape out = GemmShape::compact(m, C, C, t, cfg_.bias);
-    proj.alignment = out.alignment = kIoAlignment;
-    plans_.push_back({m, GemmPlan(*ctx_, proj, gemm_ws_, kGemmWorkspaceBytes),
-                      GemmPlan(*ctx_, out, gemm_ws_, kGemmWorkspaceBytes)});
-    return plans_.back();
+    const auto xv = make_view(x, shape(batch, seq, C));  // (B,T,C)
+    const auto dxv = dx != nullptr ? make_view(dx, shape(batch, seq, C)) : StridedView<T, 3>{};
+    const auto g = gradients_for_evaluation();
+    const auto w = weights_for_evaluation();
+    dispatch_attention(static_cast<int>(cfg_.head_dim()), cfg_.R, [&](auto d, auto r) {
+      constexpr int kR = static_cast<int>(decltype(r)::value);
+      f(attention_block<Rank<kR>>(cfg_, xv, w, d, g, dxv));
+    });
+  }
+
+  // The evaluation at (max_batch, max_seq) as a measuring pass: the expression takes its
+  // scratch and makes its GEMM plans; nothing launches, so the stand-in pointers below (the
+  // parameters may not exist yet) are only checked for null, never read.
+  void evaluate_largest() {
+    const device dev{nullptr, ctx_, false, &state_, plan_backward_, nullptr};
+    const index_t M = max_batch_ * max_seq_;
+    evaluate(
+        stand_in<T>(), max_batch_, max_seq_,
+        [&](const auto& expr) {
+          if (plan_backward_) {
+            const auto [y, tape] = ra::eval(expr, dev);
+            ra::backward(expr, tape, make_view(stand_in<const T>(), shape(M, cfg_.C)), dev);
+          } else {
+            (void)ra::eval(expr, dev);
+          }
+        },
+        plan_backward_ ? stand_in<T>() : nullptr);
+  }
+
+  // The weights as the expression reads them (stand-ins before they are allocated).
+  AttentionBlockWeights<T> weights_for_evaluation() const {
+    AttentionBlockWeights<T> w = device_weights();
+    if (ws_.size() == 0) {
+      const index_t C = cfg_.C, bias = cfg_.bias ? 1 : 0;
+      w.w_attn = make_view(stand_in<const T>(), shape(3 * C, C));      // (3C,C)
+      w.b_attn = make_view(stand_in<const T>(), shape(bias * 3 * C));  // (3C) or (0)
+      w.w_o = make_view(stand_in<const T>(), shape(C, C));             // (C,C)
+      w.b_o = make_view(stand_in<const T>(), shape(bias * C));         // (C) or (0)
+      w.w_std = w.w_rec = w.a = stand_in<float>();
+    }
+    return w;
+  }
+
+  // The gradient sinks of a backward (none without plan_backward; stand-ins before they are
+  // allocated).
+  AttentionBlockGrads<float> gradients_for_evaluation() const {
+    if (!plan_backward_) return {};
+    if (ws_.size() > 0) return gradients();
+    const index_t C = cfg_.C, bias = cfg_.bias ? 1 : 0;
+    AttentionBlockGrads<float> g;
+    g.w_attn = make_view(stand_in<float>(), shape(3 * C, C));      // (3C,C)
+    g.b_attn = make_view(stand_in<float>(), shape(bias * 3 * C));  // (3C)
+    g.w_o = make_view(stand_in<float>(), shape(C, C));             // (C,C)
+    g.b_o = make_view(stand_in<float>(), shape(bias * C));         // (C)
+    g.w_std = g.w_rec = g.a = stand_in<float>();
+    return g;
+  }
+
+  // A non-null, 256-byte aligned pointer for measuring passes; never dereferenced.
+  template <class U>
+  static U* stand_in() {
+    alignas(256) static std::byte bytes[256];
+    return reinterpret_cast<U*>(bytes);
+  }
+
+  // The last forward's intermediates, from its tape: the output GEMM's A is O', its tape the
+  // attention's (fused, lse).
+  template <class Tape>
+  void keep(const Tape& tape) {
+    o_ = tape.a.data();
+    fused_ = tape.a_tape.fused.data();
+    lse_ = tape.a_tape.lse;
+  }
+
+  void check_size(const char* where, index_t batch, index_t seq) const {
+    require_arg(batch >= 0 && batch <= max_batch_, where, "B", batch,
+                ra::detail::concat("in [0, ", max_batch_, "] (max_batch)"));
+    require_arg(seq >= 0 && seq <= max_seq_, where, "T", seq,
+                ra::detail::concat("in [0, ", max_seq_, "] (max_seq)"));
+  }
+
+  // The gradients of an empty batch.
+  void zero_gradients(cudaStream_t stream) const {
+    for (const char* name : {"d_w_attn", "d_b_attn", "d_w_o", "d_b_o", "d_w_std", "d_w_rec", "d_a"})
+      if (ws_.region_bytes(name) > 0)
+        RA_CUDA_CHECK(
+            cudaMemsetAsync(ws_.region<std::byte>(name), 0, ws_.region_bytes(name), stream));
   }
 
   static void check_io(const char* where, const char* name, const void* p) {
@@ -322,11 +452,12 @@ class AttentionBlock {
 
   AttentionBlockConfig cfg_;
   index_t max_batch_ = 0, max_seq_ = 0;
+  bool plan_backward_ = false;
   std::unique_ptr<Context> owned_ctx_;
   Context* ctx_ = nullptr;
   Workspace ws_;
+  EvalState state_;
   UnfusedAttention unfused_;
-  std::vector<Plans> plans_;
   bool loaded_ = false;
   T* w_attn_ = nullptr;
   T* b_attn_ = nullptr;
@@ -335,9 +466,9 @@ class AttentionBlock {
   float* w_std_ = nullptr;
   float* w_rec_ = nullptr;
   float* a_ = nullptr;
-  T* fused_ = nullptr;
-  T* o_ = nullptr;
-  float* lse_ = nullptr;
+  const T* fused_ = nullptr;
+  const T* o_ = nullptr;
+  const float* lse_ = nullptr;
   std::byte* gemm_ws_ = nullptr;
 };
 

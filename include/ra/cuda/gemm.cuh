@@ -175,6 +175,9 @@ struct GemmShape {
   GemmEpilogue epilogue = GemmEpilogue::none;
   index_t aux_ld = 0;  // row stride of the aux matrix (gelu_aux, dgelu), >= N
 
+  /// Same problem, same plan (plans are cached by shape).
+  bool operator==(const GemmShape&) const = default;
+
   /// Y, A and W compact: lda = ldw = K, ldy = N.
   static GemmShape compact(index_t m, index_t n, index_t k, DType dtype, bool bias) {
     return {m, n, k, k, k, n, dtype, bias};

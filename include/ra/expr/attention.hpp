@@ -9,7 +9,10 @@
 // training; fewer query rows when decoding); any strides, last stride 1 for the GPU. With the
 // folded layout Qf = [Q_std | K_low], Kf = [K_std | Q_low], this is reciprocal attention;
 // R = 0 is plain causal attention. The node holds views by value and computes nothing until
-// ra::eval(out, node, device).
+// ra::eval(out, node, device): it is the attention op on given views (its backward is the
+// backends' attention_backward with explicit outputs). Inside an expression, attention over
+// the folded views of another node's result is ra::attend (ra/expr/attend.hpp), which
+// evaluates through this node.
 #pragma once
 
 #include <type_traits>
@@ -18,6 +21,7 @@
 #include <ra/core/tensor.hpp>
 #include <ra/expr/attention_spec.hpp>
 #include <ra/expr/gates.hpp>
+#include <ra/expr/node.hpp>
 
 namespace ra {
 
@@ -49,7 +53,9 @@ struct FoldedAttention {
   static_assert(std::is_same_v<typename QV::value_type, typename KV::value_type> &&
                     std::is_same_v<typename QV::value_type, typename VV::value_type>,
                 "folded_attention: Qf, Kf and V must have the same element type");
+  using node_tag = void;
   using element_type = typename QV::value_type;
+  using value_type = typename QV::value_type;
   static constexpr int kRank = R;
   static constexpr int kHeadDim = detail::static_head_dim<QV>();
 
@@ -106,9 +112,15 @@ FoldedAttention<kDynamicRank, QV, KV, VV> folded_attention(const QV& q, const KV
   return node;
 }
 
-template <class T>
-inline constexpr bool is_folded_attention_v = false;
-template <int R, class Q, class K, class V>
-inline constexpr bool is_folded_attention_v<FoldedAttention<R, Q, K, V>> = true;
+/// Where an attention backward writes the gradients of the gate and restart parameters
+/// (host memory for the CPU, device memory for the GPU). Each pointer addresses gate_count
+/// floats (1 per layer, H per head) or H floats (a); the values are OVERWRITTEN, not
+/// accumulated. A null pointer means "not wanted"; pointers for parameters the call does not
+/// use (gates with GateMode::none, a without restart) are ignored.
+struct AttentionGrads {
+  float* w_std = nullptr;
+  float* w_rec = nullptr;
+  float* a = nullptr;
+};
 
 }  // namespace ra

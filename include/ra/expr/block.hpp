@@ -1,17 +1,21 @@
-// ra/expr/block.hpp — the attention block as a pipeline of lazy nodes.
+// ra/expr/block.hpp — the attention block: its configuration, its parameters and gradients,
+// and the ONE expression that computes it (attention_block below):
 //
-//   x (B,T,C) ──gemm(W_attn, b_attn)──▶ fused (B,T,3C)
-//   fused ──folded_views──▶ Qf, Kf, V (B,H,T,D) strides (3TC,D,3C,1)     [no copy]
-//   folded_attention(Qf, Kf, V) ──▶ o (B,T,C) seen as (B,H,T,D) strides (TC,D,C,1)
-//   o ──gemm(W_o, b_o)──▶ y (B,T,C)
+//   x (B,T,C) ──gemm(W_attn, b_attn)──▶ fused (BT,3C)                   [workspace]
+//   fused ──fold──▶ Qf, Kf, V (B,H,T,D) strides (3TC,D,3C,1)             [no copy]
+//   attend<R>(Qf, Kf, V) ──▶ O' (BT,C), read as (B,H,T,D) (TC,D,C,1)   [workspace]
+//   O' ──gemm(W_o, b_o)──▶ y (BT,C)
 //
-// The block's configuration is runtime (C, H, R, gate mode); D and R are dispatched to
-// template arguments once, where the pipeline is evaluated.
+// The block's configuration is runtime (C, H, R, gate mode); a caller that wants the kernels
+// specialised dispatches D and R once (ra::dispatch_attention) and builds the expression
+// with ra::Int<D> and ra::Rank<R>.
 #pragma once
 
 #include <ra/core/dispatch.hpp>
 #include <ra/core/folded.hpp>
+#include <ra/expr/attend.hpp>
 #include <ra/expr/attention.hpp>
+#include <ra/expr/fold.hpp>
 #include <ra/expr/gemm.hpp>
 
 namespace ra {
@@ -80,58 +84,73 @@ struct AttentionBlockWeights {
   }
 };
 
-/// The block's forward pipeline over caller-owned buffers: three lazy nodes.
-template <class T>
-struct AttentionBlockPipeline {
-  using X2 = StridedView<const T, 2>;
-  using B1 = StridedView<const T, 1>;
-  using Head = StridedView<const T, 4>;
-  Gemm<X2, X2, B1> project;                        // (BT,C) -> fused (BT,3C)
-  FoldedAttention<kDynamicRank, Head, Head, Head> attend;  // fused views -> o
-  Gemm<X2, X2, B1> output;                         // o (BT,C) -> y (BT,C)
-  StridedView<T, 2> fused;                         // (BT,3C)
-  StridedView<T, 4> o_heads;                       // (B,H,T,D) strides (TC,D,C,1)
-  bool bias = true;
+/// Where a block's backward writes the parameter gradients (element type G: T, or fp32 for
+/// 16-bit weights on the GPU). A view or pointer with null data means "not wanted"; bias
+/// gradients are ignored for a block without bias, gate and restart gradients for a block
+/// without gates or restart. Every gradient is overwritten.
+template <class G>
+struct AttentionBlockGrads {
+  StridedView<G, 2> w_attn;  // (3C,C)
+  StridedView<G, 1> b_attn;  // (3C)
+  StridedView<G, 2> w_o;     // (C,C)
+  StridedView<G, 1> b_o;     // (C)
+  float* w_std = nullptr;    // gate_count() values
+  float* w_rec = nullptr;
+  float* a = nullptr;  // H values
 };
 
-/// Builds the pipeline: x (B,T,C), fused buffer (B,T,3C), o buffer (B,T,C). Nothing runs.
-template <class T>
-AttentionBlockPipeline<T> attention_block(const AttentionBlockConfig& cfg,
-                                          StridedView<const T, 3> x,
-                                          const AttentionBlockWeights<T>& w,
-                                          StridedView<T, 3> fused_buf, StridedView<T, 3> o_buf) {
-  cfg.validate("attention_block");
-  w.validate(cfg, "attention_block");
-  const index_t B = x.extent(0), T_ = x.extent(1), C = cfg.C, H = cfg.H, D = cfg.head_dim();
-  require(x.extent(2) == C, "attention_block: 'x' has shape ", to_string(x.extents()),
-          ", expected (B,T,", C, ")");
-  require(fused_buf.extent(0) == B && fused_buf.extent(1) == T_ && fused_buf.extent(2) == 3 * C,
-          "attention_block: 'fused' has shape ", to_string(fused_buf.extents()), ", expected (",
-          B, ",", T_, ",", 3 * C, ")");
-  require(o_buf.extent(0) == B && o_buf.extent(1) == T_ && o_buf.extent(2) == C,
-          "attention_block: 'o' has shape ", to_string(o_buf.extents()), ", expected (", B, ",",
-          T_, ",", C, ")");
-  auto x2 = view(x, shape(B * T_, C));                                  // (BT,C)
-  auto fused2 = view(fused_buf, shape(B * T_, 3 * C));                  // (BT,3C)
-  auto o2 = view(StridedView<const T, 3>(o_buf), shape(B * T_, C));     // (BT,C)
-  auto qkv = folded_views(StridedView<const T, 3>(fused_buf), H, D);   // 3 x (B,H,T,D)
-  auto o_heads = heads(o_buf, H, D);  // (B,H,T,D) strides (TC,D,C,1)
-  AttentionBlockPipeline<T> p{
-      {x2, w.w_attn, w.b_attn},
-      {qkv.q, qkv.k, qkv.v, cfg.R, w.gates(cfg), w.restart(cfg)},
-      {o2, w.w_o, w.b_o},
-      fused2,
-      o_heads,
-      cfg.bias};
-  p.attend.validate("attention_block");
-  return p;
-}
+/// The rank of an expression known only at run time (attention_block<DynamicRank>(...)).
+using DynamicRank = Rank<kDynamicRank>;
 
-/// Evaluates a lazy node (or pipeline) into `out` on a device: ra::cpu::device{} or
-/// ra::cuda::device{stream}. The device chooses the implementation.
-template <class Out, class Node, class Device>
-void eval(Out&& out, const Node& node, Device&& dev) {
-  dev.eval(std::forward<Out>(out), node);
+/// The attention block as ONE expression over x (B,T,C):
+///
+///   gemm( attend<R>( fold( gemm(x, W_attn, b_attn), B, H, D ), gates, causal, restart ),
+///         W_o, b_o )                                                     ->  y (BT,C)
+///
+/// fused projection GEMM + bias -> folded views of its (BT,3C) result (no copy) -> gated
+/// causal attention, O' in (B,T,C) rows -> output GEMM + bias. D is an index or ra::Int<D>,
+/// RankTag ra::Rank<R> or DynamicRank: static values reach the attention kernel's
+/// instantiation directly. With `grads` and dx the nodes carry gradient sinks for
+/// ra::backward. Nothing runs until ra::eval. Throws ra::error (ra::unsupported for D or R
+/// outside the supported lists) naming the bad argument.
+template <class RankTag, class T, class DExt, class G = T>
+auto attention_block(const AttentionBlockConfig& cfg, StridedView<const T, 3> x,
+                     const AttentionBlockWeights<T>& w, DExt D,
+                     const AttentionBlockGrads<G>& grads = {}, StridedView<T, 3> dx = {}) {
+  constexpr const char* where = "attention_block";
+  cfg.validate(where);
+  w.validate(cfg, where);
+  require_arg(value(D) == cfg.head_dim(), where, "D", value(D),
+              detail::concat("C / H = ", cfg.head_dim()));
+  if constexpr (RankTag::value != kDynamicRank)
+    require_arg(RankTag::value == cfg.R, where, "Rank", RankTag::value,
+                detail::concat("cfg.R = ", cfg.R));
+  const index_t B = x.extent(0), T_ = x.extent(1), C = cfg.C, H = cfg.H;
+  require(x.extent(2) == C, where, ": 'x' has shape ", to_string(x.extents()), ", expected (B,T,",
+          C, ")");
+  require_arg(B > 0 && T_ > 0, where, "x", to_string(x.extents()),
+              "a non-empty (B,T,C) input (B > 0, T > 0)");
+  if (dx.data() != nullptr)
+    require(dx.extents() == x.extents(), where, ": 'dx' has shape ", to_string(dx.extents()),
+            ", expected ", to_string(x.extents()), " like x");
+  const StridedView<const T, 1> no_bias{};
+  const StridedView<G, 1> no_bias_grad{};
+  const auto x2 = view(x, shape(B * T_, C));  // (BT,C)
+  const auto dx2 = dx.data() != nullptr ? view(dx, shape(B * T_, C)) : StridedView<T, 2>{};
+  const auto project = gemm(x2, w.w_attn, cfg.bias ? w.b_attn : no_bias)
+                           .with_grads(dx2, grads.w_attn,
+                                       cfg.bias ? grads.b_attn : no_bias_grad);  // (BT,3C)
+  const auto qkv = fold(project, B, H, D);  // Qf, Kf, V (B,H,T,D) strides (3TC,D,3C,1)
+  const auto o = [&] {                      // O' (BT,C)
+    const AttentionGrads ag{grads.w_std, grads.w_rec, grads.a};
+    if constexpr (RankTag::value == kDynamicRank) {
+      return attend(qkv, cfg.R, w.gates(cfg), causal, w.restart(cfg)).with_grads(ag);
+    } else {
+      return attend<RankTag>(qkv, w.gates(cfg), causal, w.restart(cfg)).with_grads(ag);
+    }
+  }();
+  return gemm(o, w.w_o, cfg.bias ? w.b_o : no_bias)
+      .with_grads(NoGrad{}, grads.w_o, cfg.bias ? grads.b_o : no_bias_grad);  // y (BT,C)
 }
 
 }  // namespace ra
