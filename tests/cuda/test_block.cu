@@ -253,7 +253,7 @@ void run_backward_case(ra::cuda::Context& ctx, cudaStream_t stream, const Attent
                                     /*plan_backward=*/true);
   block.load(host.views());
   const auto grads = block.gradients();
-  const index_t n_gates = cfg.gate_count(), n_a = cfg.restart ? cfg.H : 0;
+  const index_t n_gates = cfg.gate_count(), n_a = cfg.restart_count();
   const auto poison_grads = [&] {
     for (const auto& [p, n] : {std::pair<float*, index_t>{grads.w_attn.data(), 3 * C * C},
                                {grads.b_attn.data(), cfg.bias ? 3 * C : 0},

@@ -35,6 +35,8 @@ struct AttentionBlockConfig {
   index_t gate_count() const {
     return gates == GateMode::none ? 0 : gates == GateMode::per_layer ? 1 : H;
   }
+  /// Number of raw self-restart values (one per head with restart, else 0).
+  index_t restart_count() const { return restart ? H : 0; }
 
   /// Throws ra::error (or ra::unsupported) naming the offending field.
   void validate(const char* where = "AttentionBlockConfig") const {

@@ -206,7 +206,7 @@ inline GPT2Layout gpt2_layout(const GPT2Config& cfg) {
     auto& s = l.layers[static_cast<std::size_t>(i)];
     s.w_std = add(p + "attn.w_std", attn.gate_count(), 1, false);
     s.w_rec = add(p + "attn.w_rec", attn.gate_count(), 1, false);
-    s.a = add(p + "attn.a", attn.restart ? H : 0, 1, false);
+    s.a = add(p + "attn.a", attn.restart_count(), 1, false);
   }
   return l;
 }

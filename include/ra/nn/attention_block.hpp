@@ -56,7 +56,7 @@ class AttentionBlock {
       p->b_o.assign(bias * C, T(0.0f));
       p->w_std.assign(static_cast<std::size_t>(cfg_.gate_count()), 0.f);
       p->w_rec.assign(static_cast<std::size_t>(cfg_.gate_count()), 0.f);
-      p->a.assign(cfg_.restart ? static_cast<std::size_t>(cfg_.H) : 0u, 0.f);
+      p->a.assign(static_cast<std::size_t>(cfg_.restart_count()), 0.f);
     }
     reset_gates();
   }
