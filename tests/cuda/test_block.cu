@@ -374,42 +374,38 @@ TEST_CASE("Workspace lays named regions out 256-byte aligned in one allocation",
   CHECK(ra::cuda::allocation_count() == count + 1);  // the failed plan allocated nothing
 }
 
-TEMPLATE_TEST_CASE("the GPU attention block matches ra::cpu::block_forward on both paths",
-                   "[cuda][block]", float, ra::fp16, ra::bf16) {
+/// Runs `run(ctx, stream, cfg, salt)` for every block config whose (D, R) this build compiles
+/// (warning for the others), and fails when none ran.
+template <class T, class Run>
+void for_each_compiled_config(std::uint64_t salt, Run&& run) {
   ra::cuda::Context ctx;
   ra::test::Stream stream;
-  std::uint64_t salt = 3000;
   int ran = 0;
   for (const auto& cfg : kConfigs) {
     ++salt;
     if (!compiled(cfg)) {
-      WARN("skipped (D, R) not compiled in: " << describe(cfg, ra::dtype_v<TestType>));
+      WARN("skipped (D, R) not compiled in: " << describe(cfg, ra::dtype_v<T>));
       continue;
     }
-    run_block_case<TestType>(ctx, stream, cfg, salt);
+    run(ctx, stream, cfg, salt);
     ++ran;
   }
   INFO("no block config has a (D, R) pair this build compiles");
   CHECK(ran > 0);
 }
 
+TEMPLATE_TEST_CASE("the GPU attention block matches ra::cpu::block_forward on both paths",
+                   "[cuda][block]", float, ra::fp16, ra::bf16) {
+  for_each_compiled_config<TestType>(3000, [](auto& ctx, auto& stream, const auto& cfg, auto salt) {
+    run_block_case<TestType>(ctx, stream, cfg, salt);
+  });
+}
+
 TEMPLATE_TEST_CASE("the GPU attention block's backward matches ra::cpu::block_backward",
                    "[cuda][block][backward]", float, ra::fp16, ra::bf16) {
-  ra::cuda::Context ctx;
-  ra::test::Stream stream;
-  std::uint64_t salt = 3500;
-  int ran = 0;
-  for (const auto& cfg : kConfigs) {
-    ++salt;
-    if (!compiled(cfg)) {
-      WARN("skipped (D, R) not compiled in: " << describe(cfg, ra::dtype_v<TestType>));
-      continue;
-    }
+  for_each_compiled_config<TestType>(3500, [](auto& ctx, auto& stream, const auto& cfg, auto salt) {
     run_backward_case<TestType>(ctx, stream, cfg, salt);
-    ++ran;
-  }
-  INFO("no block config has a (D, R) pair this build compiles");
-  CHECK(ran > 0);
+  });
 }
 
 TEST_CASE("a block forward makes no device allocation, on either path", "[cuda][block][alloc]") {
