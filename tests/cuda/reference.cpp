@@ -89,24 +89,38 @@ void reference_attention(const AttentionProblem& pb, std::vector<double>& o,
   lse.assign(lse_f.begin(), lse_f.end());
 }
 
+/// A problem's weights in double and the block's view of them (gates and restart values as
+/// the problem holds them).
+struct DoubleWeights {
+  std::vector<double> w_attn, w_o, b_attn, b_o;
+  AttentionBlockWeights<double> w;
+  explicit DoubleWeights(const BlockProblem& pb) {
+    const AttentionBlockConfig& cfg = pb.cfg;
+    const index_t C = cfg.C;
+    w_attn = to_double(pb.dtype, pb.w_attn, 3 * C * C);
+    w_o = to_double(pb.dtype, pb.w_o, C * C);
+    b_attn = to_double(pb.dtype, cfg.bias ? pb.b_attn : nullptr, 3 * C);
+    b_o = to_double(pb.dtype, cfg.bias ? pb.b_o : nullptr, C);
+    w.w_attn = make_view(w_attn.data(), shape(3 * C, C));  // (3C,C)
+    w.w_o = make_view(w_o.data(), shape(C, C));            // (C,C)
+    if (cfg.bias) {
+      w.b_attn = make_view(b_attn.data(), shape(3 * C));  // (3C)
+      w.b_o = make_view(b_o.data(), shape(C));            // (C)
+    }
+    w.w_std = pb.w_std.empty() ? nullptr : pb.w_std.data();
+    w.w_rec = pb.w_rec.empty() ? nullptr : pb.w_rec.data();
+    w.a = pb.a.empty() ? nullptr : pb.a.data();
+  }
+  DoubleWeights(const DoubleWeights&) = delete;
+  DoubleWeights& operator=(const DoubleWeights&) = delete;
+};
+
 std::vector<double> reference_block(const BlockProblem& pb) {
   const AttentionBlockConfig& cfg = pb.cfg;
   const index_t B = pb.B, T = pb.T, C = cfg.C;
   const std::vector<double> x = to_double(pb.dtype, pb.x, B * T * C);
-  const std::vector<double> w_attn = to_double(pb.dtype, pb.w_attn, 3 * C * C);
-  const std::vector<double> w_o = to_double(pb.dtype, pb.w_o, C * C);
-  const std::vector<double> b_attn = to_double(pb.dtype, cfg.bias ? pb.b_attn : nullptr, 3 * C);
-  const std::vector<double> b_o = to_double(pb.dtype, cfg.bias ? pb.b_o : nullptr, C);
-  AttentionBlockWeights<double> w;
-  w.w_attn = make_view(w_attn.data(), shape(3 * C, C));  // (3C,C)
-  w.w_o = make_view(w_o.data(), shape(C, C));            // (C,C)
-  if (cfg.bias) {
-    w.b_attn = make_view(b_attn.data(), shape(3 * C));  // (3C)
-    w.b_o = make_view(b_o.data(), shape(C));            // (C)
-  }
-  w.w_std = pb.w_std.empty() ? nullptr : pb.w_std.data();
-  w.w_rec = pb.w_rec.empty() ? nullptr : pb.w_rec.data();
-  w.a = pb.a.empty() ? nullptr : pb.a.data();
+  const DoubleWeights dw(pb);
+  const AttentionBlockWeights<double>& w = dw.w;
   std::vector<double> y(static_cast<std::size_t>(B * T * C));
   cpu::BlockBuffers<double> buffers;
   cpu::block_forward<double>(cfg, make_view(x.data(), shape(B, T, C)), w,
@@ -189,20 +203,8 @@ BlockGrads reference_block_backward(const BlockProblem& pb, const void* dy) {
   const index_t B = pb.B, S = pb.T, C = cfg.C, M = B * S;
   const std::vector<double> x = to_double(pb.dtype, pb.x, M * C);
   const std::vector<double> dyd = to_double(pb.dtype, dy, M * C);
-  const std::vector<double> w_attn = to_double(pb.dtype, pb.w_attn, 3 * C * C);
-  const std::vector<double> w_o = to_double(pb.dtype, pb.w_o, C * C);
-  const std::vector<double> b_attn = to_double(pb.dtype, cfg.bias ? pb.b_attn : nullptr, 3 * C);
-  const std::vector<double> b_o = to_double(pb.dtype, cfg.bias ? pb.b_o : nullptr, C);
-  AttentionBlockWeights<double> w;
-  w.w_attn = make_view(w_attn.data(), shape(3 * C, C));  // (3C,C)
-  w.w_o = make_view(w_o.data(), shape(C, C));            // (C,C)
-  if (cfg.bias) {
-    w.b_attn = make_view(b_attn.data(), shape(3 * C));  // (3C)
-    w.b_o = make_view(b_o.data(), shape(C));            // (C)
-  }
-  w.w_std = pb.w_std.empty() ? nullptr : pb.w_std.data();
-  w.w_rec = pb.w_rec.empty() ? nullptr : pb.w_rec.data();
-  w.a = pb.a.empty() ? nullptr : pb.a.data();
+  const DoubleWeights dw(pb);
+  const AttentionBlockWeights<double>& w = dw.w;
   BlockGrads g;
   g.dx.resize(static_cast<std::size_t>(M * C));
   g.w_attn.resize(static_cast<std::size_t>(3 * C * C));
