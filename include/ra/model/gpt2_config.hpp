@@ -175,7 +175,7 @@ inline GPT2Layout gpt2_layout(const GPT2Config& cfg) {
     l.total += rows * cols;
     return l.table.back().offset;
   };
-  const index_t C = cfg.C, H = cfg.n_head, bias = cfg.bias ? 1 : 0;
+  const index_t C = cfg.C, bias = cfg.bias ? 1 : 0;
   const auto attn = cfg.attention();
   l.wte = add("wte", cfg.padded_vocab(), C, true);
   l.wpe = add("wpe", cfg.max_seq, C, true);
