@@ -46,7 +46,9 @@
 //   linear_backward / linear_gelu_backward (model::Linear names the layer), attention_forward /
 //   attention_backward (layer l, gates and restart read from the fp32 masters), dropout, add,
 //   copy, head_forward (loss, or NaN keeping the logits) / head_backward / logits, and
-//   optimizer_step.
+//   optimizer_step; for decoding with the KV cache (see "generation" below), embedding_at
+//   (each row at its own position) and attention_cached (new rows of one sequence over its
+//   cache slots).
 #pragma once
 
 #include <algorithm>
