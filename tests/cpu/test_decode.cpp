@@ -3,10 +3,13 @@
 // sequence's every token, the logits of its last row):
 //   prefill    takes the same ops on the same rows as forward() on that prompt alone: equal
 //              bit for bit (float);
+//   chunks     a prompt prefilled in two parts (T_q > 1 new rows over a filled cache) equals
+//              one prefill, to the same bound as decode;
 //   decode     one row per sequence per step: the same arithmetic except Eigen's summation order
 //              (a one-row product runs as a GEMV, the window's as a GEMM), so in double the two
 //              agree to 1e-11 relative to the largest logit (a wrong cache row, mask, gate or
-//              restart term moves logits by O(1e-3) or more at this init: see the last case);
+//              restart term moves logits by O(1e-3) or more at this init: see "the cache is what
+//              the logits depend on");
 // over every supported (D, R) of a two-layer model, gate modes none/per-layer/per-head,
 // self-restart on/off, three prompts of different lengths in one batch, up to the cache's
 // max_seq; one token past it, an empty prompt and a token outside the vocabulary are named.
@@ -197,4 +200,23 @@ TEST_CASE("decode: bad input names the problem", "[decode][errors]") {
   m.set_parameter("h.0.attn.w_std", std::vector<float>{std::nanf("")});
   m.reset_cache(1, 4);
   CHECK_THROWS_WITH(m.prefill(Prompts{{1}}), Contains("h.0.attn.w_std[0]' is nan"));
+}
+
+TEST_CASE("decode: a prompt prefilled in chunks equals one prefill (T_q > 1 over the cache)",
+          "[decode]") {
+  std::mt19937_64 rng(test::base_seed());
+  nn::GPT2<double> m(small(32, 8, GateMode::per_head, true));
+  init(m, rng);
+  const std::vector<std::int32_t> p = {3, 1, 4, 1, 5, 9, 2, 6, 5};
+  using Prompts = std::vector<std::vector<std::int32_t>>;
+  m.reset_cache(1, kMaxSeq);
+  const auto whole = m.prefill(Prompts{p});
+  m.reset_cache(1, kMaxSeq);
+  m.prefill(Prompts{{p.begin(), p.begin() + 4}});
+  const auto chunked = m.prefill(Prompts{{p.begin() + 4, p.end()}});  // T_q = 5, T_k = 9
+  CHECK(m.cache_length(0) == 9);
+  double err = 0.0;
+  for (index_t v = 0; v < kVocab; ++v) err = std::max(err, std::abs(whole[v] - chunked[v]));
+  INFO("max error " << err);
+  CHECK(err <= 1e-11 * max_abs(whole));
 }
