@@ -31,6 +31,7 @@
 #include <ra/nn/checkpoint.hpp>
 #include <ra/nn/data.hpp>
 #include <ra/nn/gpt2_config.hpp>
+#include <ra/nn/sampling.hpp>
 #include <ra/nn/schedule.hpp>
 #include <ra/nn/tokenizer.hpp>
 
@@ -145,45 +146,28 @@ inline void write_summary(const Options& o, const ra::nn::GPT2Config& c, std::si
   ra::write_file_atomic((fs::path(o.out) / "summary.json").string(), j.str(), "train_gpt2");
 }
 
-// Greedy (top_k = 0) or seeded top-k sampling from the model, --generate tokens long, encoded
-// and decoded by the data's tokenizer.
+// Greedy (top_k = 0) or seeded top-k sampling (ra/nn/sampling.hpp) from the model, --generate
+// tokens long, encoded and decoded by the data's tokenizer. Each token recomputes the window
+// (a forward of up to max_seq tokens), so it runs on every backend; examples/generate decodes
+// with the KV cache instead (CPU).
 template <class Model>
 std::string generate(Model& model, const Options& o, const ra::nn::Tokenizer& tok) {
-  const index_t max_seq = model.config().max_seq;
+  const index_t max_seq = model.config().max_seq, vocab = model.config().vocab;
   std::vector<std::int32_t> tokens;
   for (auto t : tok.encode(o.prompt)) tokens.push_back(t);
   if (tokens.empty()) tokens.push_back(tok.eot());
-  std::mt19937_64 rng(o.seed);
+  ra::nn::SamplingConfig sc;
+  sc.greedy = o.top_k == 0;
+  sc.temperature = o.temperature;
+  sc.top_k = std::min(o.top_k, vocab);
+  sc.seed = o.seed;
+  ra::nn::Sampler sampler(sc, 1, vocab);
   model.set_training(false);
   for (index_t n = 0; n < o.generate; ++n) {
     const index_t len = std::min<index_t>(static_cast<index_t>(tokens.size()), max_seq);
     const auto* window = tokens.data() + tokens.size() - static_cast<std::size_t>(len);
     model.forward(ra::make_view(window, ra::shape(index_t{1}, len)));  // (1,len)
-    const auto z = model.logits(0, len - 1);
-    std::int32_t next = 0;
-    if (o.top_k == 0) {
-      next = static_cast<std::int32_t>(std::max_element(z.begin(), z.end()) - z.begin());
-    } else {
-      std::vector<std::int32_t> idx(z.size());
-      for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<std::int32_t>(i);
-      const auto k = std::min<std::size_t>(static_cast<std::size_t>(o.top_k), idx.size());
-      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                        [&](auto a, auto b) { return z[a] > z[b]; });
-      std::vector<double> p(k);
-      for (std::size_t i = 0; i < k; ++i) p[i] = std::exp((z[idx[i]] - z[idx[0]]) / o.temperature);
-      double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-      double total = 0.0;
-      for (double x : p) total += x;
-      next = idx[k - 1];
-      for (std::size_t i = 0; i < k; ++i) {
-        u -= p[i] / total;
-        if (u <= 0.0) {
-          next = idx[i];
-          break;
-        }
-      }
-    }
-    tokens.push_back(next);
+    tokens.push_back(sampler.sample(model.logits(0, len - 1))[0]);
   }
   return tok.decode(tokens);
 }

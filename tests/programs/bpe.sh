@@ -6,7 +6,8 @@
 #                                   examples.prepare_data_bpe fixture)
 #
 #   pipeline       train_gpt2 trains on them, records the tokenizer in its summary, resumes
-#                  bit-exactly and generates text with the model's decoder
+#                  bit-exactly and generates text with the model's decoder; generate (KV
+#                  cache) on its checkpoint with --tokenizer-model, and refused without it
 #   wrong_model    a tokenizer.model other than the one the tokens name is refused, naming both
 #   missing_model  token files without their model are refused, naming the file expected
 #   mixed          val.bin of bytes beside train.bin of a model is refused by name
@@ -30,7 +31,15 @@ case "$case_" in
     [[ "$(params_crc "$WORK/straight")" == "$(params_crc "$WORK/a")" ]] ||
       fail "the resumed run's parameters differ from the straight run's"
     grep -q -- "--- 12 tokens from the prompt" "$WORK/log" || fail "no generated text"
-    grep -q "^The kernel" "$WORK/log" || fail "the prompt did not round-trip: $(tail -3 "$WORK/log")" ;;
+    grep -q "^The kernel" "$WORK/log" || fail "the prompt did not round-trip: $(tail -3 "$WORK/log")"
+    # generate (KV cache) on the same checkpoint: the model named by the tokens, or refused.
+    "$BIN/generate" --checkpoint "$WORK/a/ckpt.bin" --tokenizer-model "$DATA/tokenizer.model" \
+      --prompt "The kernel" --max-new-tokens 4 --top-k 3 --seed 1 >"$WORK/gen" ||
+      fail "generate failed: $(tail -3 "$WORK/gen")"
+    grep -q "^The kernel" "$WORK/gen" || fail "generate lost the prompt: $(head -3 "$WORK/gen")"
+    grep -q "^decode: 4 new tokens" "$WORK/gen" || fail "generate: $(tail -3 "$WORK/gen")"
+    expect_failure "trained on SentencePiece tokens '$name', expected --tokenizer-model" \
+      "$BIN/generate" --checkpoint "$WORK/a/ckpt.bin" --prompt "The kernel" ;;
   wrong_model)
     copy_data "$WORK/d"
     mkdir -p "$WORK/other"

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <span>
@@ -89,6 +90,20 @@ class GPT2Backend {
     cpu::embedding_forward(token_view(tokens),
                            slice<0>(mat(wte, cfg_.padded_vocab(), C), 0, cfg_.vocab),
                            mat(wpe, cfg_.max_seq, C), make_view(out, shape(B_, S_, C)));  // (B,T,C)
+  }
+  /// out row i = wte[tokens[i]] + wpe[positions[i]] (decoding: each row at its own position).
+  void embedding_at(std::span<const std::int32_t> tokens, std::span<const index_t> positions,
+                    const T* wte, const T* wpe, T* out) const {
+    const index_t C = cfg_.C;
+    const auto wte_v = slice<0>(mat(wte, cfg_.padded_vocab(), C), 0, cfg_.vocab);  // (vocab,C)
+    const auto wpe_v = mat(wpe, cfg_.max_seq, C);                                  // (max_seq,C)
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      const auto row = static_cast<index_t>(i);
+      cpu::embedding_forward(
+          make_view(tokens.data() + i, shape(index_t{1}, index_t{1})),  // (1,1)
+          wte_v, slice<0>(wpe_v, positions[i], positions[i] + 1),
+          make_view(out + row * C, shape(index_t{1}, index_t{1}, C)));  // (1,1,C)
+    }
   }
   /// dwpe is overwritten (0 past T), dwte added to (the head wrote its part).
   void embedding_backward(std::span<const std::int32_t> tokens, const T* dout, float* dwte,
@@ -170,6 +185,27 @@ class GPT2Backend {
     const auto o = heads(make_view(att, shape(B_, S_, cfg_.C)), cfg_.n_head,
                          cfg_.head_dim());  // (B,H,T,D) strides (TC,D,C,1)
     cpu::attention_forward(node(qkv, g), o);
+  }
+  /// att (T_q,C) = folded attention of the T_q new rows of one sequence, qkv (T_q,3C), over
+  /// its cache: Kf and V (H,max_seq,D) each, the first T_k positions filled (the new rows'
+  /// included); the causal mask aligned bottom-right.
+  template <class Values>
+  void attention_cached(index_t /*layer*/, const T* qkv, T* att, index_t t_q, const T* kf,
+                        const T* v, index_t t_k, index_t max_seq, const Values& g) const {
+    const index_t C = cfg_.C, H = cfg_.n_head, D = cfg_.head_dim();
+    const auto in = folded_views(make_view(qkv, shape(index_t{1}, t_q, 3 * C)), H, D);
+    const std::array<index_t, 4> cache_strides{H * max_seq * D, max_seq * D, D, 1};
+    const Head k = make_view(kf, shape(index_t{1}, H, t_k, D), cache_strides);  // (1,H,T_k,D)
+    const Head w = make_view(v, shape(index_t{1}, H, t_k, D), cache_strides);   // (1,H,T_k,D)
+    const auto o = heads(make_view(att, shape(index_t{1}, t_q, C)), H, D);      // (1,H,T_q,D)
+    const FoldedAttention<kDynamicRank, Head, Head, Head> node{
+        in.q,
+        k,
+        w,
+        attn_.R,
+        Gates{attn_.gates, attn_.gate_param, g.w_std, g.w_rec},
+        Restart{attn_.restart ? g.a : nullptr}};
+    cpu::attention_forward(node, o);
   }
   /// dQf, dKf, dV into the folded views of d_qkv (B,T,3C), and the gate and restart gradients.
   template <class Values, class Grads>

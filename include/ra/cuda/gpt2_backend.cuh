@@ -234,6 +234,22 @@ class GPT2Backend {
     gelu_backward(dpre, pre, dpre, N() * model::linear_shape(cfg_, id).in, stream_);
   }
 
+  /// Decoding with a KV cache (nn::GPT2Model::reset_cache, prefill, decode) needs a decode
+  /// kernel this backend does not have yet: both ops throw ra::unsupported.
+  void embedding_at(std::span<const std::int32_t>, std::span<const index_t>, const T*, const T*,
+                    T*) {
+    throw unsupported(
+        "cuda::GPT2Backend: no decode kernel yet (KV-cache decoding runs on the "
+        "CPU backend only)");
+  }
+  template <class Values>
+  void attention_cached(index_t, const T*, T*, index_t, const T*, const T*, index_t, index_t,
+                        const Values&) {
+    throw unsupported(
+        "cuda::GPT2Backend: no decode kernel yet (KV-cache decoding runs on the "
+        "CPU backend only)");
+  }
+
   /// att = folded attention of the views of qkv (B,T,3C), written (B,T,C).
   template <class Values>
   void attention_forward(index_t layer, const T* qkv, T* att, const Values& g) {

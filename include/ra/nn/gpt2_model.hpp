@@ -46,7 +46,9 @@
 //   linear_backward / linear_gelu_backward (model::Linear names the layer), attention_forward /
 //   attention_backward (layer l, gates and restart read from the fp32 masters), dropout, add,
 //   copy, head_forward (loss, or NaN keeping the logits) / head_backward / logits, and
-//   optimizer_step.
+//   optimizer_step; for decoding with the KV cache (see "generation" below), embedding_at
+//   (each row at its own position) and attention_cached (new rows of one sequence over its
+//   cache slots).
 #pragma once
 
 #include <algorithm>
@@ -294,6 +296,81 @@ class GPT2Model {
     return be_.logits(b * seq_ + t, acts_.lnf.data(), w(layout_.wte));
   }
 
+  // ---- generation: a KV cache ----------------------------------------------------------
+  // Per layer, the cache holds Kf and V (the fused layout's own column slices, no repacking)
+  // of `batch` sequences as (B,H,max_seq,D) each, in T: a new query row needs Kf_j and V_j of
+  // the earlier tokens only, and each depends on token j alone. Each sequence keeps its own
+  // length, so prompts of different lengths share one batch and a row never attends past its
+  // own length. The model writes the new rows into the cache and runs every layer; the backend
+  // supplies the token-and-position embedding and the attention of new rows over the cache
+  // (T_q new rows against T_k = length + T_q keys, mask aligned bottom-right; gates and the
+  // restart mix as in training, the mix taking each new token's own V). Dropout is off.
+
+  /// Allocates (once) an empty cache for `batch` sequences of up to `max_seq` tokens.
+  /// Throws ra::error on batch < 1 or max_seq outside [1, config().max_seq].
+  void reset_cache(index_t batch, index_t max_seq) {
+    constexpr const char* where = "nn::GPT2::reset_cache";
+    require_arg(batch >= 1, where, "batch", batch, "at least 1 sequence");
+    require_arg(max_seq >= 1 && max_seq <= cfg_.max_seq, where, "max_seq", max_seq,
+                ra::detail::concat("a length in [1, config().max_seq = ", cfg_.max_seq, "]"));
+    const index_t n = cfg_.n_layer * batch * cfg_.C * max_seq;  // L·B·H·max_seq·D
+    if (cache_.batch != batch || cache_.max_seq != max_seq) {
+      cache_ = KVCache{};  // free the old cache first
+      cache_.kf = be_.template zeros<T>(n);
+      cache_.v = be_.template zeros<T>(n);
+      cache_.batch = batch;
+      cache_.max_seq = max_seq;
+    }
+    cache_.length.assign(static_cast<std::size_t>(batch), 0);
+  }
+  /// Sequences in the cache (0 before reset_cache) and the longest each may grow.
+  index_t cache_batch() const { return cache_.batch; }
+  index_t cache_max_seq() const { return cache_.max_seq; }
+  /// Tokens cached for sequence b. Throws ra::error when b is outside the cache.
+  index_t cache_length(index_t b) const {
+    require_arg(b >= 0 && b < cache_.batch, "nn::GPT2::cache_length", "b", b,
+                ra::detail::concat("a sequence in [0, cache_batch() = ", cache_.batch, ")"));
+    return cache_.length[static_cast<std::size_t>(b)];
+  }
+
+  /// Appends prompts[b] to sequence b of the cache (one prompt per sequence, lengths may
+  /// differ) and returns the logits over the real vocabulary after each prompt's last token,
+  /// (batch, vocab) row-major in double. Throws ra::error on a prompt count other than
+  /// cache_batch(), an empty prompt, a token outside [0, vocab) (named by its position) or a
+  /// sequence that would grow past cache_max_seq(); nothing is cached then.
+  std::vector<double> prefill(std::span<const std::vector<std::int32_t>> prompts) {
+    constexpr const char* where = "nn::GPT2::prefill";
+    require_arg(static_cast<index_t>(prompts.size()) == cache_.batch, where, "prompts.size()",
+                prompts.size(),
+                ra::detail::concat("cache_batch() = ", cache_.batch, " (one prompt per sequence)"));
+    for (index_t b = 0; b < cache_.batch; ++b) {
+      const auto& p = prompts[static_cast<std::size_t>(b)];
+      require_arg(!p.empty(), where, ra::detail::concat("prompts[", b, "].size()"), 0,
+                  "at least one token");
+      check_cache_tokens(where, b, p);
+    }
+    std::vector<double> out;
+    for (index_t b = 0; b < cache_.batch; ++b) {
+      const auto& p = prompts[static_cast<std::size_t>(b)];
+      const auto z = forward_cached(where, b, 1, static_cast<index_t>(p.size()), p);
+      out.insert(out.end(), z.begin(), z.end());
+    }
+    return out;
+  }
+
+  /// Appends one token per sequence (next[b] to sequence b) and returns the logits after it,
+  /// (batch, vocab) row-major in double. Throws ra::error on a count other than cache_batch(),
+  /// a token outside [0, vocab) or a full sequence (cache_length(b) = cache_max_seq()).
+  std::vector<double> decode(std::span<const std::int32_t> next) {
+    constexpr const char* where = "nn::GPT2::decode";
+    require_arg(static_cast<index_t>(next.size()) == cache_.batch, where, "next.size()",
+                next.size(),
+                ra::detail::concat("cache_batch() = ", cache_.batch, " (one token per sequence)"));
+    for (index_t b = 0; b < cache_.batch; ++b)
+      check_cache_tokens(where, b, next.subspan(static_cast<std::size_t>(b), 1));
+    return forward_cached(where, 0, cache_.batch, 1, next);
+  }
+
   /// The effective gates g = gate(w) and restart mixes α = clamp(a) of each layer
   /// (model::gpt2_gate_stats), from the masters: only the tail of the table that holds the
   /// gate and restart values is copied to the host.
@@ -315,6 +392,85 @@ class GPT2Model {
     Buffer<T> resid, mid, ln1, ln2, qkv, att, fc, act, lnf, tmp;
     Buffer<T> d_resid, d_mid, d_ln, d_big, d_qkv, d_tmp;
   };
+
+  struct KVCache {
+    Buffer<T> kf, v;  // (L,B,H,max_seq,D) each
+    index_t batch = 0, max_seq = 0;
+    std::vector<index_t> length;  // tokens cached per sequence
+  };
+
+  // Refuses tokens outside the vocabulary, and more than sequence b has room for.
+  void check_cache_tokens(const char* where, index_t b, std::span<const std::int32_t> t) const {
+    const index_t len = cache_.length[static_cast<std::size_t>(b)];
+    require_arg(len + static_cast<index_t>(t.size()) <= cache_.max_seq, where,
+                ra::detail::concat("sequence ", b, " length"),
+                ra::detail::concat(len, " + ", t.size(), " new tokens"),
+                ra::detail::concat("at most cache_max_seq() = ", cache_.max_seq,
+                                   " (reset_cache with a larger max_seq)"));
+    for (std::size_t i = 0; i < t.size(); ++i)
+      if (t[i] < 0 || t[i] >= cfg_.vocab)
+        throw error(ra::detail::concat(where, ": token ", i, " of sequence ", b, " is ", t[i],
+                                       ", expected a token id in [0, ", cfg_.vocab, ")"));
+  }
+
+  index_t& seq_length(index_t b) { return cache_.length[static_cast<std::size_t>(b)]; }
+
+  // The cache slot of (layer l, sequence b, head h, position t): D values.
+  index_t cache_slot(index_t l, index_t b, index_t h, index_t t) const {
+    const index_t D = cfg_.head_dim();
+    return (((l * cache_.batch + b) * cfg_.n_head + h) * cache_.max_seq + t) * D;
+  }
+
+  // Sequences [first, first + n) each append S tokens (`tokens`, (n,S) row-major, checked):
+  // every layer on the n·S new rows, their Kf and V written into the cache, attention over
+  // the cache; returns the logits after each sequence's last new token, (n, vocab).
+  std::vector<double> forward_cached(const char* where, index_t first, index_t n, index_t S,
+                                     std::span<const std::int32_t> tokens) {
+    if constexpr (Backend::kHostMemory) require_finite_gates(where);
+    have_forward_ = false;  // the activations are about to hold the new rows only
+    ensure(n, S);
+    const index_t C = cfg_.C, H = cfg_.n_head, D = cfg_.head_dim(), L = cfg_.n_layer;
+    const index_t NC = n * S * C;
+    std::vector<index_t> pos(static_cast<std::size_t>(n * S));
+    for (index_t i = 0; i < n; ++i)
+      for (index_t t = 0; t < S; ++t)
+        pos[static_cast<std::size_t>(i * S + t)] = seq_length(first + i) + t;
+    using model::Linear;
+    be_.embedding_at(tokens, pos, w(layout_.wte), w(layout_.wpe), resid(0));
+    for (index_t l = 0; l < L; ++l) {
+      const auto& s = slots(l);
+      be_.layernorm_forward(2 * l, resid(l), w(s.ln1_w), w(s.ln1_b), ln1(l));
+      be_.linear_forward(Linear::qkv, ln1(l), w(s.w_attn), w(s.b_attn), qkv(l));
+      for (index_t i = 0; i < n; ++i) {
+        const index_t b = first + i, len = seq_length(b);
+        for (index_t t = 0; t < S; ++t) {
+          const T* row = qkv(l) + (i * S + t) * 3 * C;
+          for (index_t h = 0; h < H; ++h) {
+            be_.copy(row + C + h * D, cache_.kf.data() + cache_slot(l, b, h, len + t), D);
+            be_.copy(row + 2 * C + h * D, cache_.v.data() + cache_slot(l, b, h, len + t), D);
+          }
+        }
+        be_.attention_cached(l, qkv(l) + i * S * 3 * C, att(l) + i * S * C, S,
+                             cache_.kf.data() + cache_slot(l, b, 0, 0),
+                             cache_.v.data() + cache_slot(l, b, 0, 0), len + S, cache_.max_seq,
+                             gate_values(s));
+      }
+      be_.linear_forward(Linear::out, att(l), w(s.w_o), w(s.b_o), acts_.tmp.data());
+      be_.add(resid(l), acts_.tmp.data(), mid(l), NC);
+      be_.layernorm_forward(2 * l + 1, mid(l), w(s.ln2_w), w(s.ln2_b), ln2(l));
+      be_.linear_gelu_forward(Linear::fc, ln2(l), w(s.w_fc), w(s.b_fc), fc(l), act(l));
+      be_.linear_forward(Linear::proj, act(l), w(s.w_proj), w(s.b_proj), acts_.tmp.data());
+      be_.add(mid(l), acts_.tmp.data(), resid(l + 1), NC);
+    }
+    be_.layernorm_forward(2 * L, resid(L), w(layout_.lnf_w), w(layout_.lnf_b), acts_.lnf.data());
+    std::vector<double> out;
+    for (index_t i = 0; i < n; ++i) {
+      const auto z = be_.logits(i * S + S - 1, acts_.lnf.data(), w(layout_.wte));
+      out.insert(out.end(), z.begin(), z.end());
+      seq_length(first + i) += S;
+    }
+    return out;
+  }
 
   // Copies a (B,T) int32 view to `out` row-major, checking each value is in [low, vocab).
   void copy_checked(const char* where, const char* what, StridedView<const std::int32_t, 2> v,
@@ -432,6 +588,7 @@ class GPT2Model {
   Buffer<float> params_, grads_;
   Buffer<T> work_;
   Activations acts_;
+  KVCache cache_;
   std::vector<std::int32_t> tokens_, targets_;
   index_t capacity_ = 0, batch_ = 0, seq_ = 0;  // rows allocated; (B,T) of the last forward
   bool training_ = true, have_forward_ = false, have_targets_ = false;
