@@ -8,7 +8,13 @@
 # go to gpu-logs/ (and, packed, to $OUT); the summary is printed last.
 #
 #   bash scripts/gpu_check.sh [--no-tests] [--no-sanitize] [--no-tune] [--no-bench]
-#                             [--train-bench] [--mutations] [--narrow] [--tests-filter SPEC]
+#                             [--train-bench] [--mutations] [--python] [--narrow]
+#                             [--tests-filter SPEC]
+#
+# --python builds the PyTorch binding (python/) for 90a with the image's own python3 (the one
+# that holds torch; a venv made from it would not see torch) into /tmp/ra-site, with the
+# build tools from the carried wheels in .whl/ when the image lacks them, and runs its CUDA
+# tests (python/tests/test_cuda.py) after the C++ GPU tests.
 #
 # --narrow compiles the kernels of D in {64, 128}, R in {0, 4} only (build-gpu-narrow/): a quick
 # iteration build; the full matrix is the default. Without --tests-filter the tests run as one
@@ -24,7 +30,8 @@ cd "$(dirname "$0")/.."
 logs=$PWD/gpu-logs
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
-run_tests=1 run_sanitize=1 run_bench=1 run_tune=1 run_train=0 run_mutations=0 narrow=0 filter=""
+run_tests=1 run_sanitize=1 run_bench=1 run_tune=1 run_train=0 run_mutations=0 run_python=0
+narrow=0 filter=""
 while (( $# )); do
   case $1 in
     --no-tests) run_tests=0 ;;
@@ -33,6 +40,7 @@ while (( $# )); do
     --no-tune) run_tune=0 ;;
     --train-bench) run_train=1 ;;
     --mutations) run_mutations=1 ;;
+    --python) run_python=1 ;;
     --narrow) narrow=1 ;;
     --tests-filter) filter=$2; shift ;;
     *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
@@ -108,6 +116,32 @@ if (( run_tests )); then
     sed -n '/^precision summary/,$p' "$logs/$g.log" >"$logs/$g.precision.txt"
   done
   note "GPU tests: $(( SECONDS - t0 )) s"
+fi
+if (( run_python )); then
+  t0=$SECONDS
+  site=/tmp/ra-site
+  mkdir -p "$site"
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --target "$site" .whl/*.whl \
+      >"$logs/python_build.log" 2>&1
+  fi
+  py_lists=()
+  (( narrow )) && py_lists=("--config-settings=cmake.define.RA_CUDA_HEAD_DIMS=64;128"
+                            "--config-settings=cmake.define.RA_CUDA_RANKS=0;4")
+  if PYTHONPATH="$site" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" python3 -m pip install \
+      --no-build-isolation --no-deps --no-input --target "$site" \
+      --config-settings=build-dir="$PWD/build-python" \
+      --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=90a "${py_lists[@]}" ./python \
+      >>"$logs/python_build.log" 2>&1; then
+    PYTHONPATH="$site" python3 -m pytest python/tests/test_cuda.py -q -rs -p no:cacheprovider \
+      >"$logs/python_cuda.log" 2>&1
+    rc=$?
+  else
+    rc=2
+    tail -30 "$logs/python_build.log"
+  fi
+  (( rc == 0 )) || status=1
+  note "PyTorch binding CUDA tests: rc=$rc, $(tail -1 "$logs/python_cuda.log" 2>/dev/null), $(( SECONDS - t0 )) s"
 fi
 if (( run_sanitize )); then
   t0=$SECONDS
