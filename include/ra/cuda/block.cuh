@@ -358,15 +358,14 @@ class AttentionBlock {
 
   // The weights as the expression reads them (stand-ins before they are allocated).
   AttentionBlockWeights<T> weights_for_evaluation() const {
-    AttentionBlockWeights<T> w = device_weights();
-    if (ws_.size() == 0) {
-      const index_t C = cfg_.C, bias = cfg_.bias ? 1 : 0;
-      w.w_attn = make_view(stand_in<const T>(), shape(3 * C, C));      // (3C,C)
-      w.b_attn = make_view(stand_in<const T>(), shape(bias * 3 * C));  // (3C) or (0)
-      w.w_o = make_view(stand_in<const T>(), shape(C, C));             // (C,C)
-      w.b_o = make_view(stand_in<const T>(), shape(bias * C));         // (C) or (0)
-      w.w_std = w.w_rec = w.a = stand_in<float>();
-    }
+    if (ws_.size() > 0) return device_weights();
+    const index_t C = cfg_.C, bias = cfg_.bias ? 1 : 0;
+    AttentionBlockWeights<T> w;
+    w.w_attn = make_view(stand_in<const T>(), shape(3 * C, C));      // (3C,C)
+    w.b_attn = make_view(stand_in<const T>(), shape(bias * 3 * C));  // (3C) or (0)
+    w.w_o = make_view(stand_in<const T>(), shape(C, C));             // (C,C)
+    w.b_o = make_view(stand_in<const T>(), shape(bias * C));         // (C) or (0)
+    w.w_std = w.w_rec = w.a = stand_in<float>();
     return w;
   }
 
