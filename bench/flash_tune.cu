@@ -164,17 +164,17 @@ int run(int argc, char** argv) {
     if (sm90::flash_forward_available()) {  // the sm_90a kernel's schedules
       using sm90::ForwardTile;
       rs.push_back(time_variant<64, ForwardTile<64, 2, true>, true>(
-          "d64 sm90 2wg pingpong", B, H, T, iters));
+          "d64 sm90 2wg pingpong (default, T < 2048)", B, H, T, iters));
       rs.push_back(
-          time_variant<64, ForwardTile<64, 2, false>, true>("d64 sm90 2wg (default)", B, H, T, iters));
-      rs.push_back(time_variant<64, ForwardTile<64, 3, true>, true>("d64 sm90 3wg pingpong", B, H,
+          time_variant<64, ForwardTile<64, 2, false>, true>("d64 sm90 2wg", B, H, T, iters));
+      rs.push_back(time_variant<64, ForwardTile<64, 3, true>, true>("d64 sm90 3wg pingpong (default, T >= 2048)", B, H,
                                                                     T, iters));
       rs.push_back(
           time_variant<64, ForwardTile<64, 3, false>, true>("d64 sm90 3wg", B, H, T, iters));
       rs.push_back(time_variant<128, ForwardTile<128, 2, true>, true>(
-          "d128 sm90 2wg pingpong", B, H / 2, T, iters));
+          "d128 sm90 2wg pingpong (default)", B, H / 2, T, iters));
       rs.push_back(
-          time_variant<128, ForwardTile<128, 2, false>, true>("d128 sm90 2wg (default)", B, H / 2, T, iters));
+          time_variant<128, ForwardTile<128, 2, false>, true>("d128 sm90 2wg", B, H / 2, T, iters));
     }
   }
   std::printf(

@@ -18,6 +18,7 @@
 #include <ra/cuda/buffer.cuh>
 #include <ra/cuda/device.cuh>
 #include <ra/cuda/flash_forward.cuh>
+#include <ra/cuda/sm90/flash_forward.cuh>
 #include <ra/cuda/sm90/support.cuh>
 
 #include "cuda_test_utils.cuh"
@@ -84,6 +85,32 @@ RA_DR_TEST_CASE(rank_0_or_4, "flash forward at long T, ragged and whole tiles",
       c.path = path;
       ra::test::run_flash_case(c, rng);
     }
+}
+
+// The sm_90a forward changes schedule at ra::cuda::sm90::kLongRows rows (three consumer
+// warpgroups at D = 64): every gate mode and restart on both sides of the switch.
+RA_DR_TEST_CASE(rank_0_or_4, "flash forward on the sm_90a long-row schedule",
+                "[flash][cuda][long]") {
+  if (!ra::cuda::sm90::flash_forward_available()) {
+    WARN("skipped: no sm_90a forward on this GPU or in this build");
+    SUCCEED();
+    return;
+  }
+  const DType dtype = GENERATE(DType::f16, DType::bf16);
+  auto rng = ra::test::rng(ra::test::dr_salt(0xf3, static_cast<int>(dtype), D, R));
+  constexpr int kLong = ra::cuda::sm90::kLongRows;
+  for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
+    for (bool restart : {false, true})
+      for (int T : {kLong - 1, kLong + 70}) {
+        FlashCase c;
+        c.dtype = dtype;
+        c.B = 1, c.T = T, c.H = 1, c.D = D, c.R = R;
+        c.gates = gm;
+        c.param = gm == GateMode::per_head ? GateParam::softplus : GateParam::clamp;
+        c.restart = restart;
+        c.path = ForwardPath::tma_wgmma;
+        ra::test::run_flash_case(c, rng);
+      }
 }
 
 TEST_CASE("flash forward reads any strides", "[flash][cuda]") {

@@ -14,7 +14,7 @@ template <class T, int D, int R, GateMode G, bool kRestart>
 void flash_forward_on_path(const AttentionParams& p, cudaStream_t stream) {
   if constexpr (sizeof(T) == 2) {
     if (sm90::use_sm90_forward(p)) {
-      sm90::flash_forward<T, D, R, G, kRestart>(p, stream);
+      sm90::flash_forward_scheduled<T, D, R, G, kRestart>(p, stream);
       return;
     }
   }

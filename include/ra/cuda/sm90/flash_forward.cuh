@@ -28,6 +28,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include <ra/cuda/attention_params.cuh>
 #include <ra/cuda/check.cuh>
@@ -71,11 +72,21 @@ struct ForwardTile {
   static_assert(D % 16 == 0 && kQBytes % 1024 == 0 && kKVBytes % 1024 == 0, "tile alignment");
 };
 
-/// The default schedule per head dim: two consumers without turns, the schedule the GPU tests
-/// and the first H200 measurements ran (docs/NOTES.md, "The sm_90a forward"); bench/flash_tune
-/// times the ping-pong and three-consumer schedules beside it.
+/// The default schedule per head dim: two consumers taking turns (ping-pong). Measured on an
+/// H200 (bench/flash_tune, fp16, B=8, H=12, R=4 gated, 2026-12-02; docs/NOTES.md "sm_90a
+/// schedules"): turns beat no turns at every T, by 1-2% at D=64 and 2-4% at D=128.
 template <int D>
-using ForwardTraits = ForwardTile<D, 2, false>;
+using ForwardTraits = ForwardTile<D, 2, true>;
+
+/// Rows from which the long-row schedule runs (LongRowTraits): at D=64 three consumers (192
+/// query rows per CTA, each K/V tile read once for 50% more rows) beat two by 8% at T=2048 and
+/// 11% at T=4096, and lose 12% at T=1024, where the 192-row tiles leave too few CTAs.
+inline constexpr int kLongRows = 2048;
+
+/// The schedule for rows >= kLongRows: three consumers at D=64; D=128 keeps two (three
+/// consumers of 64x128 fp32 accumulators do not fit 160 registers a thread).
+template <int D>
+using LongRowTraits = ForwardTile<D, D == 64 ? 3 : 2, true>;
 
 /// Everything the kernel reads: the params and one tensor map per input operand.
 struct ForwardArgs {
@@ -454,6 +465,18 @@ void flash_forward(const AttentionParams& p, cudaStream_t stream) {
   const dim3 grid(p.batch * p.heads, (p.seq + Tl::kBlockM - 1) / Tl::kBlockM);
   kernel<<<grid, Tl::kThreads, Tl::kSmemBytes, stream>>>(args);
   RA_CUDA_CHECK_LAUNCH();
+}
+
+/// The sm_90a forward with the measured schedule for p's rows (ForwardTraits, LongRowTraits).
+template <class T, int D, int R, GateMode G, bool kRestart>
+void flash_forward_scheduled(const AttentionParams& p, cudaStream_t stream) {
+  if constexpr (!std::is_same_v<LongRowTraits<D>, ForwardTraits<D>>) {
+    if (p.seq >= kLongRows) {
+      sm90::flash_forward<T, D, R, G, kRestart, LongRowTraits<D>>(p, stream);
+      return;
+    }
+  }
+  sm90::flash_forward<T, D, R, G, kRestart>(p, stream);
 }
 
 }  // namespace ra::cuda::sm90
