@@ -12,11 +12,21 @@ Precision as nanoGPT: fp32 parameters, bf16 torch.autocast around forward and lo
 outside it, TF32 allowed; AdamW(lr 6e-4, betas (0.9, 0.95), eps 1e-8, fused), weight decay 0.1
 on 2-D parameters only.
 
-Arms: "baseline", and "ra": c_attn's output read as the folded Qf = [Q_std | K_low],
-Kf = [K_std | Q_low], V; Qf scaled per head-dim slot by cat(full(D-R, g_std), full(R, g_rec)),
-g = clamp_min(w, 1e-8), w learnable fp32 (shape (1,) per layer or (H,) per head, init 0.9 / 0.1,
-no weight decay); then the same SDPA call. Variants: "eager", "compile" (torch.compile of the
-model, default mode unless --compile-mode; the optimizer step stays eager, as in nanoGPT).
+Arms (the "attention" field of each result says which kernel ran):
+  baseline        SDPA, PyTorch's default backend choice;
+  baseline_cudnn  SDPA with the cuDNN backend forced (torch.nn.attention.sdpa_kernel around the
+                  whole step, so the compile traces it too); an error if cuDNN cannot take it;
+  ra              c_attn's output read as the folded Qf = [Q_std | K_low], Kf = [K_std | Q_low],
+                  V; Qf scaled per head-dim slot by cat(full(D-R, g_std), full(R, g_rec)),
+                  g = clamp_min(w, 1e-8), w learnable fp32 (shape (1,) per layer or (H,) per head,
+                  init 0.9 / 0.1, no weight decay); then the same SDPA call (torch ops only);
+  ra_op           the same parameters and function through ra's custom op
+                  ra_torch.folded_attention (ra's flash kernels on CUDA, its Eigen backend on the
+                  CPU), gates applied in the kernel; compiled with fullgraph=True. ra_torch is
+                  imported only for this arm: without it the arm is recorded as skipped, with why.
+Variants: "eager", "compile" (torch.compile of the model, default mode unless --compile-mode;
+the optimizer step stays eager, as in nanoGPT). Compiled results carry graph_breaks (dynamo's
+graph-break count during the first step's compile, with the first reasons) and fullgraph.
 
 Data: random token ids, four (B,T) batches drawn once and rotated. Time: perf_counter around
 each whole step, torch.cuda.synchronize() before and after, --steps steps after --warmup (the
@@ -46,14 +56,16 @@ START = time.time()
 
 import torch  # noqa: E402 - START counts the import too
 import torch._dynamo  # noqa: E402
+from torch._dynamo.utils import counters  # noqa: E402 - graph breaks per compile
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 FIRST_COMPILE_S = 60.0  # the first torch.compile of the model, forward and backward
 GUESS_STEP_S = 0.5      # a step's time before any has been measured
-FIELDS = ("arm", "variant", "step_ms_median", "step_ms_mean", "tokens_per_s", "peak_bytes",
-          "peak_bytes_timed", "loss", "params", "params_unpadded", "steps", "first_step_s",
-          "error")
+ARMS = ("baseline", "baseline_cudnn", "ra", "ra_op")
+FIELDS = ("arm", "variant", "attention", "step_ms_median", "step_ms_mean", "tokens_per_s",
+          "peak_bytes", "peak_bytes_timed", "loss", "params", "params_unpadded", "steps",
+          "first_step_s", "fullgraph", "graph_breaks", "graph_break_reasons", "error")
 
 
 def parse_args(argv=None):
@@ -63,7 +75,7 @@ def parse_args(argv=None):
                           ("--vocab", 50257), ("--R", 4), ("--warmup", 10), ("--steps", 30)):
         p.add_argument(flag, type=int, default=default)
     p.add_argument("--gates", choices=["per_layer", "per_head", "none"], default="per_layer")
-    p.add_argument("--arms", default="baseline,ra", help="comma-separated: baseline, ra")
+    p.add_argument("--arms", default="baseline,ra", help=f"comma-separated: {', '.join(ARMS)}")
     p.add_argument("--variants", default="eager,compile", help="comma-separated: eager, compile")
     p.add_argument("--compile-mode", default=None, help="default: PyTorch's default mode")
     p.add_argument("--deadline-s", type=float, default=240.0, help="seconds from start")
@@ -73,15 +85,15 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     a.arms = [s for s in a.arms.split(",") if s]
     a.variants = [s for s in a.variants.split(",") if s]
-    if not a.arms or not set(a.arms) <= {"baseline", "ra"}:
-        p.error(f"--arms got {a.arms}, expected a comma-separated subset of baseline,ra")
+    if not a.arms or not set(a.arms) <= set(ARMS):
+        p.error(f"--arms got {a.arms}, expected a comma-separated subset of {','.join(ARMS)}")
     if not a.variants or not set(a.variants) <= {"eager", "compile"}:
         p.error(f"--variants got {a.variants}, expected a comma-separated subset of eager,compile")
     if min(a.batch, a.seq, a.n_layer, a.n_head, a.n_embd, a.vocab, a.warmup, a.steps) <= 0:
         p.error("sizes, --warmup and --steps must be positive")
     if a.n_embd % a.n_head:
         p.error(f"--n-embd {a.n_embd} is not a multiple of --n-head {a.n_head}")
-    if "ra" in a.arms and not 0 < a.R < a.n_embd // a.n_head:
+    if {"ra", "ra_op"} & set(a.arms) and not 0 < a.R < a.n_embd // a.n_head:
         p.error(f"--R is {a.R}, expected 0 < R < D = {a.n_embd // a.n_head}")
     if a.seq > a.block_size:
         p.error(f"--seq {a.seq} exceeds --block-size {a.block_size}")
@@ -101,11 +113,14 @@ class Config:
     n_embd: int
     R: int = 0           # 0: the baseline attention
     gates: str = "none"  # with R > 0: per_layer | per_head | none
+    ra_op: bool = False  # with R > 0: ra's custom op instead of the torch-ops RA form
 
 
 class CausalSelfAttention(nn.Module):
     """nanoGPT's attention. With R > 0, the RA form: the same c_attn output read as the folded
-    Qf = [Q_std | K_low], Kf = [K_std | Q_low], V, and Qf gated once per head-dim slot."""
+    Qf = [Q_std | K_low], Kf = [K_std | Q_low], V, and Qf gated once per head-dim slot, in torch
+    ops, or (cfg.ra_op) by ra's custom op on the whole (B,T,3C) c_attn output. Both forms
+    create the same parameters in the same order, so one seed gives both the same weights."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -114,6 +129,11 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(C, 3 * C)
         self.c_proj = nn.Linear(C, C)
         self.gated = cfg.R > 0 and cfg.gates != "none"
+        self.gate_mode = cfg.gates if self.gated else "none"
+        self.folded_attention = None
+        if cfg.R > 0 and cfg.ra_op:
+            import ra_torch  # only this arm needs it (run_variant reports it missing)
+            self.folded_attention = ra_torch.folded_attention
         if self.gated:
             n = H if cfg.gates == "per_head" else 1
             self.w_std = nn.Parameter(torch.full((n,), 0.9))  # fp32, also under autocast
@@ -130,6 +150,12 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.size()
         H = self.n_head
         D = C // H
+        if self.folded_attention is not None:  # gates fp32 whatever autocast does to fused
+            y, _ = self.folded_attention(self.c_attn(x), H, self.rank,
+                                         self.w_std if self.gated else None,
+                                         self.w_rec if self.gated else None,
+                                         gate_mode=self.gate_mode)
+            return self.c_proj(y)  # y is (B,T,C) already: no transpose, no copy
         q, k, v = self.c_attn(x).split(C, dim=2)  # ra: q is Qf, k is Kf
         q = q.view(B, T, H, D).transpose(1, 2)  # (B,H,T,D)
         k = k.view(B, T, H, D).transpose(1, 2)
@@ -229,8 +255,10 @@ def make_batches(args, device, n=4):
 def run_variant(args, arm, variant, batches, device):
     """Builds, warms up and times one (arm, variant); returns its figures."""
     cuda = device.type == "cuda"
+    folded = arm in ("ra", "ra_op")
     cfg = Config(args.padded_vocab, args.block_size, args.n_layer, args.n_head, args.n_embd,
-                 R=args.R if arm == "ra" else 0, gates=args.gates if arm == "ra" else "none")
+                 R=args.R if folded else 0, gates=args.gates if folded else "none",
+                 ra_op=arm == "ra_op")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(1337)  # both arms start from the same weights
@@ -239,26 +267,32 @@ def run_variant(args, arm, variant, batches, device):
     params = list(model.parameters())
     n_params = sum(p.numel() for p in params)
     opt = make_optimizer(model, fused=cuda)
-    run = torch.compile(model, mode=args.compile_mode) if variant == "compile" else model
+    # ra's op must trace whole: a graph break there would fail the compile, not hide in a count.
+    fullgraph = arm == "ra_op"
+    run = (torch.compile(model, mode=args.compile_mode, fullgraph=fullgraph)
+           if variant == "compile" else model)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def step(i):
         x, y = batches[i % len(batches)]
         amp = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if cuda
                else contextlib.nullcontext())
-        with amp:
-            loss = run(x, y)
-        loss.backward()
+        with sdpa_choice(arm):
+            with amp:
+                loss = run(x, y)
+            loss.backward()  # outside autocast, as nanoGPT
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss.detach()
 
     sync()
+    counters.clear()
     t0 = time.perf_counter()
     loss = step(0)  # compiles, in the compile variant
     sync()
     first_step_s = time.perf_counter() - t0
+    breaks = counters["graph_break"]  # reason -> count, from this arm's compile only
     for i in range(1, args.warmup):
         if time.time() > args.deadline:
             break
@@ -284,7 +318,37 @@ def run_variant(args, arm, variant, batches, device):
             "loss": final if math.isfinite(final) else None, "params": n_params,
             "params_unpadded": n_params - (args.padded_vocab - args.vocab) * args.n_embd,
             "steps": len(times), "first_step_s": round(first_step_s, 2),
+            "fullgraph": fullgraph if variant == "compile" else None,
+            "graph_breaks": sum(breaks.values()) if variant == "compile" else None,
+            "graph_break_reasons": ([str(k)[:200] for k in list(breaks)[:3]]
+                                    if variant == "compile" else None),
             "error": None if math.isfinite(final) else f"non-finite loss {final}"}
+
+
+ATTENTION = {"baseline": "SDPA (default backend choice)",
+             "baseline_cudnn": "SDPA (cuDNN backend forced)",
+             "ra": "RA in torch ops: gated Qf, then SDPA (default backend choice)",
+             "ra_op": "ra_torch.folded_attention (ra's kernels, gates in the kernel)"}
+
+
+def sdpa_choice(arm):
+    """The SDPA backends an arm may use: cuDNN alone for baseline_cudnn, else the default."""
+    if arm != "baseline_cudnn":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel([SDPBackend.CUDNN_ATTENTION])
+
+
+def ra_op_unavailable(device):
+    """Why the ra_op arm cannot run here (None when it can): ra_torch is imported lazily so the
+    other arms run without it."""
+    try:
+        import ra_torch
+    except Exception as e:  # noqa: BLE001 - an ImportError or a failing native library
+        return f"skipped: ra_torch is not importable ({error_text(e)})"
+    if device.type == "cuda" and not ra_torch.CUDA_BUILT:
+        return "skipped: ra_torch was built without CUDA kernels (no nvcc at install time)"
+    return None
 
 
 def sdpa_backends():
@@ -293,26 +357,37 @@ def sdpa_backends():
              for n in ("flash", "cudnn", "mem_efficient", "math"))}
 
 
-def sdpa_kernels(args):
+def sdpa_kernels(args, arm="baseline"):
     """Attention kernels that one bf16 causal SDPA forward+backward launches at (B,H,T,D) with
-    contiguous inputs (the model's are strided views), by the default choice. Best effort."""
+    contiguous inputs (the model's are strided views), under the arm's backend choice (the
+    default, or cuDNN forced). Best effort."""
     try:
         from torch.profiler import ProfilerActivity, profile
         shape = (args.batch, args.n_head, args.seq, args.n_embd // args.n_head)
         q, k, v = (torch.randn(shape, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                    for _ in range(3))
-        F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
-        torch.cuda.synchronize()
-        with warnings.catch_warnings(), profile(activities=[ProfilerActivity.CUDA]) as prof:
-            warnings.simplefilter("ignore")  # the profiler's notice about cycles
+        with sdpa_choice(arm):
             F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
             torch.cuda.synchronize()
+            with warnings.catch_warnings(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+                warnings.simplefilter("ignore")  # the profiler's notice about cycles
+                F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+                torch.cuda.synchronize()
         keys = ("flash", "fmha", "attention", "attn", "sdpa", "cudnn", "efficient")
         names = sorted({e.name for e in prof.events() if not e.name.startswith("aten::")
                         and any(key in e.name.lower() for key in keys)})
         return [n[:160] for n in names[:8]] or ["(no attention kernel recognised)"]
     except Exception as e:  # noqa: BLE001 - only informative
         return [f"error: {error_text(e)}"]
+
+
+def ra_torch_info():
+    """Where ra_torch came from and whether it has CUDA kernels (None: not importable)."""
+    try:
+        import ra_torch
+    except Exception:  # noqa: BLE001 - the arm records why
+        return None
+    return {"path": os.path.dirname(ra_torch.__file__), "cuda_built": ra_torch.CUDA_BUILT}
 
 
 def expected_s(args, variant, step_s, compile_s):
@@ -358,6 +433,8 @@ def main(argv=None):
           f"R={args.R} gates={args.gates}, {args.warmup} warm-up + {args.steps} timed steps, "
           f"{args.deadline - time.time():.0f} s left", flush=True)
     kernels = sdpa_kernels(args) if cuda else None
+    kernels_cudnn = sdpa_kernels(args, "baseline_cudnn") if cuda and "baseline_cudnn" in args.arms \
+        else None
     batches = make_batches(args, device)
     free_memory(device)
 
@@ -365,9 +442,13 @@ def main(argv=None):
     for variant in args.variants:  # eager first (default): cheap, and it calibrates the budget
         for arm in args.arms:
             r = dict.fromkeys(FIELDS)
-            r.update(arm=arm, variant=variant, steps=0)
+            r.update(arm=arm, variant=variant, attention=ATTENTION[arm], steps=0)
             if variant == "compile" and not cuda:
                 r["error"] = "skipped: torch.compile is not run on cpu"
+            elif arm == "ra_op" and ra_op_unavailable(device):
+                r["error"] = ra_op_unavailable(device)
+            elif arm == "baseline_cudnn" and not cuda:
+                r["error"] = "skipped: the cuDNN backend needs CUDA"
             elif time.time() + expected_s(args, variant, step_s, compile_s) > args.deadline:
                 r["error"] = "skipped: deadline"
             else:
@@ -405,7 +486,8 @@ def main(argv=None):
                       "optimizer": "AdamW lr 6e-4 betas (0.9, 0.95) eps 1e-8, weight decay 0.1 "
                                    f"on 2-D params, fused={cuda}; clip_grad_norm_ 1.0",
                       "sdpa_backends_enabled": sdpa_backends() if cuda else None,
-                      "sdpa_kernels": kernels},
+                      "sdpa_kernels": kernels, "sdpa_kernels_cudnn": kernels_cudnn,
+                      "ra_torch": ra_torch_info() if "ra_op" in args.arms else None},
            "results": results}
     if args.json:
         with open(args.json, "w") as f:

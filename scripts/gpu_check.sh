@@ -8,13 +8,20 @@
 # go to gpu-logs/ (and, packed, to $OUT); the summary is printed last.
 #
 #   bash scripts/gpu_check.sh [--no-tests] [--no-sanitize] [--no-tune] [--no-bench]
-#                             [--train-bench] [--mutations] [--python] [--narrow]
-#                             [--tests-filter SPEC]
+#                             [--train-bench] [--mutations] [--python] [--torch-bench]
+#                             [--narrow] [--tests-filter SPEC]
 #
 # --python builds the PyTorch binding (python/) for 90a with the image's own python3 (the one
 # that holds torch; a venv made from it would not see torch) into /tmp/ra-site, with the
 # build tools from the carried wheels in .whl/ when the image lacks them, and runs its CUDA
-# tests (python/tests/test_cuda.py) after the C++ GPU tests.
+# tests (python/tests/test_cuda.py) after the C++ GPU tests. gpu-logs/python_env.txt records
+# nvcc's version, torch's CUDA and the libcudart torch loaded. When pytest dies on a signal
+# (a segfault in native code), the test that was running is re-run under
+# `cuda-gdb -batch -ex run -ex bt` into gpu-logs/python_cuda_gdb.log (native backtrace).
+# --torch-bench (implies --python) then runs bench/torch_gpt2.py, GPT-2 124M training steps
+# under torch.compile with the attention arms baseline (SDPA), baseline_cudnn, ra (gated RA in
+# torch ops) and ra_op (ra_torch's op), within RA_TORCH_BENCH_DEADLINE_S (default 420) s, into
+# gpu-logs/torch_gpt2_ops.json and a table (gpu-logs/torch_gpt2_ops.log).
 #
 # --narrow compiles the kernels of D in {64, 128}, R in {0, 4} only (build-gpu-narrow/): a quick
 # iteration build; the full matrix is the default. Without --tests-filter the tests run as one
@@ -31,6 +38,7 @@ logs=$PWD/gpu-logs
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
 run_tests=1 run_sanitize=1 run_bench=1 run_tune=1 run_train=0 run_mutations=0 run_python=0
+run_torch_bench=0
 narrow=0 filter=""
 while (( $# )); do
   case $1 in
@@ -41,6 +49,7 @@ while (( $# )); do
     --train-bench) run_train=1 ;;
     --mutations) run_mutations=1 ;;
     --python) run_python=1 ;;
+    --torch-bench) run_python=1 run_torch_bench=1 ;;
     --narrow) narrow=1 ;;
     --tests-filter) filter=$2; shift ;;
     *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
@@ -133,15 +142,53 @@ if (( run_python )); then
       --config-settings=build-dir="$PWD/build-python" \
       --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES=90a "${py_lists[@]}" ./python \
       >>"$logs/python_build.log" 2>&1; then
-    PYTHONPATH="$site" python3 -m pytest python/tests/test_cuda.py -q -rs -p no:cacheprovider \
-      >"$logs/python_cuda.log" 2>&1
+    python_built=1
+    {
+      nvcc --version | tail -2
+      PYTHONPATH="$site" python3 -c "import torch, ra_torch
+torch.zeros(1, device='cuda')
+print('torch', torch.__version__, 'cuda', torch.version.cuda, 'ra_torch.CUDA_BUILT', ra_torch.CUDA_BUILT)
+print('libcudart loaded:', sorted({l.split()[-1] for l in open('/proc/self/maps') if 'libcudart' in l}))"
+    } >"$logs/python_env.txt" 2>&1
+    # -v prints each test's id before it runs: after a crash the last one is the culprit.
+    PYTHONPATH="$site" python3 -X faulthandler -m pytest python/tests/test_cuda.py -v -rs \
+      -p no:cacheprovider >"$logs/python_cuda.log" 2>&1
     rc=$?
+    if (( rc > 128 )) || grep -q "Fatal Python error" "$logs/python_cuda.log"; then
+      crashed=$(grep -oE '^python/tests/test_cuda.py::[^ ]+' "$logs/python_cuda.log" | tail -1)
+      note "PyTorch binding: pytest died (rc=$rc) in ${crashed:-an unknown test}; cuda-gdb backtrace in gpu-logs/python_cuda_gdb.log"
+      grep -A25 "Fatal Python error" "$logs/python_cuda.log" | head -30
+      if command -v cuda-gdb >/dev/null; then
+        PYTHONPATH="$site" timeout 400 cuda-gdb -batch -ex "set pagination off" -ex run \
+          -ex bt -ex "info sharedlibrary" --args python3 -m pytest -x -q -p no:cacheprovider \
+          "${crashed:-python/tests/test_cuda.py}" >"$logs/python_cuda_gdb.log" 2>&1
+        grep -A40 -m1 "received signal" "$logs/python_cuda_gdb.log" | head -45
+      fi
+    fi
   else
     rc=2
     tail -30 "$logs/python_build.log"
   fi
   (( rc == 0 )) || status=1
   note "PyTorch binding CUDA tests: rc=$rc, $(tail -1 "$logs/python_cuda.log" 2>/dev/null), $(( SECONDS - t0 )) s"
+  if (( run_torch_bench )) && (( ${python_built:-0} )); then
+    t0=$SECONDS
+    RA_COMMIT=${RA_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)} \
+      PYTHONPATH="$site" python3 bench/torch_gpt2.py --arms baseline,baseline_cudnn,ra,ra_op \
+      --variants compile --deadline-s "${RA_TORCH_BENCH_DEADLINE_S:-420}" \
+      --json "$logs/torch_gpt2_ops.json" >"$logs/torch_gpt2_ops.log" 2>&1 || status=1
+    note "torch GPT-2 step (baseline, baseline_cudnn, ra, ra_op; compile): $(( SECONDS - t0 )) s"
+    sed -n '/^arm /,/^torch_gpt2: wrote/p' "$logs/torch_gpt2_ops.log"
+    python3 - "$logs/torch_gpt2_ops.json" <<'PY' 2>/dev/null
+import json, sys
+d = json.load(open(sys.argv[1]))
+for r in d["results"]:
+    print(f"{r['arm']:15} graph_breaks={r.get('graph_breaks')} fullgraph={r.get('fullgraph')} "
+          f"attention={r.get('attention')}")
+print("sdpa kernels (default):", d["config"].get("sdpa_kernels"))
+print("sdpa kernels (cuDNN forced):", d["config"].get("sdpa_kernels_cudnn"))
+PY
+  fi
 fi
 if (( run_sanitize )); then
   t0=$SECONDS

@@ -2,8 +2,11 @@
 reference. Needs a GPU: without one every test here is reported SKIPPED, never passed.
 D = 64 and R in {0, 4}: the kernels CI compiles (a device build compiles every pair)."""
 
+import ctypes
+import glob
 import os
 import shutil
+import subprocess
 import types
 
 import pytest
@@ -27,6 +30,35 @@ def test_cuda_kernels_built_where_nvcc_exists():
     assert ra_torch.CUDA_BUILT
     for op in ("ra::folded_attention", "ra::folded_attention_backward"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA")
+
+
+def dynamic_symbols(lib, which):
+    out = subprocess.run(["nm", "-D", f"--{which}-only", lib], check=True, capture_output=True,
+                         text=True).stdout
+    return [line.split()[-1] for line in out.splitlines() if line.split()]
+
+
+def test_cuda_library_uses_torchs_cuda_runtime():
+    """libra_torch_cuda.so holds no CUDA runtime of its own: it imports every runtime symbol
+    from the shared libcudart (versioned by its soname), defines none, and the libcudart that
+    torch loaded has each one. A second runtime in the process, or one older than what nvcc
+    emitted calls for, is a crash at the first launch, not an error message."""
+    if not ra_torch.CUDA_BUILT:
+        pytest.skip("ra_torch was built without CUDA kernels")
+    if not shutil.which("nm") or not os.path.exists("/proc/self/maps"):
+        pytest.skip("needs nm (binutils) and /proc/self/maps (Linux)")
+    (lib,) = glob.glob(os.path.join(os.path.dirname(ra_torch.__file__), "libra_torch_cuda*.so"))
+    own = [s for s in dynamic_symbols(lib, "defined") if s.startswith(("cuda", "__cuda"))]
+    assert not own, f"{lib} defines CUDA runtime symbols (a static cudart): {own[:5]}"
+    imported = [s.split("@")[0] for s in dynamic_symbols(lib, "undefined")
+                if "@libcudart.so" in s]
+    assert "__cudaRegisterFatBinary" in imported, f"{lib} does not import the shared libcudart"
+    with open("/proc/self/maps") as f:
+        loaded = sorted({line.split()[-1] for line in f if "libcudart.so" in line})
+    assert len(loaded) == 1, f"expected the one libcudart torch loaded, found {loaded}"
+    runtime = ctypes.CDLL(loaded[0])
+    missing = [s for s in imported if not hasattr(runtime, s)]
+    assert not missing, f"torch's {loaded[0]} lacks {missing} (nvcc newer than torch's runtime?)"
 
 
 def max_err(a, b):
