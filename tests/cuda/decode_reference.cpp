@@ -32,8 +32,8 @@ DecodeReference reference(const DecodeProblem& pb) {
   for (index_t b = 0; b < B; ++b) {
     const index_t n = pb.lengths[static_cast<std::size_t>(b)];
     // Sequence b in double: Qf (1,H,T_q,D); Kf, V its first n cache rows (1,H,n,D).
-    std::vector<double> qd(static_cast<std::size_t>(H * S * D)), kd(static_cast<std::size_t>(H * n * D)),
-        vd(kd.size());
+    std::vector<double> qd(static_cast<std::size_t>(H * S * D)),
+        kd(static_cast<std::size_t>(H * n * D)), vd(kd.size());
     for (index_t h = 0; h < H; ++h) {
       for (index_t t = 0; t < S; ++t)
         for (index_t d = 0; d < D; ++d)
@@ -69,9 +69,10 @@ DecodeReference reference(const DecodeProblem& pb) {
         }
     }
     const auto sq = shape(index_t{1}, H, n, D);
-    const auto naive = same_precision_attention<T>(
-        make_view(static_cast<const T*>(qs.data()), sq), make_view(static_cast<const T*>(ks.data()), sq),
-        make_view(static_cast<const T*>(vs.data()), sq), pb.rank, g, r, StridedView<const T, 4>{});
+    const auto naive = same_precision_attention<T>(make_view(static_cast<const T*>(qs.data()), sq),
+                                                   make_view(static_cast<const T*>(ks.data()), sq),
+                                                   make_view(static_cast<const T*>(vs.data()), sq),
+                                                   pb.rank, g, r, StridedView<const T, 4>{});
 
     for (index_t h = 0; h < H; ++h) {
       const double alpha = r.enabled() ? effective_restart(pb.a[static_cast<std::size_t>(h)]) : 0.0;
@@ -88,9 +89,10 @@ DecodeReference reference(const DecodeProblem& pb) {
           ref.o[out4] = x;
           // O = (O' − αV)/(1 − α), in double: exact up to double rounding.
           ref.o_pre[out4] =
-              r.enabled() ? (x - alpha * vd[static_cast<std::size_t>((h * n + n - S + t) * D + d)]) /
-                                (1.0 - alpha)
-                          : x;
+              r.enabled()
+                  ? (x - alpha * vd[static_cast<std::size_t>((h * n + n - S + t) * D + d)]) /
+                        (1.0 - alpha)
+                  : x;
           ref.n_o[out4] = naive.o[sq4];
           ref.n_o_floor[out4] = naive.o_floor[sq4];
           ref.n_o_pre[out4] = naive.o_pre[sq4];

@@ -16,8 +16,8 @@ namespace ra::test {
 struct DecodeProblem {
   DType dtype = DType::f16;
   int batch = 1, heads = 1, head_dim = 64, rank = 0;
-  int rows = 1;     // T_q new query rows per sequence
-  int max_seq = 1;  // cache rows per (b, h)
+  int rows = 1;              // T_q new query rows per sequence
+  int max_seq = 1;           // cache rows per (b, h)
   std::vector<int> lengths;  // keys of each sequence, its new rows included (>= rows)
   GateMode gate_mode = GateMode::none;
   GateParam gate_param = GateParam::clamp;
@@ -30,7 +30,7 @@ struct DecodeProblem {
 
 /// Results in (B,H,T_q,D) row-major (lse (B,H,T_q)).
 struct DecodeReference {
-  std::vector<double> o, o_pre, lse;  // exact
+  std::vector<double> o, o_pre, lse;                                               // exact
   std::vector<double> n_o, n_o_floor, n_o_pre, n_o_pre_floor, n_lse, n_lse_floor;  // naive
 };
 

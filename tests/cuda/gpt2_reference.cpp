@@ -55,9 +55,9 @@ Gpt2Result reference_gpt2(const nn::GPT2Config& cfg, CpuCompute compute, std::ui
   return run<float>(cfg, seed, tokens, targets, B, T, dropout_seed, lr, b, t);
 }
 
-std::vector<std::vector<std::int32_t>> cpu_greedy(const nn::GPT2Config& cfg, std::uint64_t seed,
-                                                  const std::vector<std::vector<std::int32_t>>& prompts,
-                                                  index_t max_seq, int steps) {
+std::vector<std::vector<std::int32_t>> cpu_greedy(
+    const nn::GPT2Config& cfg, std::uint64_t seed,
+    const std::vector<std::vector<std::int32_t>>& prompts, index_t max_seq, int steps) {
   nn::GPT2<float> model(cfg);
   model.init_gpt2(seed);
   model.set_training(false);

@@ -39,9 +39,9 @@ Gpt2Result reference_gpt2(const nn::GPT2Config& cfg, CpuCompute compute, std::ui
 /// Greedy generation on the CPU model in fp32 (nn::GPT2<float>, init_gpt2(seed)) with the KV
 /// cache: the prompts prefilled into a cache of max_seq positions, then `steps` tokens per
 /// sequence, each the argmax of the logits (the lowest id on a tie). Returns them per sequence.
-std::vector<std::vector<std::int32_t>> cpu_greedy(const nn::GPT2Config& cfg, std::uint64_t seed,
-                                                  const std::vector<std::vector<std::int32_t>>& prompts,
-                                                  index_t max_seq, int steps);
+std::vector<std::vector<std::int32_t>> cpu_greedy(
+    const nn::GPT2Config& cfg, std::uint64_t seed,
+    const std::vector<std::vector<std::int32_t>>& prompts, index_t max_seq, int steps);
 
 /// A CPU training run in fp32 (nn::GPT2<float>, nn::AdamW, batches of B x T from `data`, loader
 /// and state seeded with `seed`): started from init_gpt2(seed) and `steps` training steps, or

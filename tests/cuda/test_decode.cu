@@ -68,8 +68,8 @@ std::vector<double> heads_of(const std::vector<T>& btc, int B, int S, int H, int
     for (int h = 0; h < H; ++h)
       for (int t = 0; t < S; ++t)
         for (int d = 0; d < D; ++d)
-          out.push_back(ra::convert<double>(
-              btc[static_cast<std::size_t>(((b * S + t) * H + h) * D + d)]));
+          out.push_back(
+              ra::convert<double>(btc[static_cast<std::size_t>(((b * S + t) * H + h) * D + d)]));
   return out;
 }
 
@@ -158,8 +158,8 @@ void run_case(const DecodeCase& c, std::mt19937_64& rng) {
   const auto got = run();
   const std::string fam = ra::detail::concat(" ", c.dtype);
   const auto Dz = static_cast<std::size_t>(D);
-  RA_CHECK_PRECISION(ra::test::judge("decode O'" + fam, "O'", got[0], ref.n_o, ref.o,
-                                     ref.n_o_floor, Dz));
+  RA_CHECK_PRECISION(
+      ra::test::judge("decode O'" + fam, "O'", got[0], ref.n_o, ref.o, ref.n_o_floor, Dz));
   if (c.restart)
     RA_CHECK_PRECISION(ra::test::judge("decode O" + fam, "O (before the restart mix)", got[1],
                                        ref.n_o_pre, ref.o_pre, ref.n_o_pre_floor, Dz));
@@ -189,8 +189,7 @@ void run_case(const DecodeCase& c, std::mt19937_64& rng) {
 
 }  // namespace
 
-RA_DR_TEST_CASE(ra::test::every_pair, "decode kernel keeps the precision rule",
-                "[decode][cuda]") {
+RA_DR_TEST_CASE(ra::test::every_pair, "decode kernel keeps the precision rule", "[decode][cuda]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
   auto rng = ra::test::rng(ra::test::dr_salt(0xdc, static_cast<int>(dtype), D, R));
   struct GateChoice {

@@ -102,7 +102,8 @@ TEST_CASE("GPU cached logits keep the precision rule against the full recomputat
   cached.init_gpt2(init);
   full.init_gpt2(init);
   full.set_training(false);
-  const Prompts first = random_prompts(g, {20}, cfg.vocab), second = random_prompts(g, {18}, cfg.vocab);
+  const Prompts first = random_prompts(g, {20}, cfg.vocab),
+                second = random_prompts(g, {18}, cfg.vocab);
   std::vector<std::int32_t> seq = first[0];
   cached.reset_cache(1, 64);
   std::vector<std::vector<double>> got{cached.prefill(first)};

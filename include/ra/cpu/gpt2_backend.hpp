@@ -231,9 +231,12 @@ class GPT2Backend {
       const index_t slot = (rows_.first + i) * H * M * D;
       const auto in =
           folded_views(make_view(qkv + i * t_q * 3 * C, shape(index_t{1}, t_q, 3 * C)), H, D);
-      const Head k = make_view(kf + slot, shape(index_t{1}, H, t_k, D), cache_strides);  // (1,H,T_k,D)
-      const Head w = make_view(v + slot, shape(index_t{1}, H, t_k, D), cache_strides);   // (1,H,T_k,D)
-      const auto o = heads(make_view(att + i * t_q * C, shape(index_t{1}, t_q, C)), H, D);  // (1,H,T_q,D)
+      const Head k =
+          make_view(kf + slot, shape(index_t{1}, H, t_k, D), cache_strides);  // (1,H,T_k,D)
+      const Head w =
+          make_view(v + slot, shape(index_t{1}, H, t_k, D), cache_strides);  // (1,H,T_k,D)
+      const auto o =
+          heads(make_view(att + i * t_q * C, shape(index_t{1}, t_q, C)), H, D);  // (1,H,T_q,D)
       const FoldedAttention<kDynamicRank, Head, Head, Head> node{
           in.q,
           k,

@@ -86,10 +86,9 @@ inline void validate_decode(const AttentionParams& p, const char* where = "atten
               "a device pointer to the B key counts");
   require_arg(index_t{p.batch} * p.heads <= 65535, where, "B·H", index_t{p.batch} * p.heads,
               "at most 65535 (sequence, head) pairs");
-  require_arg(p.kv_splits >= 1 && p.kv_splits <= kDecodeMaxSplits, where, "kv_splits",
-              p.kv_splits, ra::detail::concat("1 to ", kDecodeMaxSplits, " (decode_splits())"));
-  const index_t need =
-      decode_workspace_floats(p.batch, p.heads, p.seq, p.head_dim, p.kv_splits);
+  require_arg(p.kv_splits >= 1 && p.kv_splits <= kDecodeMaxSplits, where, "kv_splits", p.kv_splits,
+              ra::detail::concat("1 to ", kDecodeMaxSplits, " (decode_splits())"));
+  const index_t need = decode_workspace_floats(p.batch, p.heads, p.seq, p.head_dim, p.kv_splits);
   require_arg(p.split_ws_floats >= need && (need == 0 || p.split_ws != nullptr), where,
               "split_ws_floats", p.split_ws == nullptr && need > 0 ? 0 : p.split_ws_floats,
               ra::detail::concat("at least decode_workspace_floats(...) = ", need,

@@ -80,8 +80,8 @@ inline constexpr int kDecodeMinSplitKeys = 64;
 
 /// Floats of split-KV scratch a decode call with `splits` splits needs: per (b, h, row, split)
 /// the partial O (D floats) and (m, l); 0 for one split.
-inline index_t decode_workspace_floats(index_t batch, index_t heads, index_t rows,
-                                       index_t head_dim, int splits) {
+inline index_t decode_workspace_floats(index_t batch, index_t heads, index_t rows, index_t head_dim,
+                                       int splits) {
   return splits > 1 ? batch * heads * rows * splits * (head_dim + 2) : 0;
 }
 

@@ -93,9 +93,10 @@ __device__ __forceinline__ void decode_store(const AttentionParams& p, int b, in
   if constexpr (kRestart) {
     const float alpha = effective_restart(p.restart.a[h]);
     const float v =
-        own >= 0 ? static_cast<float>(static_cast<const T*>(
-                       p.v)[ob * p.v_batch_stride + oh * p.v_head_stride + own * p.v_row_stride + d])
-                 : 0.f;
+        own >= 0
+            ? static_cast<float>(static_cast<const T*>(
+                  p.v)[ob * p.v_batch_stride + oh * p.v_head_stride + own * p.v_row_stride + d])
+            : 0.f;
     out = T((1.f - alpha) * static_cast<float>(o_t) + alpha * v);
     if (p.o_pre != nullptr)
       static_cast<T*>(p.o_pre)[ob * p.o_pre_batch_stride + oh * p.o_pre_head_stride +
@@ -115,8 +116,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, D>::kThreads)
   constexpr int kPitch = Tr::kPitch, kStd = D - R;
   __shared__ __align__(16) T sK[kBlockN * kPitch];
   __shared__ __align__(16) T sV[kBlockN * kPitch];
-  __shared__ __align__(16) float sQ[kDecodeMaxRows * D];   // Q̂ · log2(e)/√D
-  __shared__ float sS[kDecodeMaxRows * kBlockN];           // scores, then P
+  __shared__ __align__(16) float sQ[kDecodeMaxRows * D];  // Q̂ · log2(e)/√D
+  __shared__ float sS[kDecodeMaxRows * kBlockN];          // scores, then P
   __shared__ float sM[kDecodeMaxRows], sL[kDecodeMaxRows], sCorr[kDecodeMaxRows];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -223,7 +224,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, D>::kThreads)
         const float* pt = sS + t * kBlockN;
         float a = acc[i] * sCorr[t];
 #pragma unroll 8
-        for (int j = 0; j < kBlockN; ++j) a = fmaf(pt[j], static_cast<float>(sV[j * kPitch + d]), a);
+        for (int j = 0; j < kBlockN; ++j)
+          a = fmaf(pt[j], static_cast<float>(sV[j * kPitch + d]), a);
         acc[i] = a;
       }
     }
@@ -261,7 +263,8 @@ __global__ void __launch_bounds__(DecodeTraits<T, D>::kThreads)
 
 /// Merges the splits of one query row (block (b·H + h)·T_q + t, thread d) in split order.
 template <class T, int D, bool kRestart>
-__global__ void __launch_bounds__(D) decode_combine_kernel(const __grid_constant__ AttentionParams p) {
+__global__ void __launch_bounds__(D)
+    decode_combine_kernel(const __grid_constant__ AttentionParams p) {
   const int rows = p.seq, splits = p.kv_splits;
   const int row = blockIdx.x, d = threadIdx.x;
   const int bh = row / rows, t = row % rows;

@@ -104,9 +104,8 @@ void embedding_forward(const std::int32_t* tokens, const T* wte, const T* wpe, T
   detail::check_packs<T>("cuda::embedding_forward", C, {wte, wpe, out});
   const index_t packs = batch * seq * (C / Pack<T>::N);
   if (packs == 0) return;
-  detail::embedding_forward_kernel<T>
-      <<<detail::pack_blocks(packs), 256, 0, stream>>>(tokens, nullptr, wte, wpe, out, batch * seq,
-                                                       seq, C);
+  detail::embedding_forward_kernel<T><<<detail::pack_blocks(packs), 256, 0, stream>>>(
+      tokens, nullptr, wte, wpe, out, batch * seq, seq, C);
   RA_CUDA_CHECK_LAUNCH();
 }
 

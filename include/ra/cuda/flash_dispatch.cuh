@@ -1,7 +1,7 @@
 // ra/cuda/flash_dispatch.cuh — the definitions of flash_forward_dispatch<T, D> and
-// decode_dispatch<T, D>: runtime R -> flash_forward_rank<T, D, R> / decode_rank<T, D, R>. Included by attention.cuh, or, under RA_CUDA_EXTERN_FLASH,
-// only by the per-dtype dispatch units (which then see the per-rank launchers as
-// declarations and instantiate no kernel).
+// decode_dispatch<T, D>: runtime R -> flash_forward_rank<T, D, R> / decode_rank<T, D, R>. Included
+// by attention.cuh, or, under RA_CUDA_EXTERN_FLASH, only by the per-dtype dispatch units (which
+// then see the per-rank launchers as declarations and instantiate no kernel).
 #pragma once
 
 #include <ra/core/dispatch.hpp>

@@ -330,8 +330,8 @@ class GPT2Backend {
     graph_.replay(stream_);
   }
   void embedding_at(const T* wte, const T* wpe, T* out) {
-    cuda::embedding_at(dec_.tokens.data(), dec_.positions.data(), wte, wpe, out,
-                       rows_.n * rows_.S, cfg_.C, stream_);
+    cuda::embedding_at(dec_.tokens.data(), dec_.positions.data(), wte, wpe, out, rows_.n * rows_.S,
+                       cfg_.C, stream_);
   }
   /// The new rows' Kf and V into the layer's cache kf, v (cache_batch,H,max_seq,D) each.
   void cache_write(const T* qkv, T* kf, T* v) {
@@ -350,8 +350,9 @@ class GPT2Backend {
     const index_t n = rows_.n, S = rows_.S, first = rows_.first * H * M * D;
     const Gates gates{attn_.gates, attn_.gate_param, g.w_std, g.w_rec};
     const Restart restart{attn_.restart ? g.a : nullptr};
-    const auto in = folded_views(make_view(qkv, shape(n, S, 3 * C)), H, D);  // (n,H,S,D) (3SC,D,3C,1)
-    const auto out = heads(make_view(att, shape(n, S, C)), H, D);           // (n,H,S,D) (SC,D,C,1)
+    const auto in =
+        folded_views(make_view(qkv, shape(n, S, 3 * C)), H, D);    // (n,H,S,D) (3SC,D,3C,1)
+    const auto out = heads(make_view(att, shape(n, S, C)), H, D);  // (n,H,S,D) (SC,D,C,1)
     const std::array<index_t, 4> cache_strides{H * M * D, M * D, D, 1};
     if (fresh_ && S > kDecodeMaxRows) {
       const auto k = make_view(kf + first, shape(n, H, S, D), cache_strides);  // (n,H,S,D)

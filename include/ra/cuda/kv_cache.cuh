@@ -31,7 +31,8 @@ __global__ void cache_write_kernel(const T* qkv, T* kf, T* v, const std::int32_t
        i < rows * packs_per_row; i += static_cast<index_t>(gridDim.x) * blockDim.x) {
     const index_t r = i / packs_per_row, c = (i % packs_per_row) * P;  // column in [0, C)
     const index_t h = c / D, d = c % D;
-    const index_t slot = ((r / S) * H + h) * max_seq * D + static_cast<index_t>(positions[r]) * D + d;
+    const index_t slot =
+        ((r / S) * H + h) * max_seq * D + static_cast<index_t>(positions[r]) * D + d;
     const T* row = qkv + r * 3 * C;
     *reinterpret_cast<uint4*>(kf + slot) = *reinterpret_cast<const uint4*>(row + C + c);
     *reinterpret_cast<uint4*>(v + slot) = *reinterpret_cast<const uint4*>(row + 2 * C + c);
@@ -47,9 +48,10 @@ void cache_write(const T* qkv, T* kf, T* v, const std::int32_t* positions, index
                  index_t H, index_t D, index_t max_seq, cudaStream_t stream) {
   constexpr const char* where = "cuda::cache_write";
   constexpr index_t P = 16 / static_cast<index_t>(sizeof(T));
-  require_arg(D % P == 0, where, "D", D, ra::detail::concat("a multiple of ", P, " (16-byte rows)"));
-  for (const void* p : {static_cast<const void*>(qkv), static_cast<const void*>(kf),
-                        static_cast<const void*>(v)})
+  require_arg(D % P == 0, where, "D", D,
+              ra::detail::concat("a multiple of ", P, " (16-byte rows)"));
+  for (const void* p :
+       {static_cast<const void*>(qkv), static_cast<const void*>(kf), static_cast<const void*>(v)})
     require_arg(reinterpret_cast<std::uintptr_t>(p) % 16 == 0, where, "pointer", p,
                 "16-byte alignment");
   const index_t packs = n * S * H * D / P;

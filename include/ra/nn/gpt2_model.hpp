@@ -446,8 +446,8 @@ class GPT2Model {
         pos[static_cast<std::size_t>(i * S + t)] = seq_length(first + i) + t;
       len[static_cast<std::size_t>(i)] = seq_length(first + i) + S;
     }
-    be_.set_cached_rows(model::CachedRows{first, n, S, cache_.batch, cache_.max_seq, tokens,
-                                          pos, len});
+    be_.set_cached_rows(
+        model::CachedRows{first, n, S, cache_.batch, cache_.max_seq, tokens, pos, len});
     using model::Linear;
     be_.run_cached(std::array<index_t, 4>{first, n, S, epoch_}, [&] {
       be_.embedding_at(w(layout_.wte), w(layout_.wpe), resid(0));
@@ -466,8 +466,7 @@ class GPT2Model {
         be_.linear_forward(Linear::proj, act(l), w(s.w_proj), w(s.b_proj), acts_.tmp.data());
         be_.add(mid(l), acts_.tmp.data(), resid(l + 1), NC);
       }
-      be_.layernorm_forward(2 * L, resid(L), w(layout_.lnf_w), w(layout_.lnf_b),
-                            acts_.lnf.data());
+      be_.layernorm_forward(2 * L, resid(L), w(layout_.lnf_w), w(layout_.lnf_b), acts_.lnf.data());
       be_.head_logits(acts_.lnf.data(), w(layout_.wte));
     });
     auto out = be_.cached_logits(acts_.lnf.data(), w(layout_.wte));
