@@ -1,6 +1,8 @@
 // tests/cuda/gpt2_reference.cpp — see gpt2_reference.hpp.
 #include "gpt2_reference.hpp"
 
+#include <algorithm>
+
 #include <ra/nn/adamw.hpp>
 #include <ra/nn/checkpoint.hpp>
 #include <ra/nn/gpt2.hpp>
@@ -51,6 +53,29 @@ Gpt2Result reference_gpt2(const nn::GPT2Config& cfg, CpuCompute compute, std::ui
       break;
   }
   return run<float>(cfg, seed, tokens, targets, B, T, dropout_seed, lr, b, t);
+}
+
+std::vector<std::vector<std::int32_t>> cpu_greedy(
+    const nn::GPT2Config& cfg, std::uint64_t seed,
+    const std::vector<std::vector<std::int32_t>>& prompts, index_t max_seq, int steps) {
+  nn::GPT2<float> model(cfg);
+  model.init_gpt2(seed);
+  model.set_training(false);
+  const auto B = static_cast<index_t>(prompts.size());
+  model.reset_cache(B, max_seq);
+  auto z = model.prefill(prompts);
+  std::vector<std::vector<std::int32_t>> out(prompts.size());
+  for (int s = 0; s < steps; ++s) {
+    std::vector<std::int32_t> next(prompts.size());
+    for (index_t b = 0; b < B; ++b) {
+      const auto row = z.begin() + b * cfg.vocab;
+      next[static_cast<std::size_t>(b)] =
+          static_cast<std::int32_t>(std::max_element(row, row + cfg.vocab) - row);
+      out[static_cast<std::size_t>(b)].push_back(next[static_cast<std::size_t>(b)]);
+    }
+    if (s + 1 < steps) z = model.decode(next);
+  }
+  return out;
 }
 
 CpuRunState cpu_run(const nn::GPT2Config& cfg, std::shared_ptr<const nn::TokenFile> data, index_t B,

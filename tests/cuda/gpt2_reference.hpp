@@ -36,6 +36,13 @@ Gpt2Result reference_gpt2(const nn::GPT2Config& cfg, CpuCompute compute, std::ui
                           const std::vector<std::int32_t>& targets, index_t B, index_t T,
                           std::uint64_t dropout_seed, double lr, index_t b = 0, index_t t = 0);
 
+/// Greedy generation on the CPU model in fp32 (nn::GPT2<float>, init_gpt2(seed)) with the KV
+/// cache: the prompts prefilled into a cache of max_seq positions, then `steps` tokens per
+/// sequence, each the argmax of the logits (the lowest id on a tie). Returns them per sequence.
+std::vector<std::vector<std::int32_t>> cpu_greedy(
+    const nn::GPT2Config& cfg, std::uint64_t seed,
+    const std::vector<std::vector<std::int32_t>>& prompts, index_t max_seq, int steps);
+
 /// A CPU training run in fp32 (nn::GPT2<float>, nn::AdamW, batches of B x T from `data`, loader
 /// and state seeded with `seed`): started from init_gpt2(seed) and `steps` training steps, or
 /// from the checkpoint at `load_from` when that is not empty; then saved to `save_to` (when

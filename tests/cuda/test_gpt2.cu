@@ -451,13 +451,4 @@ TEST_CASE("GPU GPT-2 refuses bad input, naming it", "[gpt2]") {
   CHECK_THROWS_AS(nn::CudaGPT2<bf16>(one), ra::error);
 }
 
-TEST_CASE("GPU GPT-2 refuses KV-cache decoding until it has a decode kernel", "[gpt2][decode]") {
-  nn::CudaGPT2<float> model(tiny(nn::Arm::ra));
-  model.init_gpt2(1);
-  model.reset_cache(1, 4);  // the cache itself is backend-neutral memory
-  const std::vector<std::vector<std::int32_t>> prompts = {{1, 2}};
-  CHECK_THROWS_AS(model.prefill(prompts), ra::unsupported);
-  CHECK_THROWS_WITH(model.prefill(prompts), Catch::Contains("no decode kernel yet"));
-}
-
 }  // namespace ra::test

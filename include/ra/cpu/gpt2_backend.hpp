@@ -40,6 +40,7 @@
 #include <ra/expr/gates.hpp>
 #include <ra/expr/gemm.hpp>
 #include <ra/model/adamw.hpp>
+#include <ra/model/cached_rows.hpp>
 #include <ra/model/dropout.hpp>
 #include <ra/model/gpt2_config.hpp>
 
@@ -91,19 +92,48 @@ class GPT2Backend {
                            slice<0>(mat(wte, cfg_.padded_vocab(), C), 0, cfg_.vocab),
                            mat(wpe, cfg_.max_seq, C), make_view(out, shape(B_, S_, C)));  // (B,T,C)
   }
-  /// out row i = wte[tokens[i]] + wpe[positions[i]] (decoding: each row at its own position).
-  void embedding_at(std::span<const std::int32_t> tokens, std::span<const index_t> positions,
-                    const T* wte, const T* wpe, T* out) const {
+  // ---- decoding with the KV cache (nn::GPT2Model's prefill and decode) ------------------
+  /// Nothing to size: the step's rows live in host vectors (set_cached_rows).
+  void reserve_cache(index_t /*batch*/, index_t /*max_seq*/) {}
+  /// The tokens, positions and lengths of the next cached step (copied).
+  void set_cached_rows(const model::CachedRows& r) {
+    rows_ = r;
+    tokens_.assign(r.tokens.begin(), r.tokens.end());
+    positions_.assign(r.positions.begin(), r.positions.end());
+    lengths_.assign(r.lengths.begin(), r.lengths.end());
+  }
+  /// Runs the step f (a host backend has nothing to capture).
+  template <class Key, class F>
+  void run_cached(const Key& /*key*/, F&& f) {
+    f();
+  }
+  /// out row r = wte[tokens[r]] + wpe[positions[r]]: each new row at its own position.
+  void embedding_at(const T* wte, const T* wpe, T* out) const {
     const index_t C = cfg_.C;
     const auto wte_v = slice<0>(mat(wte, cfg_.padded_vocab(), C), 0, cfg_.vocab);  // (vocab,C)
     const auto wpe_v = mat(wpe, cfg_.max_seq, C);                                  // (max_seq,C)
-    for (std::size_t i = 0; i < tokens.size(); ++i) {
+    for (std::size_t i = 0; i < tokens_.size(); ++i) {
       const auto row = static_cast<index_t>(i);
       cpu::embedding_forward(
-          make_view(tokens.data() + i, shape(index_t{1}, index_t{1})),  // (1,1)
-          wte_v, slice<0>(wpe_v, positions[i], positions[i] + 1),
+          make_view(tokens_.data() + i, shape(index_t{1}, index_t{1})),  // (1,1)
+          wte_v, slice<0>(wpe_v, positions_[i], positions_[i] + 1),
           make_view(out + row * C, shape(index_t{1}, index_t{1}, C)));  // (1,1,C)
     }
+  }
+  /// The new rows' Kf and V (columns [C, 3C) of qkv (n·S,3C)) into the layer's cache kf, v
+  /// (cache_batch,H,max_seq,D) each, row i·S + t of sequence first + i at its position.
+  void cache_write(const T* qkv, T* kf, T* v) const {
+    const index_t C = cfg_.C, H = cfg_.n_head, D = cfg_.head_dim(), M = rows_.max_seq;
+    for (index_t i = 0; i < rows_.n; ++i)
+      for (index_t t = 0; t < rows_.S; ++t) {
+        const index_t r = i * rows_.S + t, pos = positions_[static_cast<std::size_t>(r)];
+        const T* row = qkv + r * 3 * C;
+        for (index_t h = 0; h < H; ++h) {
+          const index_t slot = (((rows_.first + i) * H + h) * M + pos) * D;
+          std::copy_n(row + C + h * D, D, kf + slot);
+          std::copy_n(row + 2 * C + h * D, D, v + slot);
+        }
+      }
   }
   /// dwpe is overwritten (0 past T), dwte added to (the head wrote its part).
   void embedding_backward(std::span<const std::int32_t> tokens, const T* dout, float* dwte,
@@ -186,26 +216,36 @@ class GPT2Backend {
                          cfg_.head_dim());  // (B,H,T,D) strides (TC,D,C,1)
     cpu::attention_forward(node(qkv, g), o);
   }
-  /// att (T_q,C) = folded attention of the T_q new rows of one sequence, qkv (T_q,3C), over
-  /// its cache: Kf and V (H,max_seq,D) each, the first T_k positions filled (the new rows'
-  /// included); the causal mask aligned bottom-right.
+  /// att (n·S,C) = folded attention of the S new rows of each sequence of the step, qkv
+  /// (n·S,3C), over its cache: Kf and V (cache_batch,H,max_seq,D) each, the first
+  /// lengths[i] positions of sequence first + i filled (the new rows' included); the causal
+  /// mask aligned bottom-right.
   template <class Values>
-  void attention_cached(index_t /*layer*/, const T* qkv, T* att, index_t t_q, const T* kf,
-                        const T* v, index_t t_k, index_t max_seq, const Values& g) const {
-    const index_t C = cfg_.C, H = cfg_.n_head, D = cfg_.head_dim();
-    const auto in = folded_views(make_view(qkv, shape(index_t{1}, t_q, 3 * C)), H, D);
-    const std::array<index_t, 4> cache_strides{H * max_seq * D, max_seq * D, D, 1};
-    const Head k = make_view(kf, shape(index_t{1}, H, t_k, D), cache_strides);  // (1,H,T_k,D)
-    const Head w = make_view(v, shape(index_t{1}, H, t_k, D), cache_strides);   // (1,H,T_k,D)
-    const auto o = heads(make_view(att, shape(index_t{1}, t_q, C)), H, D);      // (1,H,T_q,D)
-    const FoldedAttention<kDynamicRank, Head, Head, Head> node{
-        in.q,
-        k,
-        w,
-        attn_.R,
-        Gates{attn_.gates, attn_.gate_param, g.w_std, g.w_rec},
-        Restart{attn_.restart ? g.a : nullptr}};
-    cpu::attention_forward(node, o);
+  void attention_cached(index_t /*layer*/, const T* qkv, T* att, const T* kf, const T* v,
+                        const Values& g) const {
+    const index_t C = cfg_.C, H = cfg_.n_head, D = cfg_.head_dim(), M = rows_.max_seq;
+    const index_t t_q = rows_.S;
+    const std::array<index_t, 4> cache_strides{H * M * D, M * D, D, 1};
+    for (index_t i = 0; i < rows_.n; ++i) {
+      const index_t t_k = lengths_[static_cast<std::size_t>(i)];
+      const index_t slot = (rows_.first + i) * H * M * D;
+      const auto in =
+          folded_views(make_view(qkv + i * t_q * 3 * C, shape(index_t{1}, t_q, 3 * C)), H, D);
+      const Head k =
+          make_view(kf + slot, shape(index_t{1}, H, t_k, D), cache_strides);  // (1,H,T_k,D)
+      const Head w =
+          make_view(v + slot, shape(index_t{1}, H, t_k, D), cache_strides);  // (1,H,T_k,D)
+      const auto o =
+          heads(make_view(att + i * t_q * C, shape(index_t{1}, t_q, C)), H, D);  // (1,H,T_q,D)
+      const FoldedAttention<kDynamicRank, Head, Head, Head> node{
+          in.q,
+          k,
+          w,
+          attn_.R,
+          Gates{attn_.gates, attn_.gate_param, g.w_std, g.w_rec},
+          Restart{attn_.restart ? g.a : nullptr}};
+      cpu::attention_forward(node, o);
+    }
   }
   /// dQf, dKf, dV into the folded views of d_qkv (B,T,3C), and the gate and restart gradients.
   template <class Values, class Grads>
@@ -242,6 +282,17 @@ class GPT2Backend {
     lm_head_cross_entropy(rows(h), mat(wte, cfg_.padded_vocab(), cfg_.C), cfg_.vocab,
                           target_view(targets), make_view(dh, shape(B_ * S_, cfg_.C)),
                           make_view(dwte, shape(cfg_.padded_vocab(), cfg_.C)));
+  }
+  /// Nothing to do: cached_logits computes the logits on demand.
+  void head_logits(const T* /*h*/, const T* /*wte*/) const {}
+  /// The logits after each sequence's last new token of the step, (n, vocab) in double.
+  std::vector<double> cached_logits(const T* h, const T* wte) const {
+    std::vector<double> out;
+    for (index_t i = 0; i < rows_.n; ++i) {
+      const auto z = logits(i * rows_.S + rows_.S - 1, h, wte);
+      out.insert(out.end(), z.begin(), z.end());
+    }
+    return out;
   }
   /// The logits of row `row` over the real vocabulary, in double.
   std::vector<double> logits(index_t row, const T* h, const T* wte) const {
@@ -310,6 +361,9 @@ class GPT2Backend {
   std::vector<T> w_grad_, b_grad_;  // the attention GEMMs' gradients in T (see the top)
   std::vector<T> ln_dx_;            // the LayerNorm gradient before the residual is added
   index_t B_ = 0, S_ = 0;
+  model::CachedRows rows_;  // the cached step (its spans unused past set_cached_rows)
+  std::vector<std::int32_t> tokens_;
+  std::vector<index_t> positions_, lengths_;
 };
 
 }  // namespace ra::cpu

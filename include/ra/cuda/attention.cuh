@@ -1,6 +1,7 @@
-// ra/cuda/attention.cuh — the runtime entry to the attention forward kernels: validates a
-// params struct and maps runtime (dtype, D, R, gate mode, restart) to one specialised
-// kernel. This is the only place the attention dispatch happens.
+// ra/cuda/attention.cuh — the runtime entry to the attention forward kernels (the flash
+// kernels for T_q = T_k, the decode kernel of ra/cuda/decode.cuh for a few new rows over a KV
+// cache): validates a params struct and maps runtime (dtype, D, R, gate mode, restart) to one
+// specialised kernel. This is the only place the attention dispatch happens.
 //
 // Build parallelism: a translation unit that defines RA_CUDA_EXTERN_FLASH sees only the
 // declarations of the dispatch (flash_dispatch.cuh) and of the per-rank launchers
@@ -70,6 +71,40 @@ inline void validate(const AttentionParams& p, const char* where = "attention_fo
   }
 }
 
+/// Checks a params struct for attention_decode: T_q in [1, kDecodeMaxRows] new rows over a
+/// cache of T_k = seq_k rows, seq_lens set, kv_splits in [1, kDecodeMaxSplits] with a split
+/// workspace of decode_workspace_floats() floats where kv_splits > 1, 16-byte rows; the other
+/// fields as validate(). Throws ra::error naming the bad field (ra::unsupported for values
+/// outside the supported lists).
+inline void validate_decode(const AttentionParams& p, const char* where = "attention_decode") {
+  check_head_dim_and_rank(where, p.head_dim, p.rank);
+  validate_common(p, where, AttentionCall::decode);
+  require_arg(p.seq >= 1 && p.seq <= kDecodeMaxRows, where, "T_q", p.seq,
+              ra::detail::concat("1 to ", kDecodeMaxRows,
+                                 " new query rows (a longer prefill is attention_forward's)"));
+  require_arg(p.seq_lens != nullptr, where, "seq_lens", "a null pointer",
+              "a device pointer to the B key counts");
+  require_arg(index_t{p.batch} * p.heads <= 65535, where, "B·H", index_t{p.batch} * p.heads,
+              "at most 65535 (sequence, head) pairs");
+  require_arg(p.kv_splits >= 1 && p.kv_splits <= kDecodeMaxSplits, where, "kv_splits", p.kv_splits,
+              ra::detail::concat("1 to ", kDecodeMaxSplits, " (decode_splits())"));
+  const index_t need = decode_workspace_floats(p.batch, p.heads, p.seq, p.head_dim, p.kv_splits);
+  require_arg(p.split_ws_floats >= need && (need == 0 || p.split_ws != nullptr), where,
+              "split_ws_floats", p.split_ws == nullptr && need > 0 ? 0 : p.split_ws_floats,
+              ra::detail::concat("at least decode_workspace_floats(...) = ", need,
+                                 " floats of split-KV scratch"));
+  check_strides(where, "stride", p.dtype, p.batch, p.heads, p.seq,
+                {p.q_batch_stride, p.q_head_stride, p.q_row_stride, p.o_batch_stride,
+                 p.o_head_stride, p.o_row_stride});
+  check_strides(where, "stride", p.dtype, p.batch, p.heads, p.seq_k,
+                {p.k_batch_stride, p.k_head_stride, p.k_row_stride, p.v_batch_stride,
+                 p.v_head_stride, p.v_row_stride});
+  check_aligned(where, "pointer", {p.k, p.v});
+  if (p.o_pre != nullptr)
+    check_strides(where, "o_pre stride", p.dtype, p.batch, p.heads, p.seq,
+                  {p.o_pre_batch_stride, p.o_pre_head_stride, p.o_pre_row_stride});
+}
+
 namespace detail {
 
 /// Launches the kernel of <T, D> for p's rank, gate mode and restart flag.
@@ -79,6 +114,14 @@ void flash_forward_dispatch(const AttentionParams& p, cudaStream_t stream);
 /// Launches the kernel of <T, D, R> for p's gate mode and restart flag.
 template <class T, int D, int R>
 void flash_forward_rank(const AttentionParams& p, cudaStream_t stream);
+
+/// Launches the decode kernel of <T, D> for p's rank, gate mode and restart flag.
+template <class T, int D>
+void decode_dispatch(const AttentionParams& p, cudaStream_t stream);
+
+/// Launches the decode kernel of <T, D, R> for p's gate mode and restart flag.
+template <class T, int D, int R>
+void decode_rank(const AttentionParams& p, cudaStream_t stream);
 
 }  // namespace detail
 
@@ -94,6 +137,23 @@ inline void attention_forward(const AttentionParams& p, cudaStream_t stream) {
     using T = typename decltype(tag)::type;
     dispatch_head_dim(p.head_dim, [&](auto d) {
       detail::flash_forward_dispatch<T, static_cast<int>(decltype(d)::value)>(p, stream);
+    });
+  });
+}
+
+/// O' (and lse, o_pre where set) of T_q new query rows over a KV cache, as described by p
+/// (see AttentionParams and ra/cuda/decode.cuh), on `stream`: the decode kernel of runtime
+/// (dtype, D) here, R in decode_dispatch (flash_dispatch.cuh), gate mode and restart in
+/// decode_rank (decode_rank.cuh). Reads the key counts from device memory at run time and
+/// allocates nothing, so it can be captured in a CUDA graph. Throws as validate_decode,
+/// ra::cuda_error when a launch fails.
+inline void attention_decode(const AttentionParams& p, cudaStream_t stream) {
+  validate_decode(p);
+  if (p.batch == 0) return;
+  dispatch_dtype(p.dtype, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    dispatch_head_dim(p.head_dim, [&](auto d) {
+      detail::decode_dispatch<T, static_cast<int>(decltype(d)::value)>(p, stream);
     });
   });
 }
@@ -217,6 +277,7 @@ inline AttentionParams make_params(const AnyView& q, const AnyView& k, const Any
 }  // namespace ra::cuda
 
 #ifndef RA_CUDA_EXTERN_FLASH
+#include <ra/cuda/decode_rank.cuh>
 #include <ra/cuda/flash_dispatch.cuh>
 #include <ra/cuda/flash_rank.cuh>
 #endif

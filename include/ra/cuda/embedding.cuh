@@ -46,16 +46,19 @@ struct TokenBuckets {
 
 namespace detail {
 
+// Row n at position positions[n] where given, else n % seq.
 template <class T>
-__global__ void embedding_forward_kernel(const std::int32_t* tokens, const T* wte, const T* wpe,
-                                         T* out, index_t rows, index_t seq, index_t C) {
+__global__ void embedding_forward_kernel(const std::int32_t* tokens, const std::int32_t* positions,
+                                         const T* wte, const T* wpe, T* out, index_t rows,
+                                         index_t seq, index_t C) {
   constexpr int P = Pack<T>::N;
   const index_t packs_per_row = C / P;
   for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
        i < rows * packs_per_row; i += static_cast<index_t>(gridDim.x) * blockDim.x) {
     const index_t n = i / packs_per_row, c = i % packs_per_row;
     const Pack<T> a = reinterpret_cast<const Pack<T>*>(wte + tokens[n] * C)[c];
-    const Pack<T> b = reinterpret_cast<const Pack<T>*>(wpe + (n % seq) * C)[c];
+    const index_t pos = positions != nullptr ? positions[n] : n % seq;
+    const Pack<T> b = reinterpret_cast<const Pack<T>*>(wpe + pos * C)[c];
     Pack<T> o;
 #pragma unroll
     for (int k = 0; k < P; ++k) o.v[k] = T(f32(a.v[k]) + f32(b.v[k]));
@@ -101,8 +104,22 @@ void embedding_forward(const std::int32_t* tokens, const T* wte, const T* wpe, T
   detail::check_packs<T>("cuda::embedding_forward", C, {wte, wpe, out});
   const index_t packs = batch * seq * (C / Pack<T>::N);
   if (packs == 0) return;
-  detail::embedding_forward_kernel<T>
-      <<<detail::pack_blocks(packs), 256, 0, stream>>>(tokens, wte, wpe, out, batch * seq, seq, C);
+  detail::embedding_forward_kernel<T><<<detail::pack_blocks(packs), 256, 0, stream>>>(
+      tokens, nullptr, wte, wpe, out, batch * seq, seq, C);
+  RA_CUDA_CHECK_LAUNCH();
+}
+
+/// out (rows, C) = wte[tokens] + wpe[positions], row by row (decoding: each new token at its
+/// own position), for device tokens and positions (rows int32 each, checked by the caller).
+/// Throws ra::error on C not a multiple of the pack.
+template <class T>
+void embedding_at(const std::int32_t* tokens, const std::int32_t* positions, const T* wte,
+                  const T* wpe, T* out, index_t rows, index_t C, cudaStream_t stream) {
+  detail::check_packs<T>("cuda::embedding_at", C, {wte, wpe, out});
+  const index_t packs = rows * (C / Pack<T>::N);
+  if (packs == 0) return;
+  detail::embedding_forward_kernel<T><<<detail::pack_blocks(packs), 256, 0, stream>>>(
+      tokens, positions, wte, wpe, out, rows, 1, C);
   RA_CUDA_CHECK_LAUNCH();
 }
 

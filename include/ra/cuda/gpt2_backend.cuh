@@ -35,6 +35,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
+#include <iterator>
 #include <cstdint>
 #include <limits>
 #include <span>
@@ -55,10 +57,13 @@
 #include <ra/cuda/embedding.cuh>
 #include <ra/cuda/flash_backward.cuh>
 #include <ra/cuda/gemm.cuh>
+#include <ra/cuda/graph.cuh>
+#include <ra/cuda/kv_cache.cuh>
 #include <ra/cuda/layernorm.cuh>
 #include <ra/cuda/reduce.cuh>
 #include <ra/expr/attention.hpp>
 #include <ra/model/adamw.hpp>
+#include <ra/model/cached_rows.hpp>
 #include <ra/model/gpt2_config.hpp>
 
 namespace ra::cuda {
@@ -116,6 +121,9 @@ class GPT2Backend {
   }
   GPT2Backend(const GPT2Backend&) = delete;
   GPT2Backend& operator=(const GPT2Backend&) = delete;
+  ~GPT2Backend() {
+    if (capture_stream_ != nullptr) (void)cudaStreamDestroy(capture_stream_);
+  }
 
   cudaStream_t stream() const { return stream_; }
   /// Whether the MLP's GELU runs in cuBLASLt's GEMM epilogues (bf16, asked for in
@@ -234,20 +242,141 @@ class GPT2Backend {
     gelu_backward(dpre, pre, dpre, N() * model::linear_shape(cfg_, id).in, stream_);
   }
 
-  /// Decoding with a KV cache (nn::GPT2Model::reset_cache, prefill, decode) needs a decode
-  /// kernel this backend does not have yet: both ops throw ra::unsupported.
-  void embedding_at(std::span<const std::int32_t>, std::span<const index_t>, const T*, const T*,
-                    T*) {
-    throw unsupported(
-        "cuda::GPT2Backend: no decode kernel yet (KV-cache decoding runs on the "
-        "CPU backend only)");
+  // ---- decoding with the KV cache (nn::GPT2Model's reset_cache, prefill, decode) ----------
+  // The step's tokens, positions and lengths live in device buffers sized once per cache
+  // (reserve_cache), so a decode step allocates nothing and a CUDA graph captured over them
+  // replays with the values set_cached_rows copied in before it.
+
+  /// Whether decode steps (one new token per sequence) run as a CUDA graph captured once per
+  /// step shape and replayed (the default), or eagerly. Both give the same bits.
+  void set_decode_graphs(bool on) { graphs_ = on; }
+  bool decode_graphs() const { return graphs_; }
+  /// Graphs captured so far (one per decode shape; a test reads it).
+  int graph_captures() const { return captures_; }
+
+  /// The device state of a cache of `batch` sequences × `max_seq` positions: the step's
+  /// tokens, positions, lengths and the split-KV scratch of the decode kernel.
+  void reserve_cache(index_t batch, index_t max_seq) {
+    const index_t H = cfg_.n_head, D = cfg_.head_dim();
+    dec_ = DecodeState{};
+    graph_ = Graph{};
+    const index_t rows = std::max(batch, max_seq);
+    dec_.tokens = zeros<std::int32_t>(rows);
+    dec_.positions = zeros<std::int32_t>(rows);
+    dec_.lengths = zeros<std::int32_t>(rows);  // n values per chunk of kDecodeMaxRows rows
+    dec_.splits_batch = decode_splits(batch, H, max_seq);
+    dec_.splits_one = decode_splits(1, H, max_seq);
+    dec_.split_ws = zeros<float>(
+        std::max(decode_workspace_floats(batch, H, kDecodeMaxRows, D, dec_.splits_batch),
+                 decode_workspace_floats(1, H, kDecodeMaxRows, D, dec_.splits_one)));
+    dec_.rows = rows;
+    if (capture_stream_ == nullptr)
+      RA_CUDA_CHECK(cudaStreamCreateWithFlags(&capture_stream_, cudaStreamNonBlocking));
   }
+  /// Copies the step's tokens, positions and lengths (per chunk of at most kDecodeMaxRows new
+  /// rows: the keys each chunk sees) to the device, ordered on the stream before the step.
+  void set_cached_rows(const model::CachedRows& r) {
+    constexpr const char* where = "cuda::GPT2Backend::set_cached_rows";
+    require(dec_.rows > 0, where, ": expected reserve_cache() first");
+    const index_t N = r.n * r.S, chunks = (r.S + kDecodeMaxRows - 1) / kDecodeMaxRows;
+    require_arg(N <= dec_.rows && r.n * chunks <= dec_.rows, where, "rows", N,
+                ra::detail::concat("at most ", dec_.rows, " (the cache's batch or max_seq)"));
+    rows_ = r;
+    fresh_ = true;
+    host_pos_.resize(static_cast<std::size_t>(N));
+    for (index_t i = 0; i < N; ++i)
+      host_pos_[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(r.positions[i]);
+    host_len_.resize(static_cast<std::size_t>(r.n * chunks));
+    for (index_t c = 0; c < chunks; ++c)
+      for (index_t i = 0; i < r.n; ++i) {
+        const index_t end = std::min(r.S, (c + 1) * kDecodeMaxRows);  // rows of chunks <= c
+        host_len_[static_cast<std::size_t>(c * r.n + i)] =
+            static_cast<std::int32_t>(r.lengths[i] - (r.S - end));
+      }
+    for (index_t i = 0; i < r.n; ++i) fresh_ = fresh_ && r.lengths[i] == r.S;
+    // Pageable sources are staged before cudaMemcpyAsync returns: the vectors may change.
+    RA_CUDA_CHECK(cudaMemcpyAsync(dec_.tokens.data(), r.tokens.data(), r.tokens.size_bytes(),
+                                  cudaMemcpyHostToDevice, stream_));
+    RA_CUDA_CHECK(cudaMemcpyAsync(dec_.positions.data(), host_pos_.data(),
+                                  host_pos_.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice,
+                                  stream_));
+    RA_CUDA_CHECK(cudaMemcpyAsync(dec_.lengths.data(), host_len_.data(),
+                                  host_len_.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice,
+                                  stream_));
+  }
+  /// Runs the step f: a decode step (S = 1) with graphs on as the graph captured for `key`
+  /// (captured on first use, or when the key changes), anything else eagerly.
+  template <class Key, class F>
+  void run_cached(const Key& key, F&& f) {
+    if (!graphs_ || rows_.S != 1) {
+      f();
+      return;
+    }
+    const std::vector<index_t> k(std::begin(key), std::end(key));
+    if (graph_.empty() || k != graph_key_) {
+      graph_ = Graph{};
+      const cudaStream_t own = stream_;
+      stream_ = capture_stream_;  // every op of f enqueues on stream_
+      try {
+        graph_ = Graph::capture(capture_stream_, [&] { f(); });
+      } catch (...) {
+        stream_ = own;
+        throw;
+      }
+      stream_ = own;
+      graph_key_ = k;
+      ++captures_;
+    }
+    graph_.replay(stream_);
+  }
+  void embedding_at(const T* wte, const T* wpe, T* out) {
+    cuda::embedding_at(dec_.tokens.data(), dec_.positions.data(), wte, wpe, out, rows_.n * rows_.S,
+                       cfg_.C, stream_);
+  }
+  /// The new rows' Kf and V into the layer's cache kf, v (cache_batch,H,max_seq,D) each.
+  void cache_write(const T* qkv, T* kf, T* v) {
+    const index_t H = cfg_.n_head, D = cfg_.head_dim(), M = rows_.max_seq;
+    const index_t first = rows_.first * H * M * D;
+    cuda::cache_write(qkv, kf + first, v + first, dec_.positions.data(), rows_.n, rows_.S, H, D, M,
+                      stream_);
+  }
+  /// att (n·S,C) = the new rows of the step over the cache: the decode kernel per chunk of at
+  /// most kDecodeMaxRows rows; a prefill into an empty cache longer than that (every length =
+  /// S) runs the flash forward on the cache's first S rows.
   template <class Values>
-  void attention_cached(index_t, const T*, T*, index_t, const T*, const T*, index_t, index_t,
-                        const Values&) {
-    throw unsupported(
-        "cuda::GPT2Backend: no decode kernel yet (KV-cache decoding runs on the "
-        "CPU backend only)");
+  void attention_cached(index_t /*layer*/, const T* qkv, T* att, const T* kf, const T* v,
+                        const Values& g) {
+    const index_t C = cfg_.C, H = cfg_.n_head, D = cfg_.head_dim(), M = rows_.max_seq;
+    const index_t n = rows_.n, S = rows_.S, first = rows_.first * H * M * D;
+    const Gates gates{attn_.gates, attn_.gate_param, g.w_std, g.w_rec};
+    const Restart restart{attn_.restart ? g.a : nullptr};
+    const auto in =
+        folded_views(make_view(qkv, shape(n, S, 3 * C)), H, D);    // (n,H,S,D) (3SC,D,3C,1)
+    const auto out = heads(make_view(att, shape(n, S, C)), H, D);  // (n,H,S,D) (SC,D,C,1)
+    const std::array<index_t, 4> cache_strides{H * M * D, M * D, D, 1};
+    if (fresh_ && S > kDecodeMaxRows) {
+      const auto k = make_view(kf + first, shape(n, H, S, D), cache_strides);  // (n,H,S,D)
+      const auto w = make_view(v + first, shape(n, H, S, D), cache_strides);
+      cuda::attention_forward(
+          make_params(folded_attention(in.q, k, w, attn_.R, gates, causal, restart), out, nullptr),
+          stream_);
+      return;
+    }
+    const int splits = n == 1 ? dec_.splits_one : dec_.splits_batch;
+    for (index_t c0 = 0; c0 < S; c0 += kDecodeMaxRows) {
+      const index_t rows = std::min<index_t>(kDecodeMaxRows, S - c0);
+      const auto k = make_view(kf + first, shape(n, H, M, D), cache_strides);  // (n,H,max_seq,D)
+      const auto w = make_view(v + first, shape(n, H, M, D), cache_strides);
+      const auto q = slice<2>(in.q, c0, c0 + rows);  // (n,H,rows,D)
+      const auto o = slice<2>(out, c0, c0 + rows);
+      AttentionParams p =
+          make_params(folded_attention(q, k, w, attn_.R, gates, causal, restart), o, nullptr);
+      p.seq_lens = dec_.lengths.data() + (c0 / kDecodeMaxRows) * n;
+      p.kv_splits = splits;
+      p.split_ws = dec_.split_ws.data();
+      p.split_ws_floats = dec_.split_ws.size();
+      attention_decode(p, stream_);
+    }
   }
 
   /// att = folded attention of the views of qkv (B,T,3C), written (B,T,C).
@@ -311,6 +440,25 @@ class GPT2Backend {
     plans_.head.dx.run(s_.logits.data(), wte, nullptr, dh, stream_);
     plans_.head.dw.run(s_.logits.data(), h, nullptr, dwte, stream_);
   }
+  /// logits = h·wteᵀ for the step's n·S rows (kept for cached_logits).
+  void head_logits(const T* h, const T* wte) {
+    plans_.head.forward.run(h, wte, nullptr, s_.logits.data(), stream_);
+  }
+  /// The logits after each sequence's last new token of the step, (n, vocab) in double: one
+  /// strided copy, after the stream's work. Waits for the GPU.
+  std::vector<double> cached_logits(const T* /*h*/, const T* /*wte*/) {
+    const index_t n = rows_.n, V = cfg_.vocab, Vp = cfg_.padded_vocab();
+    host_logits_.resize(static_cast<std::size_t>(n * V));
+    RA_CUDA_CHECK(cudaMemcpy2DAsync(host_logits_.data(), V * sizeof(T),
+                                    s_.logits.data() + (rows_.S - 1) * Vp, rows_.S * Vp * sizeof(T),
+                                    V * sizeof(T), static_cast<std::size_t>(n),
+                                    cudaMemcpyDeviceToHost, stream_));
+    synchronize();
+    std::vector<double> z(host_logits_.size());
+    for (std::size_t i = 0; i < z.size(); ++i)
+      z[i] = static_cast<double>(static_cast<float>(host_logits_[i]));
+    return z;
+  }
   /// The logits of row `row` (kept by a head_forward without targets), in double.
   std::vector<double> logits(index_t row, const T* /*h*/, const T* /*wte*/) const {
     std::vector<T> r(static_cast<std::size_t>(cfg_.vocab));
@@ -332,6 +480,12 @@ class GPT2Backend {
 
  private:
   // The per-row state of the largest B·T seen.
+  struct DecodeState {
+    DeviceBuffer<std::int32_t> tokens, positions, lengths;
+    DeviceBuffer<float> split_ws;
+    index_t rows = 0;  // capacity of tokens and positions
+    int splits_batch = 1, splits_one = 1;
+  };
   struct State {
     DeviceBuffer<std::int32_t> tokens, targets, bucket_ids, bucket_start, bucket_rows;
     DeviceBuffer<T> att_pre, logits;
@@ -506,6 +660,17 @@ class GPT2Backend {
   DeviceTokenBuckets buckets_;
   index_t planned_ = 0, B_ = 0, S_ = 0;
   bool fused_gelu_, fused_bias_grad_;
+  // Decoding: the step's device inputs, its host copies, the graph of the decode step.
+  DecodeState dec_;
+  model::CachedRows rows_;  // the current step (its spans unused past set_cached_rows)
+  bool fresh_ = false;      // every sequence of the step starts empty (lengths = S)
+  std::vector<std::int32_t> host_pos_, host_len_;
+  std::vector<T> host_logits_;
+  Graph graph_;
+  std::vector<index_t> graph_key_;
+  cudaStream_t capture_stream_ = nullptr;
+  bool graphs_ = true;
+  int captures_ = 0;
 };
 
 }  // namespace ra::cuda

@@ -46,12 +46,17 @@
 //   linear_backward / linear_gelu_backward (model::Linear names the layer), attention_forward /
 //   attention_backward (layer l, gates and restart read from the fp32 masters), dropout, add,
 //   copy, head_forward (loss, or NaN keeping the logits) / head_backward / logits, and
-//   optimizer_step; for decoding with the KV cache (see "generation" below), embedding_at
-//   (each row at its own position) and attention_cached (new rows of one sequence over its
-//   cache slots).
+//   optimizer_step; for decoding with the KV cache (see "generation" below), one call per
+//   layer for all sequences of a step: reserve_cache(batch, max_seq), set_cached_rows(rows)
+//   (model::CachedRows: the step's tokens, positions and lengths), embedding_at (each row at
+//   its own position), cache_write (the new rows' Kf and V into the layer's cache),
+//   attention_cached (the new rows over the cache), head_logits / cached_logits (the logits
+//   after each sequence's last new token), and run_cached(key, f), which runs the step f —
+//   eagerly, or, on the GPU, as a CUDA graph captured once per key and replayed.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -63,6 +68,7 @@
 #include <ra/core/error.hpp>
 #include <ra/core/tensor.hpp>
 #include <ra/model/adamw.hpp>
+#include <ra/model/cached_rows.hpp>
 #include <ra/model/gpt2_config.hpp>
 
 namespace ra::nn {
@@ -320,6 +326,8 @@ class GPT2Model {
       cache_.v = be_.template zeros<T>(n);
       cache_.batch = batch;
       cache_.max_seq = max_seq;
+      be_.reserve_cache(batch, max_seq);
+      ++epoch_;
     }
     cache_.length.assign(static_cast<std::size_t>(batch), 0);
   }
@@ -423,52 +431,46 @@ class GPT2Model {
 
   // Sequences [first, first + n) each append S tokens (`tokens`, (n,S) row-major, checked):
   // every layer on the n·S new rows, their Kf and V written into the cache, attention over
-  // the cache; returns the logits after each sequence's last new token, (n, vocab).
+  // the cache, one backend call per layer for all n sequences; returns the logits after each
+  // sequence's last new token, (n, vocab). The step runs through be_.run_cached, keyed by
+  // its shape and the memory it touches (epoch_), so a GPU backend may replay it as a graph.
   std::vector<double> forward_cached(const char* where, index_t first, index_t n, index_t S,
                                      std::span<const std::int32_t> tokens) {
     if constexpr (Backend::kHostMemory) require_finite_gates(where);
     have_forward_ = false;  // the activations are about to hold the new rows only
     ensure(n, S);
-    const index_t C = cfg_.C, H = cfg_.n_head, D = cfg_.head_dim(), L = cfg_.n_layer;
-    const index_t NC = n * S * C;
-    std::vector<index_t> pos(static_cast<std::size_t>(n * S));
-    for (index_t i = 0; i < n; ++i)
+    const index_t NC = n * S * cfg_.C, L = cfg_.n_layer;
+    std::vector<index_t> pos(static_cast<std::size_t>(n * S)), len(static_cast<std::size_t>(n));
+    for (index_t i = 0; i < n; ++i) {
       for (index_t t = 0; t < S; ++t)
         pos[static_cast<std::size_t>(i * S + t)] = seq_length(first + i) + t;
+      len[static_cast<std::size_t>(i)] = seq_length(first + i) + S;
+    }
+    be_.set_cached_rows(
+        model::CachedRows{first, n, S, cache_.batch, cache_.max_seq, tokens, pos, len});
     using model::Linear;
-    be_.embedding_at(tokens, pos, w(layout_.wte), w(layout_.wpe), resid(0));
-    for (index_t l = 0; l < L; ++l) {
-      const auto& s = slots(l);
-      be_.layernorm_forward(2 * l, resid(l), w(s.ln1_w), w(s.ln1_b), ln1(l));
-      be_.linear_forward(Linear::qkv, ln1(l), w(s.w_attn), w(s.b_attn), qkv(l));
-      for (index_t i = 0; i < n; ++i) {
-        const index_t b = first + i, len = seq_length(b);
-        for (index_t t = 0; t < S; ++t) {
-          const T* row = qkv(l) + (i * S + t) * 3 * C;
-          for (index_t h = 0; h < H; ++h) {
-            be_.copy(row + C + h * D, cache_.kf.data() + cache_slot(l, b, h, len + t), D);
-            be_.copy(row + 2 * C + h * D, cache_.v.data() + cache_slot(l, b, h, len + t), D);
-          }
-        }
-        be_.attention_cached(l, qkv(l) + i * S * 3 * C, att(l) + i * S * C, S,
-                             cache_.kf.data() + cache_slot(l, b, 0, 0),
-                             cache_.v.data() + cache_slot(l, b, 0, 0), len + S, cache_.max_seq,
-                             gate_values(s));
+    be_.run_cached(std::array<index_t, 4>{first, n, S, epoch_}, [&] {
+      be_.embedding_at(w(layout_.wte), w(layout_.wpe), resid(0));
+      for (index_t l = 0; l < L; ++l) {
+        const auto& s = slots(l);
+        T* kf = cache_.kf.data() + cache_slot(l, 0, 0, 0);  // (B,H,max_seq,D)
+        T* v = cache_.v.data() + cache_slot(l, 0, 0, 0);
+        be_.layernorm_forward(2 * l, resid(l), w(s.ln1_w), w(s.ln1_b), ln1(l));
+        be_.linear_forward(Linear::qkv, ln1(l), w(s.w_attn), w(s.b_attn), qkv(l));
+        be_.cache_write(qkv(l), kf, v);
+        be_.attention_cached(l, qkv(l), att(l), kf, v, gate_values(s));
+        be_.linear_forward(Linear::out, att(l), w(s.w_o), w(s.b_o), acts_.tmp.data());
+        be_.add(resid(l), acts_.tmp.data(), mid(l), NC);
+        be_.layernorm_forward(2 * l + 1, mid(l), w(s.ln2_w), w(s.ln2_b), ln2(l));
+        be_.linear_gelu_forward(Linear::fc, ln2(l), w(s.w_fc), w(s.b_fc), fc(l), act(l));
+        be_.linear_forward(Linear::proj, act(l), w(s.w_proj), w(s.b_proj), acts_.tmp.data());
+        be_.add(mid(l), acts_.tmp.data(), resid(l + 1), NC);
       }
-      be_.linear_forward(Linear::out, att(l), w(s.w_o), w(s.b_o), acts_.tmp.data());
-      be_.add(resid(l), acts_.tmp.data(), mid(l), NC);
-      be_.layernorm_forward(2 * l + 1, mid(l), w(s.ln2_w), w(s.ln2_b), ln2(l));
-      be_.linear_gelu_forward(Linear::fc, ln2(l), w(s.w_fc), w(s.b_fc), fc(l), act(l));
-      be_.linear_forward(Linear::proj, act(l), w(s.w_proj), w(s.b_proj), acts_.tmp.data());
-      be_.add(mid(l), acts_.tmp.data(), resid(l + 1), NC);
-    }
-    be_.layernorm_forward(2 * L, resid(L), w(layout_.lnf_w), w(layout_.lnf_b), acts_.lnf.data());
-    std::vector<double> out;
-    for (index_t i = 0; i < n; ++i) {
-      const auto z = be_.logits(i * S + S - 1, acts_.lnf.data(), w(layout_.wte));
-      out.insert(out.end(), z.begin(), z.end());
-      seq_length(first + i) += S;
-    }
+      be_.layernorm_forward(2 * L, resid(L), w(layout_.lnf_w), w(layout_.lnf_b), acts_.lnf.data());
+      be_.head_logits(acts_.lnf.data(), w(layout_.wte));
+    });
+    auto out = be_.cached_logits(acts_.lnf.data(), w(layout_.wte));
+    for (index_t i = 0; i < n; ++i) seq_length(first + i) += S;
     return out;
   }
 
@@ -539,6 +541,7 @@ class GPT2Model {
       a.d_tmp = be_.template zeros<T>(cfg_.dropout > 0.f ? NC : 0);
       be_.reserve(rows);
       capacity_ = rows;
+      ++epoch_;
     }
     be_.set_shape(B, S);
     batch_ = B;
@@ -591,6 +594,7 @@ class GPT2Model {
   KVCache cache_;
   std::vector<std::int32_t> tokens_, targets_;
   index_t capacity_ = 0, batch_ = 0, seq_ = 0;  // rows allocated; (B,T) of the last forward
+  index_t epoch_ = 0;  // bumped whenever the activations or the cache move (run_cached's key)
   bool training_ = true, have_forward_ = false, have_targets_ = false;
   std::uint64_t dropout_seed_ = 0, mask_seed_ = 0;
   bool mask_on_ = false;  // dropout masks of the last forward: on, and their seed
