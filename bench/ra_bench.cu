@@ -20,8 +20,9 @@
 // so repeated runs do not measure the cache. A block reads one input x, as in a model where x
 // was just produced; its workspace is its own and reused, as in a real forward.
 // Memory: peak_bytes of a kernel = its inputs + outputs (it allocates nothing); of a block =
-// AttentionBlock::device_bytes() (weights + workspace planned for that path alone) + x + y. allocs_per_call =
-// growth of ra::cuda::allocation_count() over all forwards / their number (must be 0).
+// AttentionBlock::device_bytes() (weights + workspace planned for that path alone) + x + y.
+// allocs_per_call = growth of ra::cuda::allocation_count() over all forwards / their number (must
+// be 0).
 //
 // Usage: ra_bench [--B 8] [--H 12] [--D 64] [--R 4] [--T 1024,2048,4096] [--dtype fp16|bf16]
 //                 [--warmup 10] [--iters 50] [--quick] [--no-unfused] [--json out.json]
@@ -407,9 +408,9 @@ void bench_backward(const Options& opt, index_t seq, bool ra_config, const cudaD
   stage = label;
   const index_t B = opt.batch, H = opt.heads, D = opt.head_dim, C = H * D;
   const int R = ra_config ? opt.rank : 0;
-  const std::size_t set_bytes = static_cast<std::size_t>(B * seq) *
-                                (8 * C * sizeof(T) + H * sizeof(float)) +
-                                ra::cuda::backward_workspace_floats(B, H, seq) * sizeof(float);
+  const std::size_t set_bytes =
+      static_cast<std::size_t>(B * seq) * (8 * C * sizeof(T) + H * sizeof(float)) +
+      ra::cuda::backward_workspace_floats(B, H, seq) * sizeof(float);
   const std::size_t l2 = static_cast<std::size_t>(std::max(prop.l2CacheSize, 1));
   const int sets =
       static_cast<int>(std::clamp<std::size_t>((4 * l2 + set_bytes - 1) / set_bytes, 1, 16));
@@ -436,8 +437,8 @@ void bench_backward(const Options& opt, index_t seq, bool ra_config, const cudaD
     auto fused_v = ra::make_view(static_cast<const T*>(fused.back().data()),
                                  ra::shape(B, seq, 3 * C));  // (B,T,3C)
     auto qkv = ra::folded_views(fused_v, H, D);              // 3 x (B,H,T,D) strides (3TC,D,3C,1)
-    auto grads = ra::folded_views(ra::make_view(dfused.back().data(), ra::shape(B, seq, 3 * C)),
-                                  H, D);  // 3 x (B,H,T,D) strides (3TC,D,3C,1)
+    auto grads = ra::folded_views(ra::make_view(dfused.back().data(), ra::shape(B, seq, 3 * C)), H,
+                                  D);  // 3 x (B,H,T,D) strides (3TC,D,3C,1)
     auto o_heads = ra::heads(ra::make_view(o.back().data(), ra::shape(B, seq, C)), H,
                              D);  // (B,H,T,D) strides (TC,D,C,1)
     auto do_heads = ra::heads(
@@ -674,8 +675,8 @@ int run_all(const Options& opt, const cudaDeviceProp& prop, cudaStream_t s,
         using ra::cuda::BackwardPath;
         bench_backward<T>(opt, seq, ra_config, prop, s, records, stage, BackwardPath::mma_sync,
                           "mma_sync");
-        if (sizeof(T) == 2 && ra::cuda::sm90::backward_head_dim_supported(
-                                  static_cast<int>(opt.head_dim)) &&
+        if (sizeof(T) == 2 &&
+            ra::cuda::sm90::backward_head_dim_supported(static_cast<int>(opt.head_dim)) &&
             ra::cuda::sm90::flash_forward_available())
           bench_backward<T>(opt, seq, ra_config, prop, s, records, stage, BackwardPath::tma_wgmma,
                             "sm90");

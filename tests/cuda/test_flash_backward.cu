@@ -98,8 +98,7 @@ RA_DR_TEST_CASE(d64_or_128_at_reference_rank,
       for (bool restart : {false, true})
         for (int T : {1024, 1025}) {
           FlashCase c = backward_case(dtype, 1, T, 2, D, R, gm, restart);
-          c.param =
-              T == 1024 && gm == GateMode::per_layer ? GateParam::softplus : GateParam::clamp;
+          c.param = T == 1024 && gm == GateMode::per_layer ? GateParam::softplus : GateParam::clamp;
           c.compact_grads = T == 1024;
           c.backward_path = path;
           ra::test::run_flash_case(c, rng);
@@ -157,7 +156,8 @@ TEST_CASE("flash backward is deterministic on every path", "[flash_backward][cud
   CHECK_FALSE(ra::test::is_poison(first.first.back()));
 }
 
-TEST_CASE("the sm_90a backward is tested exactly where the build put it", "[flash_backward][cuda]") {
+TEST_CASE("the sm_90a backward is tested exactly where the build put it",
+          "[flash_backward][cuda]") {
   // A build with sm_90a code (RA_TEST_BUILT_FOR_SM90A, tests/CMakeLists.txt) on an sm_90 device
   // must test the sm_90a backward at D = 64 and 128 in fp16 and bf16 (so the cases above ran it),
   // and nowhere else; the automatic path stays on mma.sync until measured (sm90/support.cuh).
@@ -176,7 +176,8 @@ TEST_CASE("the sm_90a backward is tested exactly where the build put it", "[flas
   }
   CHECK(paths_for(DType::f32, 64).size() == 1u);
   CHECK(paths_for(DType::f16, 96).size() == 1u);
-  for (int D : {32, 64, 80, 96, 128}) CHECK_FALSE(ra::cuda::sm90::automatic_prefers_sm90_backward(D));
+  for (int D : {32, 64, 80, 96, 128})
+    CHECK_FALSE(ra::cuda::sm90::automatic_prefers_sm90_backward(D));
 }
 
 TEST_CASE("flash backward with B = 0 or T = 0 writes zero parameter gradients",
@@ -309,8 +310,8 @@ TEST_CASE("flash backward, a small set for compute-sanitizer", "[sanitize]") {
   for (DType dtype : {DType::f16, DType::bf16, DType::f32})
     for (int D : ra::SupportedHeadDims::values)
       for (BackwardPath path : paths_for(dtype, D)) {
-        FlashCase c =
-            backward_case(dtype, 1, 200, 2, D, ra::test::reference_rank(), GateMode::per_head, true);
+        FlashCase c = backward_case(dtype, 1, 200, 2, D, ra::test::reference_rank(),
+                                    GateMode::per_head, true);
         c.backward_path = path;
         ra::test::run_flash_case(c, rng);
       }

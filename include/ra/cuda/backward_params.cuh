@@ -24,8 +24,8 @@ struct AttentionBackwardParams {
   index_t dv_batch_stride = 0, dv_head_stride = 0, dv_row_stride = 0;
   float* d_w_std = nullptr;  // gate_count values, overwritten (null: not wanted)
   float* d_w_rec = nullptr;
-  float* d_a = nullptr;        // H values, overwritten, when restart is on
-  float* workspace = nullptr;  // backward_workspace_floats(B, H, T) floats
+  float* d_a = nullptr;                         // H values, overwritten, when restart is on
+  float* workspace = nullptr;                   // backward_workspace_floats(B, H, T) floats
   BackwardPath path = BackwardPath::automatic;  // the tensor-core path (fp16/bf16)
 };
 

@@ -32,7 +32,6 @@ __device__ __forceinline__ float restart_alpha(const AttentionParams& p, int h) 
   return p.restart.enabled() ? effective_restart(p.restart.a[h]) : 0.f;
 }
 
-
 /// Row pass: Δ_i and ρ_i, one warp per row.
 template <class T, int D>
 __global__ void __launch_bounds__(128)
@@ -75,7 +74,6 @@ __global__ void __launch_bounds__(128)
     s.rho[i] = rho;
   }
 }
-
 
 /// Per-head sums of gs, gr, rho over (b, t), in a fixed order (one block of 1024 threads per
 /// head). (A template only so that this header-only kernel has one definition per program.)
@@ -132,7 +130,6 @@ template <class Kernel>
 void set_smem_limit(Kernel kernel, int bytes) {
   RA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
 }
-
 
 /// The row pass (Δ, ρ) into p's scratch.
 template <class T, int D>

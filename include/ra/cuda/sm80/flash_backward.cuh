@@ -527,7 +527,6 @@ __global__ void __launch_bounds__(128)
   }
 }
 
-
 /// dKf and dV (16-bit types, mma.sync) into p's gradients; the row pass ran before.
 template <class T, int D, int R, bool kGated>
 void launch_backward_dkdv_mma(const AttentionBackwardParams& p, cudaStream_t stream) {

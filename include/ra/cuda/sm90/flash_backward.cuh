@@ -294,8 +294,7 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
           const int qc = j * 8 + 2 * t + (e & 1);
           const int kr = key0 + (e >> 1) * 8;
           const bool masked = m0 + qc < kr || m0 + qc >= T_;
-          const float pt =
-              masked ? 0.f : mma::exp2_approx(st[4 * j + e] * scale_log2 - lse2[qc]);
+          const float pt = masked ? 0.f : mma::exp2_approx(st[4 * j + e] * scale_log2 - lse2[qc]);
           st[4 * j + e] = pt;
           dpt[4 * j + e] = pt * (dpt[4 * j + e] - dlt[qc]);
         }
@@ -335,8 +334,8 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
   stage_accumulator<T, D, kPitch>(staged, dv, 1.f - alpha, lane);
   __syncwarp();
   ra::cuda::detail::store_rows<T, D, kPitch>(staged, out_v, p.dv_row_stride, k0 + warp * 16, T_,
-                                             f.restart.enabled() ? d_o : nullptr,
-                                             p.do_row_stride, 1.f, alpha, lane);
+                                             f.restart.enabled() ? d_o : nullptr, p.do_row_stride,
+                                             1.f, alpha, lane);
 #else
   (void)args;
 #endif

@@ -122,7 +122,9 @@ inline std::string flash_backward_refusal(const AttentionBackwardParams& p) {
 /// The automatic backward's choice for head dim D on an sm_90 GPU: mma.sync everywhere until
 /// the sm_90a backward has passed its GPU tests and measured faster on the device (docs/NOTES.md,
 /// "The sm_90a backward"), so an untested kernel never reaches a caller who did not ask for it.
-constexpr bool automatic_prefers_sm90_backward(int) { return false; }
+constexpr bool automatic_prefers_sm90_backward(int) {
+  return false;
+}
 
 /// Whether the backward of p runs the sm_90a dK/dV kernel: always for BackwardPath::tma_wgmma
 /// (validate refused it earlier when it cannot), never for mma_sync, and for automatic when
