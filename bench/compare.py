@@ -89,7 +89,8 @@ def analyse(records):
         best_attn = best(rows, impl="torch", what="attention")
         best_block = best(rows, impl="torch", what="block", config="baseline")
         for r in rows:
-            ref = best_attn if r["what"] == "attention" else best_block
+            # The backward alone (ra's "attention_bwd", per path) has no PyTorch peer of its own.
+            ref = {"attention": best_attn, "block": best_block}.get(r["what"])
             r["ratio_vs_best_torch"] = (r["median_us"] / ref["median_us"]
                                         if ok(r) and ref is not None else None)
             r["best_torch"] = label(ref) if ref is not None else None
@@ -161,10 +162,10 @@ def row_order(r):
 
 def print_shape(entry):
     print(f"\n== {shape_label(entry['shape'])} ==")
-    print(f"{'impl':5} {'what':9} {'config':8} {'path':14} {'median_us':>9} {'TFLOP/s':>7} "
+    print(f"{'impl':5} {'what':13} {'config':8} {'path':14} {'median_us':>9} {'TFLOP/s':>7} "
           f"{'peak_MB':>8} {'allocs':>6} {'vs_best_torch':>13}")
     for r in sorted(entry["rows"], key=row_order):
-        head = f"{r['impl']:5} {r['what']:9} {r['config']:8} {r['path']:14}"
+        head = f"{r['impl']:5} {r['what']:13} {r['config']:8} {r['path']:14}"
         if not ok(r):
             print(f"{head} {('error: ' + str(r.get('error', 'no time')))[:60]}")
             continue

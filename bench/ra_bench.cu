@@ -4,7 +4,10 @@
 // Shapes: B = 8, H = 12, D = 64, C = H·D = 768, T ∈ {1024, 2048, 4096}, fp16 (flags override).
 //   kernel  ra::cuda::attention_forward on Qf, Kf, V read in place from a fused (B,T,3C)
 //           buffer, O' written in (B,T,C) layout, LSE (B,H,T): baseline (R = 0, no gates) and
-//           RA (R = 4, per-layer gates, clamp).
+//           RA (R = 4, per-layer gates, clamp); per forward path (automatic, mma_sync, sm90).
+//   backward ra::cuda::attention_backward of the same calls (dQf, dKf, dV folded into a
+//           (B,T,3C) buffer, gate gradients for RA), "attention_bwd", per backward path
+//           (mma_sync, sm90); FLOPs 2.5x the forward's.
 //   block   ra::cuda::AttentionBlock (fused GEMM -> attention -> output GEMM) in
 //           {baseline, RA} x {unfused, fused, graph}; graph = CUDA-graph replay of the fused path.
 //
@@ -17,8 +20,9 @@
 // so repeated runs do not measure the cache. A block reads one input x, as in a model where x
 // was just produced; its workspace is its own and reused, as in a real forward.
 // Memory: peak_bytes of a kernel = its inputs + outputs (it allocates nothing); of a block =
-// AttentionBlock::device_bytes() (weights + workspace planned for that path alone) + x + y. allocs_per_call =
-// growth of ra::cuda::allocation_count() over all forwards / their number (must be 0).
+// AttentionBlock::device_bytes() (weights + workspace planned for that path alone) + x + y.
+// allocs_per_call = growth of ra::cuda::allocation_count() over all forwards / their number (must
+// be 0).
 //
 // Usage: ra_bench [--B 8] [--H 12] [--D 64] [--R 4] [--T 1024,2048,4096] [--dtype fp16|bf16]
 //                 [--warmup 10] [--iters 50] [--quick] [--no-unfused] [--json out.json]
@@ -296,18 +300,18 @@ void write_json(const std::string& path, const std::string& device, const std::s
 }
 
 void print_header() {
-  std::printf("%-9s %-8s %-8s %3s %5s %10s %8s %9s %7s %9s\n", "what", "config", "path", "R", "T",
+  std::printf("%-13s %-8s %-8s %3s %5s %10s %8s %9s %7s %9s\n", "what", "config", "path", "R", "T",
               "median_us", "TFLOP/s", "peak_MB", "allocs", "check");
 }
 
 void print_row(const Record& r) {
   if (!r.error.empty()) {
-    std::printf("%-9s %-8s %-8s %3d %5lld error: %s\n", r.what.c_str(), r.config.c_str(),
+    std::printf("%-13s %-8s %-8s %3d %5lld error: %s\n", r.what.c_str(), r.config.c_str(),
                 r.path.c_str(), r.R, static_cast<long long>(r.T), r.error.c_str());
   } else {
     char check[16] = "-";
     if (r.check_rel_diff >= 0) std::snprintf(check, sizeof check, "%.1e", r.check_rel_diff);
-    std::printf("%-9s %-8s %-8s %3d %5lld %10.1f %8.1f %9.1f %7.2f %9s\n", r.what.c_str(),
+    std::printf("%-13s %-8s %-8s %3d %5lld %10.1f %8.1f %9.1f %7.2f %9s\n", r.what.c_str(),
                 r.config.c_str(), r.path.c_str(), r.R, static_cast<long long>(r.T), r.median_us,
                 r.tflops, static_cast<double>(r.peak_bytes) / (1 << 20), r.allocs_per_call, check);
   }
@@ -379,6 +383,95 @@ void bench_kernel(const Options& opt, index_t seq, bool ra_config, const cudaDev
   r.B = B, r.H = H, r.T = seq, r.D = D, r.R = R;
   r.median_us = us;
   r.flops = attention_flops(B, H, seq, D);
+  r.tflops = r.flops / (us * 1e-6) / 1e12;
+  r.peak_bytes = set_bytes;
+  r.allocs_per_call = static_cast<double>(allocs1 - allocs0) / (1 + opt.warmup + opt.iters);
+  r.input_sets = sets;
+  r.mem_info_change_bytes = static_cast<long long>(used1) - static_cast<long long>(used0);
+  out.push_back(r);
+}
+
+// ---- the attention backward alone -----------------------------------------------------------
+
+// The backward's FLOPs by the usual convention: 2.5x the forward's (five products of the
+// forward's size: S recomputed, dP, dV, dK, dQ), whatever a kernel recomputes beyond that.
+double attention_backward_flops(index_t B, index_t H, index_t T, index_t D) {
+  return 2.5 * attention_flops(B, H, T, D);
+}
+
+/// ra::cuda::attention_backward on the forward's outputs (O', lse; computed once per input
+/// set, not timed), gradients folded into a (B,T,3C) buffer, on one explicit tensor-core path.
+template <class T>
+void bench_backward(const Options& opt, index_t seq, bool ra_config, const cudaDeviceProp& prop,
+                    cudaStream_t s, std::vector<Record>& out, std::string& stage,
+                    ra::cuda::BackwardPath path, const char* label) {
+  stage = label;
+  const index_t B = opt.batch, H = opt.heads, D = opt.head_dim, C = H * D;
+  const int R = ra_config ? opt.rank : 0;
+  const std::size_t set_bytes =
+      static_cast<std::size_t>(B * seq) * (8 * C * sizeof(T) + H * sizeof(float)) +
+      ra::cuda::backward_workspace_floats(B, H, seq) * sizeof(float);
+  const std::size_t l2 = static_cast<std::size_t>(std::max(prop.l2CacheSize, 1));
+  const int sets =
+      static_cast<int>(std::clamp<std::size_t>((4 * l2 + set_bytes - 1) / set_bytes, 1, 16));
+
+  ra::cuda::DeviceBuffer<float> gate_vals(2), gate_grads(2);
+  const float host_gates[2] = {ra::kGateInitStd, ra::kGateInitRec};
+  RA_CUDA_CHECK(
+      cudaMemcpy(gate_vals.data(), host_gates, sizeof host_gates, cudaMemcpyHostToDevice));
+  const ra::Gates gates =
+      ra_config ? ra::gates::per_layer(gate_vals.data(), gate_vals.data() + 1) : ra::gates::none();
+
+  std::vector<ra::cuda::DeviceBuffer<T>> fused, o, d_out, dfused;
+  std::vector<ra::cuda::DeviceBuffer<float>> lse, ws;
+  std::vector<ra::cuda::AttentionBackwardParams> params;
+  for (int i = 0; i < sets; ++i) {
+    fused.emplace_back(B * seq * 3 * C);
+    o.emplace_back(B * seq * C);
+    d_out.emplace_back(B * seq * C);
+    dfused.emplace_back(B * seq * 3 * C);
+    lse.emplace_back(B * H * seq);
+    ws.emplace_back(ra::cuda::backward_workspace_floats(B, H, seq));
+    fill_uniform(fused.back().data(), fused.back().size(), 0x5eed1000ull + 977 * i + seq, 1.f, s);
+    fill_uniform(d_out.back().data(), d_out.back().size(), 0x5eed2000ull + 977 * i + seq, 1.f, s);
+    auto fused_v = ra::make_view(static_cast<const T*>(fused.back().data()),
+                                 ra::shape(B, seq, 3 * C));  // (B,T,3C)
+    auto qkv = ra::folded_views(fused_v, H, D);              // 3 x (B,H,T,D) strides (3TC,D,3C,1)
+    auto grads = ra::folded_views(ra::make_view(dfused.back().data(), ra::shape(B, seq, 3 * C)), H,
+                                  D);  // 3 x (B,H,T,D) strides (3TC,D,3C,1)
+    auto o_heads = ra::heads(ra::make_view(o.back().data(), ra::shape(B, seq, C)), H,
+                             D);  // (B,H,T,D) strides (TC,D,C,1)
+    auto do_heads = ra::heads(
+        ra::make_view(static_cast<const T*>(d_out.back().data()), ra::shape(B, seq, C)), H, D);
+    auto node = ra::folded_attention(qkv.q, qkv.k, qkv.v, R, gates, ra::causal);
+    const ra::cuda::AttentionParams fwd = ra::cuda::make_params(node, o_heads, lse.back().data());
+    ra::cuda::attention_forward(fwd, s);
+    params.push_back(ra::cuda::make_backward_params(
+        fwd, do_heads, grads.q, grads.k, grads.v, ra_config ? gate_grads.data() : nullptr,
+        ra_config ? gate_grads.data() + 1 : nullptr, nullptr, ws.back().data()));
+    params.back().path = path;
+  }
+
+  auto run = [&](int i) {
+    ra::cuda::attention_backward(params[static_cast<std::size_t>(i % sets)], s);
+  };
+  const std::int64_t allocs0 = ra::cuda::allocation_count();
+  run(0);
+  RA_CUDA_CHECK(cudaStreamSynchronize(s));
+  const std::size_t used0 = used_device_bytes();
+  const double us = median_us(run, opt.warmup, opt.iters, s);
+  const std::size_t used1 = used_device_bytes();
+  const std::int64_t allocs1 = ra::cuda::allocation_count();
+
+  Record r;
+  r.what = "attention_bwd";
+  r.config = ra_config ? "ra" : "baseline";
+  r.path = label;
+  r.dtype = opt.dtype;
+  r.gates = ra_config ? "per_layer" : "none";
+  r.B = B, r.H = H, r.T = seq, r.D = D, r.R = R;
+  r.median_us = us;
+  r.flops = attention_backward_flops(B, H, seq, D);
   r.tflops = r.flops / (us * 1e-6) / 1e12;
   r.peak_bytes = set_bytes;
   r.allocs_per_call = static_cast<double>(allocs1 - allocs0) / (1 + opt.warmup + opt.iters);
@@ -574,6 +667,19 @@ int run_all(const Options& opt, const cudaDeviceProp& prop, cudaStream_t s,
         if (sizeof(T) == 2 && ra::cuda::sm90::flash_forward_available())
           bench_kernel<T>(opt, seq, ra_config, prop, s, records, stage, ForwardPath::tma_wgmma,
                           "sm90");
+      });
+    for (bool ra_config : {false, true})
+      step("attention_bwd", seq, ra_config, [&](std::string& stage) {
+        // The backward per tensor-core path: mma.sync everywhere, the sm_90a dK/dV pass where
+        // this build and device have it (fp16/bf16, D = 64 and 128).
+        using ra::cuda::BackwardPath;
+        bench_backward<T>(opt, seq, ra_config, prop, s, records, stage, BackwardPath::mma_sync,
+                          "mma_sync");
+        if (sizeof(T) == 2 &&
+            ra::cuda::sm90::backward_head_dim_supported(static_cast<int>(opt.head_dim)) &&
+            ra::cuda::sm90::flash_forward_available())
+          bench_backward<T>(opt, seq, ra_config, prop, s, records, stage, BackwardPath::tma_wgmma,
+                            "sm90");
       });
     for (bool ra_config : {false, true})
       step("block", seq, ra_config,

@@ -25,7 +25,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BWD = "include/ra/cuda/flash_backward.cuh"
+BWD = "include/ra/cuda/sm80/flash_backward.cuh"
+PASSES = "include/ra/cuda/backward_passes.cuh"
 FWD = "include/ra/cuda/flash_forward.cuh"
 
 # (id, what, file, old text, new text, Catch test spec that must fail)
@@ -44,17 +45,17 @@ MUTATIONS = [
      "const float q_scale = f.scale * (1.f - alpha);",
      "const float q_scale = f.scale;",
      "[flash_backward]~[long]"),
-    (4, "ρ computed from O' instead of O", BWD,
+    (4, "ρ computed from O' instead of O", PASSES,
      "if (restart) rho += dout * (to_float(v[d]) - out);",
      "if (restart) rho += dout * (to_float(v[d]) - to_float(static_cast<const T*>(f.o)"
      "[b * f.o_batch_stride + h * f.o_head_stride + row * f.o_row_stride + d]));",
      "[flash_backward]~[long]"),
-    (5, "a softplus gate gradient without its sigmoid", BWD,
+    (5, "a softplus gate gradient without its sigmoid", PASSES,
      "if (p.d_w_std) p.d_w_std[i] = effective_gate_grad(gates.w_std[i], gates.param) * sum_std;",
      "if (p.d_w_std) p.d_w_std[i] = (gates.param == GateParam::softplus ? 1.f : "
      "effective_gate_grad(gates.w_std[i], gates.param)) * sum_std;",
      "[flash_backward]~[long]"),
-    (6, "a zeroed gate gradient", BWD,
+    (6, "a zeroed gate gradient", PASSES,
      "if (p.d_w_std) p.d_w_std[i] = effective_gate_grad(gates.w_std[i], gates.param) * sum_std;",
      "if (p.d_w_std) p.d_w_std[i] = 0.f * sum_std;",
      "[flash_backward]~[long]"),

@@ -26,8 +26,13 @@ std::string describe(const FlashCase& c) {
      << " path="
      << (c.path == cuda::ForwardPath::mma_sync    ? "mma.sync"
          : c.path == cuda::ForwardPath::tma_wgmma ? "tma+wgmma (sm_90a)"
-                                                  : "automatic")
-     << " seed=" << seed();
+                                                  : "automatic");
+  if (c.backward)
+    os << " backward path="
+       << (c.backward_path == cuda::BackwardPath::mma_sync    ? "mma.sync"
+           : c.backward_path == cuda::BackwardPath::tma_wgmma ? "tma+wgmma (sm_90a)"
+                                                              : "automatic");
+  os << " seed=" << seed();
   return os.str();
 }
 
@@ -159,10 +164,11 @@ void run(const FlashCase& c, std::mt19937_64& rng) {
       ws(cuda::backward_workspace_floats(B, H, S));
   for (auto* buf : {&dw_std, &dw_rec, &da, &ws}) poison(buf->data(), buf->size());
   for (auto* buf : {&dfused, &dq_c, &dk_c, &dv_c}) poison(buf->data(), buf->size());
-  cuda::attention_backward(
+  cuda::AttentionBackwardParams bwd =
       cuda::make_backward_params(fwd, d_o, dq, dk, dv, dw_std.data(), dw_rec.data(),
-                                 c.restart ? da.data() : nullptr, ws.data()),
-      nullptr);
+                                 c.restart ? da.data() : nullptr, ws.data());
+  bwd.path = c.backward_path;
+  cuda::attention_backward(bwd, nullptr);
   RA_CUDA_CHECK(cudaDeviceSynchronize());
 
   const index_t n_dq = c.compact_grads ? dq_c.size() : dfused.size();

@@ -8,6 +8,7 @@
 #include <string>
 
 #include <ra/core/dtype.hpp>
+#include <ra/cuda/backward_path.cuh>
 #include <ra/cuda/forward_path.cuh>
 #include <ra/expr/gates.hpp>
 
@@ -24,6 +25,7 @@ struct FlashCase {
   bool compact_grads = false;    // dQf, dKf, dV compact (B,H,T,D), not folded in (B,T,3C)
   bool backward = false;
   cuda::ForwardPath path = cuda::ForwardPath::automatic;
+  cuda::BackwardPath backward_path = cuda::BackwardPath::automatic;
 };
 
 std::string describe(const FlashCase& c);

@@ -8,10 +8,13 @@
 // of the naive same-precision backward plus u·‖terms‖₂. T covers 1, ragged tails (7, 130,
 // 1025) and exact multiples of the backward's 64-row tile (64, 1024); the long-T cases run
 // every gate mode with and without restart; softplus gates at several T; a gate below the
-// clamp floor.
+// clamp floor. Each case runs on every tensor-core path of the backward this build and device
+// have (mma.sync everywhere; the sm_90a dK/dV pass for fp16/bf16 at D = 64 and 128 on an sm_90
+// GPU with a 90a build), named in the case's description.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -19,6 +22,7 @@
 #include <ra/cuda/attention.cuh>
 #include <ra/cuda/buffer.cuh>
 #include <ra/cuda/flash_backward.cuh>
+#include <ra/cuda/sm90/support.cuh>
 
 #include "cuda_test_utils.cuh"
 #include "../common/dr_test_case.hpp"
@@ -30,7 +34,19 @@ using ra::DType;
 using ra::GateMode;
 using ra::GateParam;
 using ra::index_t;
+using ra::cuda::BackwardPath;
 using ra::test::FlashCase;
+
+// The tensor-core paths of the backward to test, each by name: mma.sync everywhere, and the
+// sm_90a kernel where this build and device have it (fp16/bf16, D = 64 and 128); fp32 has one
+// (SIMT) path.
+std::vector<BackwardPath> paths_for(DType dtype, int D) {
+  std::vector<BackwardPath> paths{BackwardPath::mma_sync};
+  if (dtype != DType::f32 && ra::cuda::sm90::backward_head_dim_supported(D) &&
+      ra::cuda::sm90::flash_forward_available())
+    paths.push_back(BackwardPath::tma_wgmma);
+  return paths;
+}
 
 FlashCase backward_case(DType dtype, int B, int T, int H, int D, int R, GateMode gm, bool restart) {
   FlashCase c;
@@ -58,16 +74,18 @@ RA_DR_TEST_CASE(ra::test::every_pair, "flash backward keeps the precision rule",
                 "[flash_backward][cuda]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16, DType::f32);
   auto rng = ra::test::rng(ra::test::dr_salt(0xb0, static_cast<int>(dtype), D, R));
-  for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
-    for (bool restart : {false, true})
-      for (int T : {1, 7, 64, 130}) {
-        FlashCase c = backward_case(dtype, 2, T, 3, D, R, gm, restart);
-        c.param = gm == GateMode::per_layer && (T == 7 || T == 64) ? GateParam::softplus
-                                                                   : GateParam::clamp;
-        c.below_floor = gm == GateMode::per_head && T == 130;
-        c.compact_grads = restart && gm == GateMode::per_layer;
-        ra::test::run_flash_case(c, rng);
-      }
+  for (BackwardPath path : paths_for(dtype, D))
+    for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
+      for (bool restart : {false, true})
+        for (int T : {1, 7, 64, 130, 200}) {
+          FlashCase c = backward_case(dtype, 2, T, 3, D, R, gm, restart);
+          c.param = gm == GateMode::per_layer && (T == 7 || T == 64) ? GateParam::softplus
+                                                                     : GateParam::clamp;
+          c.below_floor = gm == GateMode::per_head && T == 130;
+          c.compact_grads = restart && gm == GateMode::per_layer;
+          c.backward_path = path;
+          ra::test::run_flash_case(c, rng);
+        }
 }
 
 RA_DR_TEST_CASE(d64_or_128_at_reference_rank,
@@ -75,14 +93,16 @@ RA_DR_TEST_CASE(d64_or_128_at_reference_rank,
                 "[flash_backward][cuda][long]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16);
   auto rng = ra::test::rng(ra::test::dr_salt(0xb1, static_cast<int>(dtype), D, R));
-  for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
-    for (bool restart : {false, true})
-      for (int T : {1024, 1025}) {
-        FlashCase c = backward_case(dtype, 1, T, 2, D, R, gm, restart);
-        c.param = T == 1024 && gm == GateMode::per_layer ? GateParam::softplus : GateParam::clamp;
-        c.compact_grads = T == 1024;
-        ra::test::run_flash_case(c, rng);
-      }
+  for (BackwardPath path : paths_for(dtype, D))
+    for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
+      for (bool restart : {false, true})
+        for (int T : {1024, 1025}) {
+          FlashCase c = backward_case(dtype, 1, T, 2, D, R, gm, restart);
+          c.param = T == 1024 && gm == GateMode::per_layer ? GateParam::softplus : GateParam::clamp;
+          c.compact_grads = T == 1024;
+          c.backward_path = path;
+          ra::test::run_flash_case(c, rng);
+        }
 }
 
 RA_DR_TEST_CASE(at_reference_rank, "flash backward at long T in fp32",
@@ -92,7 +112,7 @@ RA_DR_TEST_CASE(at_reference_rank, "flash backward at long T in fp32",
                            rng);
 }
 
-TEST_CASE("flash backward is deterministic", "[flash_backward][cuda]") {
+TEST_CASE("flash backward is deterministic on every path", "[flash_backward][cuda]") {
   const index_t B = 2, T = 300, H = 2, D = 64, C = H * D;
   const int R = ra::test::reference_rank();
   auto rng = ra::test::rng(0xb3);
@@ -113,14 +133,16 @@ TEST_CASE("flash backward is deterministic", "[flash_backward][cuda]") {
       ra::folded_attention(in.q, in.k, in.v, R, ra::gates::per_head(w_std.data(), w_rec.data()),
                            ra::causal, ra::restart::per_head(a.data()));
   const auto fwd = ra::cuda::make_params(node, o, lse.data(), o_pre);
+  const BackwardPath path = GENERATE_COPY(from_range(paths_for(DType::bf16, D)));
+  INFO("backward path " << static_cast<int>(path));
   auto run = [&] {
     for (auto* b : {&dws, &dwr, &da}) ra::test::poison(b->data(), b->size());
     ra::test::poison(dfused.data(), dfused.size());
     ra::cuda::attention_forward(fwd, nullptr);
-    ra::cuda::attention_backward(
-        ra::cuda::make_backward_params(fwd, d_o, grads.q, grads.k, grads.v, dws.data(), dwr.data(),
-                                       da.data(), ws.data()),
-        nullptr);
+    auto bwd = ra::cuda::make_backward_params(fwd, d_o, grads.q, grads.k, grads.v, dws.data(),
+                                              dwr.data(), da.data(), ws.data());
+    bwd.path = path;
+    ra::cuda::attention_backward(bwd, nullptr);
     std::vector<float> p = ra::test::to_host(dws.data(), H);
     for (auto* b : {&dwr, &da}) {
       const auto h = ra::test::to_host(b->data(), H);
@@ -132,6 +154,30 @@ TEST_CASE("flash backward is deterministic", "[flash_backward][cuda]") {
   CHECK(ra::test::bitwise_equal(first.first, second.first));
   CHECK(ra::test::bitwise_equal(first.second, second.second));
   CHECK_FALSE(ra::test::is_poison(first.first.back()));
+}
+
+TEST_CASE("the sm_90a backward is tested exactly where the build put it",
+          "[flash_backward][cuda]") {
+  // A build with sm_90a code (RA_TEST_BUILT_FOR_SM90A, tests/CMakeLists.txt) on an sm_90 device
+  // must test the sm_90a backward at D = 64 and 128 in fp16 and bf16 (so the cases above ran it),
+  // and nowhere else; the automatic path stays on mma.sync until measured (sm90/support.cuh).
+  cudaDeviceProp prop{};
+  RA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+#ifdef RA_TEST_BUILT_FOR_SM90A
+  const bool built_for_sm90a = true;
+#else
+  const bool built_for_sm90a = false;
+#endif
+  const bool expected = built_for_sm90a && prop.major == 9 && prop.minor == 0;
+  INFO("device sm_" << prop.major << prop.minor << ", built for sm_90a: " << built_for_sm90a);
+  for (int D : {64, 128}) {
+    CHECK(paths_for(DType::f16, D).size() == (expected ? 2u : 1u));
+    CHECK(paths_for(DType::bf16, D).size() == (expected ? 2u : 1u));
+  }
+  CHECK(paths_for(DType::f32, 64).size() == 1u);
+  CHECK(paths_for(DType::f16, 96).size() == 1u);
+  for (int D : {32, 64, 80, 96, 128})
+    CHECK_FALSE(ra::cuda::sm90::automatic_prefers_sm90_backward(D));
 }
 
 TEST_CASE("flash backward with B = 0 or T = 0 writes zero parameter gradients",
@@ -208,6 +254,39 @@ TEST_CASE("attention_backward rejects bad parameters with a clear error",
     REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr),
                         Catch::Contains("output 'dV' overlaps output 'workspace'"));
   }
+  SECTION("the sm_90a path where it cannot run") {
+    p.path = BackwardPath::tma_wgmma;
+    if (!ra::cuda::sm90::flash_forward_available()) {
+      REQUIRE_THROWS_AS(ra::cuda::attention_backward(p, nullptr), ra::unsupported);
+      REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr),
+                          Catch::Contains("path = tma_wgmma") && Catch::Contains("no sm_90a code"));
+    }
+    // A head dim of the build's list that the sm_90a backward does not take.
+    for (int D : ra::SupportedHeadDims::values) {
+      if (ra::cuda::sm90::backward_head_dim_supported(D) || D > 64) continue;
+      p.fwd.head_dim = D;
+      p.fwd.q_row_stride = p.fwd.k_row_stride = p.fwd.v_row_stride = p.fwd.o_row_stride = D;
+      p.do_row_stride = p.dq_row_stride = p.dk_row_stride = p.dv_row_stride = D;
+      REQUIRE_THROWS_AS(ra::cuda::attention_backward(p, nullptr), ra::unsupported);
+      REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr),
+                          Catch::Contains("path = tma_wgmma") &&
+                              Catch::Contains("D = 64 and 128 only, not D = " + std::to_string(D)));
+      break;
+    }
+    // fp32 has one (SIMT) path.
+    ra::cuda::DeviceBuffer<float> in32(4 * 64 * 64), g32(4 * 64 * 64);
+    p.fwd.dtype = DType::f32;
+    p.fwd.head_dim = 64;
+    p.fwd.q_row_stride = p.fwd.k_row_stride = p.fwd.v_row_stride = p.fwd.o_row_stride = 64;
+    p.do_row_stride = p.dq_row_stride = p.dk_row_stride = p.dv_row_stride = 64;
+    p.fwd.q = in32.data(), p.fwd.k = in32.data() + 64 * 64, p.fwd.v = in32.data() + 2 * 64 * 64;
+    p.fwd.o = in32.data() + 3 * 64 * 64;
+    p.d_out = g32.data(), p.dq = g32.data() + 64 * 64, p.dk = g32.data() + 2 * 64 * 64;
+    p.dv = g32.data() + 3 * 64 * 64;
+    REQUIRE_THROWS_AS(ra::cuda::attention_backward(p, nullptr), ra::unsupported);
+    REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr),
+                        Catch::Contains("path = tma_wgmma") && Catch::Contains("fp16 and bf16"));
+  }
   SECTION("unsupported rank") {
     p.fwd.rank = 3;
     REQUIRE_THROWS_WITH(ra::cuda::attention_backward(p, nullptr), Catch::Contains("R = 3"));
@@ -230,7 +309,10 @@ TEST_CASE("flash backward, a small set for compute-sanitizer", "[sanitize]") {
   auto rng = ra::test::rng(0xb4);
   for (DType dtype : {DType::f16, DType::bf16, DType::f32})
     for (int D : ra::SupportedHeadDims::values)
-      ra::test::run_flash_case(
-          backward_case(dtype, 1, 70, 2, D, ra::test::reference_rank(), GateMode::per_head, true),
-          rng);
+      for (BackwardPath path : paths_for(dtype, D)) {
+        FlashCase c = backward_case(dtype, 1, 200, 2, D, ra::test::reference_rank(),
+                                    GateMode::per_head, true);
+        c.backward_path = path;
+        ra::test::run_flash_case(c, rng);
+      }
 }

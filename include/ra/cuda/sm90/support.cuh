@@ -1,6 +1,6 @@
-// ra/cuda/sm90/support.cuh — whether the sm_90a attention kernels can run here and take a
-// given call, and which path the automatic choice takes per head dim (measured; see
-// docs/NOTES.md "sm_90a forward").
+// ra/cuda/sm90/support.cuh — whether the sm_90a attention kernels (forward and backward) can
+// run here and take a given call, and which path the automatic choice takes per head dim
+// (measured; see docs/NOTES.md "sm_90a forward" and "sm_90a backward").
 #pragma once
 
 #include <cuda_runtime.h>
@@ -10,6 +10,7 @@
 
 #include <ra/core/dtype.hpp>
 #include <ra/cuda/attention_params.cuh>
+#include <ra/cuda/backward_params.cuh>
 #include <ra/cuda/check.cuh>
 #include <ra/cuda/sm90/tma.cuh>
 
@@ -87,6 +88,57 @@ inline bool use_sm90_forward(const AttentionParams& p) {
       break;
   }
   return automatic_prefers_sm90(p.head_dim) && flash_forward_refusal(p).empty();
+}
+
+/// The head dims the sm_90a backward is built for (its tiles and register budget are sized for
+/// them; other head dims take mma.sync).
+constexpr bool backward_head_dim_supported(int head_dim) {
+  return head_dim == 64 || head_dim == 128;
+}
+
+/// Why the sm_90a backward cannot take p (an empty string when it can): the dtype, the head
+/// dim, the device or build, or an operand TMA cannot read (Qf, dO', Kf, V).
+inline std::string flash_backward_refusal(const AttentionBackwardParams& p) {
+  const AttentionParams& f = p.fwd;
+  if (f.dtype != DType::f16 && f.dtype != DType::bf16)
+    return "the sm_90a backward takes fp16 and bf16 only";
+  if (!backward_head_dim_supported(f.head_dim))
+    return ra::detail::concat("the sm_90a backward takes D = 64 and 128 only, not D = ",
+                              f.head_dim);
+  if (!flash_forward_available())
+    return "no sm_90a code for this device (needs an sm_90 GPU and a build for 90a)";
+  auto readable = [&](const void* ptr, index_t rows, index_t bs, index_t hs, index_t rs) {
+    return tma_readable(ptr, f.batch, f.heads, rows, bs, hs, rs);
+  };
+  if (!readable(f.q, f.seq, f.q_batch_stride, f.q_head_stride, f.q_row_stride) ||
+      !readable(p.d_out, f.seq, p.do_batch_stride, p.do_head_stride, p.do_row_stride) ||
+      !readable(f.k, f.seq_k, f.k_batch_stride, f.k_head_stride, f.k_row_stride) ||
+      !readable(f.v, f.seq_k, f.v_batch_stride, f.v_head_stride, f.v_row_stride))
+    return "TMA needs 16-byte aligned Qf, dO', Kf, V with strides that are multiples of 16 "
+           "bytes";
+  return {};
+}
+
+/// The automatic backward's choice for head dim D on an sm_90 GPU: mma.sync everywhere until
+/// the sm_90a backward has passed its GPU tests and measured faster on the device (docs/NOTES.md,
+/// "The sm_90a backward"), so an untested kernel never reaches a caller who did not ask for it.
+constexpr bool automatic_prefers_sm90_backward(int) {
+  return false;
+}
+
+/// Whether the backward of p runs the sm_90a dK/dV kernel: always for BackwardPath::tma_wgmma
+/// (validate refused it earlier when it cannot), never for mma_sync, and for automatic when
+/// the kernel can take p and measured faster for its head dim.
+inline bool use_sm90_backward(const AttentionBackwardParams& p) {
+  switch (p.path) {
+    case BackwardPath::tma_wgmma:
+      return true;
+    case BackwardPath::mma_sync:
+      return false;
+    case BackwardPath::automatic:
+      break;
+  }
+  return automatic_prefers_sm90_backward(p.fwd.head_dim) && flash_backward_refusal(p).empty();
 }
 
 }  // namespace ra::cuda::sm90
