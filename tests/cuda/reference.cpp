@@ -273,16 +273,26 @@ NaiveBlockGrads naive_block_backward(const BlockProblem& pb, const void* dy) {
     const auto att = same_precision_attention<T>(
         qkv.q, qkv.k, qkv.v, cfg.R, g, rs, heads(make_view(d_o.data(), shape(B, S, C)), H, D));
     std::vector<T> o(static_cast<std::size_t>(M * C)), d_fused(static_cast<std::size_t>(M * 3 * C));
+    // The floors of O' and of dfused: an implementation's own O' and dfused differ from the
+    // naive's by up to these, and the GEMMs that read them carry that difference on.
+    std::vector<double> o_floor(o.size()), d_fused_floor(d_fused.size());
     for (index_t b = 0; b < B; ++b)
       for (index_t h = 0; h < H; ++h)
         for (index_t t = 0; t < S; ++t)
           for (index_t d = 0; d < D; ++d) {
             const auto from = static_cast<std::size_t>(((b * H + h) * S + t) * D + d);
             const index_t row = b * S + t, col = h * D + d;
+            const auto at = [&](index_t part) {
+              return static_cast<std::size_t>(row * 3 * C + part * C + col);
+            };
             o[static_cast<std::size_t>(row * C + col)] = convert<T>(att.o[from]);
-            d_fused[static_cast<std::size_t>(row * 3 * C + col)] = convert<T>(att.dq[from]);
-            d_fused[static_cast<std::size_t>(row * 3 * C + C + col)] = convert<T>(att.dk[from]);
-            d_fused[static_cast<std::size_t>(row * 3 * C + 2 * C + col)] = convert<T>(att.dv[from]);
+            o_floor[static_cast<std::size_t>(row * C + col)] = att.o_floor[from];
+            d_fused[at(0)] = convert<T>(att.dq[from]);
+            d_fused[at(1)] = convert<T>(att.dk[from]);
+            d_fused[at(2)] = convert<T>(att.dv[from]);
+            d_fused_floor[at(0)] = att.dq_floor[from];
+            d_fused_floor[at(1)] = att.dk_floor[from];
+            d_fused_floor[at(2)] = att.dv_floor[from];
           }
     const auto ov = make_view(static_cast<const T*>(o.data()), shape(M, C));             // (M,C)
     const auto dfv = make_view(static_cast<const T*>(d_fused.data()), shape(M, 3 * C));  // (M,3C)
@@ -300,6 +310,40 @@ NaiveBlockGrads naive_block_backward(const BlockProblem& pb, const void* dy) {
     if (cfg.bias)
       put(same_precision_gemm<float>(transpose<1, 0>(dfv), ones_row, no_bias), r.values.b_attn,
           r.floor.b_attn);
+    // Propagated input floors: Y = A·Bᵀ gains ‖floor(A)_{i,r}·B_{j,r}‖_r (and likewise for B).
+    const auto add_propagated = [](std::vector<double>& floor, index_t rows, index_t cols,
+                                   index_t inner, auto&& term) {
+      for (index_t i = 0; i < rows; ++i)
+        for (index_t j = 0; j < cols; ++j) {
+          double s2 = 0.0;
+          for (index_t r = 0; r < inner; ++r) {
+            const double t = term(i, j, r);
+            s2 += t * t;
+          }
+          auto& f = floor[static_cast<std::size_t>(i * cols + j)];
+          f = std::sqrt(f * f + s2);
+        }
+    };
+    const auto val = [](const auto& v, index_t i, index_t ld, index_t j) {
+      return static_cast<double>(v[static_cast<std::size_t>(i * ld + j)]);
+    };
+    const auto dyd = [&](index_t r, index_t c) {
+      return static_cast<double>(convert<double>(dyv(r, c)));
+    };
+    // dW_o (C,C) = dyᵀ·O': O' enters with its floor.
+    add_propagated(r.floor.w_o, C, C, M,
+                   [&](index_t i, index_t j, index_t m) { return dyd(m, i) * val(o_floor, m, C, j); });
+    // dx (M,C) = dfused·W_attn; dW_attn (3C,C) = dfusedᵀ·x; db_attn = Σ_rows dfused.
+    add_propagated(r.floor.dx, M, C, 3 * C, [&](index_t m, index_t k, index_t j) {
+      return val(d_fused_floor, m, 3 * C, j) * static_cast<double>(convert<double>(w_attn(j, k)));
+    });
+    add_propagated(r.floor.w_attn, 3 * C, C, M, [&](index_t j, index_t k, index_t m) {
+      return val(d_fused_floor, m, 3 * C, j) * static_cast<double>(convert<double>(x(m, k)));
+    });
+    if (cfg.bias)
+      add_propagated(r.floor.b_attn, 1, 3 * C, M, [&](index_t, index_t j, index_t m) {
+        return val(d_fused_floor, m, 3 * C, j);
+      });
     if (cfg.gates != GateMode::none) {
       r.values.w_std = att.d_w_std;
       r.floor.w_std = att.d_w_std_floor;

@@ -78,10 +78,11 @@ inline void validate(const AttentionParams& p, const char* where = "attention_fo
 /// outside the supported lists).
 inline void validate_decode(const AttentionParams& p, const char* where = "attention_decode") {
   check_head_dim_and_rank(where, p.head_dim, p.rank);
-  validate_common(p, where, AttentionCall::decode);
+  // The row count first: the memory checks below measure the operands with it.
   require_arg(p.seq >= 1 && p.seq <= kDecodeMaxRows, where, "T_q", p.seq,
               ra::detail::concat("1 to ", kDecodeMaxRows,
                                  " new query rows (a longer prefill is attention_forward's)"));
+  validate_common(p, where, AttentionCall::decode);
   require_arg(p.seq_lens != nullptr, where, "seq_lens", "a null pointer",
               "a device pointer to the B key counts");
   require_arg(index_t{p.batch} * p.heads <= 65535, where, "B·H", index_t{p.batch} * p.heads,

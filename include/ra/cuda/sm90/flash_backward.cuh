@@ -153,17 +153,29 @@ __device__ __forceinline__ void issue_frags_by_stage(float (&acc)[Tl::kHeadDim /
 }
 
 /// Stages this warp's 16 rows of a (64 x D) wgmma accumulator, times `scale`, into shared
-/// memory with pitch kPitch (the layout store_rows reads).
+/// memory with pitch kPitch (the layout store_rows reads). With `mix` non-null, adds
+/// mix_scale times mix's element of the same (row, column) first — row0 + the staged row of
+/// mix, rows at or past `seq` read as zero — so the sum is rounded to T once (the
+/// self-restart term of dV).
 template <class T, int D, int kPitch>
 __device__ __forceinline__ void stage_accumulator(T* rows, const float (&acc)[D / 2], float scale,
-                                                  int lane) {
+                                                  int lane, const T* mix = nullptr,
+                                                  index_t mix_stride = 0, int row0 = 0,
+                                                  int seq = 0, float mix_scale = 0.f) {
   const int g = lane / 4, t = lane % 4;
+  const auto extra = [&](int r, int c) {
+    if (mix == nullptr || row0 + r >= seq) return float2{0.f, 0.f};
+    return mma::unpack<T>(
+        *reinterpret_cast<const std::uint32_t*>(mix + (row0 + r) * mix_stride + c));
+  };
 #pragma unroll
   for (int j = 0; j < D / 8; ++j) {
-    *reinterpret_cast<std::uint32_t*>(rows + g * kPitch + j * 8 + 2 * t) =
-        mma::pack<T>(acc[4 * j] * scale, acc[4 * j + 1] * scale);
-    *reinterpret_cast<std::uint32_t*>(rows + (g + 8) * kPitch + j * 8 + 2 * t) =
-        mma::pack<T>(acc[4 * j + 2] * scale, acc[4 * j + 3] * scale);
+    const int c = j * 8 + 2 * t;
+    const float2 lo = extra(g, c), hi = extra(g + 8, c);
+    *reinterpret_cast<std::uint32_t*>(rows + g * kPitch + c) =
+        mma::pack<T>(acc[4 * j] * scale + mix_scale * lo.x, acc[4 * j + 1] * scale + mix_scale * lo.y);
+    *reinterpret_cast<std::uint32_t*>(rows + (g + 8) * kPitch + c) = mma::pack<T>(
+        acc[4 * j + 2] * scale + mix_scale * hi.x, acc[4 * j + 3] * scale + mix_scale * hi.y);
   }
 }
 
@@ -331,11 +343,13 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
   ra::cuda::detail::store_rows<T, D, kPitch>(staged, out_k, p.dk_row_stride, k0 + warp * 16, T_,
                                              nullptr, 0, 1.f, 0.f, lane);
   __syncwarp();  // every lane has stored its dK chunks before dV overwrites the rows
-  stage_accumulator<T, D, kPitch>(staged, dv, 1.f - alpha, lane);
+  // dV = (1 − α)·PᵀdO' + α·dO' summed in fp32 and rounded once.
+  stage_accumulator<T, D, kPitch>(staged, dv, 1.f - alpha, lane,
+                                  f.restart.enabled() ? d_o : nullptr, p.do_row_stride,
+                                  k0 + warp * 16, T_, alpha);
   __syncwarp();
   ra::cuda::detail::store_rows<T, D, kPitch>(staged, out_v, p.dv_row_stride, k0 + warp * 16, T_,
-                                             f.restart.enabled() ? d_o : nullptr, p.do_row_stride,
-                                             1.f, alpha, lane);
+                                             nullptr, 0, 1.f, 0.f, lane);
 #else
   (void)args;
 #endif
