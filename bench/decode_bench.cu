@@ -17,8 +17,8 @@
 // Timed on the host (steady_clock), as examples/generate does: prefill = prefill() of every
 // prompt until its logits are on the host; each decode step = argmax + decode() until the next
 // logits are on the host (which waits for the GPU). The first new token comes from the
-// prefill's logits, so a run has new_tokens − 1 decode steps. Per row: prefill ms, median and
-// p90 step latency (µs) over the steps of all --repeats runs (after --warmup runs, which also
+// prefill's logits, so a run has new_tokens − 1 decode steps. Per row: prefill ms, mean, median
+// and p90 step latency (µs) over the steps of all --repeats runs (after --warmup runs, which also
 // capture the graph), and tokens/s = batch · new_tokens / (prefill + decode steps), median
 // over the runs.
 //
@@ -145,7 +145,8 @@ double copy_bandwidth(double& copy_ms) {
   std::vector<double> ms;
   for (int i = 0; i < 12; ++i) {
     RA_CUDA_CHECK(cudaEventRecord(e0, nullptr));
-    RA_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), kBytes, cudaMemcpyDeviceToDevice, nullptr));
+    RA_CUDA_CHECK(
+        cudaMemcpyAsync(dst.data(), src.data(), kBytes, cudaMemcpyDeviceToDevice, nullptr));
     RA_CUDA_CHECK(cudaEventRecord(e1, nullptr));
     RA_CUDA_CHECK(cudaEventSynchronize(e1));
     float t = 0;
@@ -167,8 +168,8 @@ struct Result {
   std::string arm;
   index_t batch = 0;
   bool graphs = false;
-  double prefill_ms = 0, step_us_median = 0, step_us_p90 = 0, tokens_per_s = 0;
-  std::int64_t allocs_in_decode = 0;   // device allocations during the timed decode steps
+  double prefill_ms = 0, step_us_mean = 0, step_us_median = 0, step_us_p90 = 0, tokens_per_s = 0;
+  std::int64_t allocs_in_decode = 0;       // device allocations during the timed decode steps
   std::vector<std::int32_t> first_tokens;  // sequence 0's first new tokens (a cross-check)
 };
 
@@ -210,6 +211,9 @@ Result bench(Model& model, const Options& o, const std::vector<std::vector<std::
     r.first_tokens = seq0;
   }
   r.prefill_ms = quantile(prefill, 0.5);
+  double sum = 0;
+  for (double s : steps) sum += s;
+  r.step_us_mean = steps.empty() ? 0.0 : sum / static_cast<double>(steps.size());
   r.step_us_median = quantile(steps, 0.5);
   r.step_us_p90 = quantile(steps, 0.9);
   r.tokens_per_s = quantile(tok_s, 0.5);
@@ -253,12 +257,14 @@ int main(int argc, char** argv) {
                     o.prompt + o.new_tokens,
                     ra::detail::concat("at most the model's max_seq = ", max_seq));
 
-    std::printf("decode_bench: %s, prompt %lld, %lld new tokens (greedy), bf16, copy bandwidth "
-                "%.0f GB/s (1 GiB D2D copy in %.3f ms, read + write)\n",
-                prop.name, static_cast<long long>(o.prompt),
-                static_cast<long long>(o.new_tokens), bandwidth * 1e-9, copy_ms);
-    std::printf("%-8s %5s %6s %10s %12s %12s %11s %10s %9s\n", "arm", "batch", "graph",
-                "prefill_ms", "step_us_med", "step_us_p90", "tokens/s", "floor_us", "vs_floor");
+    std::printf(
+        "decode_bench: %s, prompt %lld, %lld new tokens (greedy), bf16, copy bandwidth "
+        "%.0f GB/s (1 GiB D2D copy in %.3f ms, read + write)\n",
+        prop.name, static_cast<long long>(o.prompt), static_cast<long long>(o.new_tokens),
+        bandwidth * 1e-9, copy_ms);
+    std::printf("%-8s %5s %6s %10s %12s %12s %12s %11s %10s %9s\n", "arm", "batch", "graph",
+                "prefill_ms", "step_us_mean", "step_us_med", "step_us_p90", "tokens/s", "floor_us",
+                "vs_floor");
     std::vector<Result> results;
     std::vector<double> floors;
     std::size_t params = 0;
@@ -284,9 +290,10 @@ int main(int argc, char** argv) {
         for (const auto& g : split_list(o.graphs)) {
           Result r = bench(model, o, prompts, g == "on");
           r.arm = std::string(ra::nn::name(arm.cfg.arm));
-          std::printf("%-8s %5lld %6s %10.2f %12.1f %12.1f %11.0f %10.1f %8.2fx\n", r.arm.c_str(),
-                      static_cast<long long>(B), g.c_str(), r.prefill_ms, r.step_us_median,
-                      r.step_us_p90, r.tokens_per_s, floor_us, r.step_us_median / floor_us);
+          std::printf("%-8s %5lld %6s %10.2f %12.1f %12.1f %12.1f %11.0f %10.1f %8.2fx\n",
+                      r.arm.c_str(), static_cast<long long>(B), g.c_str(), r.prefill_ms,
+                      r.step_us_mean, r.step_us_median, r.step_us_p90, r.tokens_per_s, floor_us,
+                      r.step_us_median / floor_us);
           std::fflush(stdout);
           results.push_back(r);
           floors.push_back(floor_us);
@@ -303,16 +310,16 @@ int main(int argc, char** argv) {
       j << "{\n  \"device\": \"" << prop.name << "\",\n  \"date\": \"" << date
         << "\",\n  \"commit\": \"" << (commit ? commit : "unknown") << "\",\n  \"config\": {"
         << "\"prompt\": " << o.prompt << ", \"new_tokens\": " << o.new_tokens
-        << ", \"n_layer\": " << c.n_layer << ", \"n_head\": " << c.n_head
-        << ", \"n_embd\": " << c.C << ", \"vocab\": " << c.vocab
-        << ", \"padded_vocab\": " << c.padded_vocab()
+        << ", \"n_layer\": " << c.n_layer << ", \"n_head\": " << c.n_head << ", \"n_embd\": " << c.C
+        << ", \"vocab\": " << c.vocab << ", \"padded_vocab\": " << c.padded_vocab()
         << ", \"R\": " << (o.checkpoint.empty() ? o.R : c.R) << ", \"gates\": \"";
       if (o.checkpoint.empty()) {
         j << o.gates;
       } else {
         j << c.gates;
       }
-      j << "\", \"restart\": " << (c.restart ? "true" : "false") << ", \"dtype\": \"bf16\", \"decoding\": \"greedy\", \"weights\": \""
+      j << "\", \"restart\": " << (c.restart ? "true" : "false")
+        << ", \"dtype\": \"bf16\", \"decoding\": \"greedy\", \"weights\": \""
         << (o.checkpoint.empty() ? "init_gpt2(seed " + std::to_string(o.seed) + ")"
                                  : "checkpoint " + o.checkpoint)
         << "\", \"warmup\": " << o.warmup << ", \"repeats\": " << o.repeats
@@ -323,9 +330,9 @@ int main(int argc, char** argv) {
         const auto& r = results[i];
         j << "    {\"impl\": \"ra\", \"arm\": \"" << r.arm << "\", \"variant\": \""
           << (r.graphs ? "graph" : "eager") << "\", \"batch\": " << r.batch
-          << ", \"prefill_ms\": " << r.prefill_ms << ", \"step_us_median\": " << r.step_us_median
-          << ", \"step_us_p90\": " << r.step_us_p90 << ", \"tokens_per_s\": " << r.tokens_per_s
-          << ", \"floor_us\": " << floors[i]
+          << ", \"prefill_ms\": " << r.prefill_ms << ", \"step_us_mean\": " << r.step_us_mean
+          << ", \"step_us_median\": " << r.step_us_median << ", \"step_us_p90\": " << r.step_us_p90
+          << ", \"tokens_per_s\": " << r.tokens_per_s << ", \"floor_us\": " << floors[i]
           << ", \"vs_floor\": " << r.step_us_median / floors[i]
           << ", \"allocs_in_decode\": " << r.allocs_in_decode << ", \"first_tokens\": [";
         for (std::size_t k = 0; k < r.first_tokens.size(); ++k)

@@ -18,8 +18,9 @@
 // the model's max_seq. Sampling: --greedy, or --temperature, --top-k (0: off), --top-p, with
 // --seed; --stop ID (or "eot") ends a sequence. One prompt streams its text as the tokens come;
 // several print one line per new token ("[b] text"), then every sequence whole. At the end:
-// prefill and decoding speed in tokens/s, and the per-token latency (median, p90). Flags are strict (ra/core/parse.hpp): a bad value
-// ends the program with status 1 and a message naming the flag and the value.
+// prefill and decoding speed in tokens/s, and the per-token latency (median, p90). Flags are strict
+// (ra/core/parse.hpp): a bad value ends the program with status 1 and a message naming the flag and
+// the value.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>

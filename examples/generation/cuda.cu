@@ -23,8 +23,7 @@ int cuda_device_count(std::string& why) {
   return n;
 }
 
-int generate_on_cuda(const ra::nn::Checkpoint& ck, const ra::nn::Tokenizer& tok,
-                     const Options& o) {
+int generate_on_cuda(const ra::nn::Checkpoint& ck, const ra::nn::Tokenizer& tok, const Options& o) {
   if (o.precision == "bf16") return run<ra::nn::CudaGPT2<ra::bf16>>(ck, tok, o);
   if (o.precision == "fp32") return run<ra::nn::CudaGPT2<float>>(ck, tok, o);
   throw ra::error(std::string(kProgram) + ": --precision '" + o.precision +

@@ -40,8 +40,7 @@ struct Options {
 /// visible CUDA devices, with why there is none in `why` when 0.
 int cuda_device_count(std::string& why);
 /// Generates on the GPU with nn::CudaGPT2<T> for --precision fp32 or bf16.
-int generate_on_cuda(const ra::nn::Checkpoint& ck, const ra::nn::Tokenizer& tok,
-                     const Options& o);
+int generate_on_cuda(const ra::nn::Checkpoint& ck, const ra::nn::Tokenizer& tok, const Options& o);
 
 inline double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

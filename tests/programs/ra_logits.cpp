@@ -18,8 +18,8 @@ int main(int argc, char** argv) {
     const ra::nn::Checkpoint ck = ra::nn::read_checkpoint(argv[1]);
     std::vector<std::int32_t> tokens;
     for (int i = 2; i < argc; ++i)
-      tokens.push_back(ra::parse_integer<std::int32_t>("ra_logits: TOKEN", argv[i], 0,
-                                                       static_cast<std::int32_t>(ck.config.vocab - 1)));
+      tokens.push_back(ra::parse_integer<std::int32_t>(
+          "ra_logits: TOKEN", argv[i], 0, static_cast<std::int32_t>(ck.config.vocab - 1)));
     ra::nn::GPT2<float> model(ck.config);
     model.set_parameters(ck.parameters);
     model.set_training(false);
