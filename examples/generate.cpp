@@ -8,7 +8,8 @@
 // The device: --device cuda runs nn::CudaGPT2<T> (decode steps replayed as CUDA graphs;
 // examples/generation/cuda.cu, in builds with CUDA), --device cpu nn::GPT2<T>; without the
 // flag, cuda when this program was built with CUDA and a GPU is visible, else cpu. Both run
-// the one loop of examples/generation/run.hpp; the choice is made in ONE place, main().
+// the one loop of examples/generation/run.hpp; the backend is picked in ONE place,
+// run_on_device().
 //
 // The tokenizer is the one the checkpoint's training tokens name: the byte tokenizer, or a
 // SentencePiece model given by --tokenizer-model (its SHA-256 must match the name; builds
