@@ -1,8 +1,15 @@
-// examples/generate.cpp — text from a train_gpt2 checkpoint on the CPU, with a KV cache
+// examples/generate.cpp — text from a train_gpt2 checkpoint, with a KV cache
 // (nn::GPT2Model::reset_cache / prefill / decode) and the samplers of ra/nn/sampling.hpp.
 //
 //   generate --checkpoint runs/ra/ckpt.bin --prompt "Once upon" --max-new-tokens 100 --top-k 40
 //   generate --checkpoint runs/ra/ckpt.bin --prompts-file prompts.txt --greedy --stop eot
+//   generate --checkpoint runs/ra/ckpt.bin --prompt "Once" --device cpu --precision bf16
+//
+// The device: --device cuda runs nn::CudaGPT2<T> (decode steps replayed as CUDA graphs;
+// examples/generation/cuda.cu, in builds with CUDA), --device cpu nn::GPT2<T>; without the
+// flag, cuda when this program was built with CUDA and a GPU is visible, else cpu. Both run
+// the one loop of examples/generation/run.hpp; the backend is picked in ONE place,
+// run_on_device().
 //
 // The tokenizer is the one the checkpoint's training tokens name: the byte tokenizer, or a
 // SentencePiece model given by --tokenizer-model (its SHA-256 must match the name; builds
@@ -12,10 +19,9 @@
 // the model's max_seq. Sampling: --greedy, or --temperature, --top-k (0: off), --top-p, with
 // --seed; --stop ID (or "eot") ends a sequence. One prompt streams its text as the tokens come;
 // several print one line per new token ("[b] text"), then every sequence whole. At the end:
-// prefill and decoding speed in tokens/s. Flags are strict (ra/core/parse.hpp): a bad value
-// ends the program with status 1 and a message naming the flag and the value.
-#include <algorithm>
-#include <chrono>
+// prefill and decoding speed in tokens/s, and the per-token latency (median, p90). Flags are strict
+// (ra/core/parse.hpp): a bad value ends the program with status 1 and a message naming the flag and
+// the value.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +30,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <ra/core/file.hpp>
@@ -36,23 +43,19 @@
 #include <ra/nn/sentencepiece.hpp>
 #endif
 
+#include "generation/run.hpp"
+
 namespace {
 
-using ra::index_t;
-constexpr const char* kProgram = "generate";
-
-struct Options {
-  std::string checkpoint, tokenizer_model, prompts_file, precision = "fp32", stop;
-  std::vector<std::string> prompts;
-  ra::nn::SamplingConfig sampling;
-  index_t max_new_tokens = 64;
-};
+using generation::index_t;
+using generation::kProgram;
+using generation::Options;
 
 constexpr const char* kUsage =
     "usage: generate --checkpoint PATH (--prompt TEXT ... | --prompts-file PATH)\n"
     "                [--tokenizer-model PATH] [--max-new-tokens N] [--greedy]\n"
     "                [--temperature X] [--top-k N] [--top-p X] [--seed N] [--stop ID|eot]\n"
-    "                [--precision fp32|bf16]\n";
+    "                [--precision fp32|bf16] [--device cpu|cuda]\n";
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -90,6 +93,10 @@ Options parse(int argc, char** argv) {
       o.precision = value(i, f);
       ra::require(o.precision == "fp32" || o.precision == "bf16", flag, " '", o.precision,
                   "' is not a precision, expected fp32 or bf16");
+    } else if (f == "--device") {
+      o.device = value(i, f);
+      ra::require(o.device == "cpu" || o.device == "cuda", flag, " '", o.device,
+                  "' is not a device, expected cpu or cuda");
     } else if (f == "--help" || f == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
@@ -133,112 +140,49 @@ std::unique_ptr<ra::nn::Tokenizer> tokenizer_for(const ra::nn::Checkpoint& ck, c
 #endif
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+// ---- the device choice: the one place a backend is picked ----------------------------------
+// An explicit --device cuda needs a build with CUDA and a visible GPU; without --device, cuda
+// is taken when both are there.
+std::string resolve_device(const std::string& asked) {
+#ifdef RA_GENERATE_CUDA
+  std::string why;
+  const bool gpu = generation::cuda_device_count(why) > 0;
+  if (asked.empty()) return gpu ? "cuda" : "cpu";
+  ra::require(asked != "cuda" || gpu, kProgram, ": --device cuda: no usable CUDA device (", why,
+              "), expected --device cpu");
+  return asked;
+#else
+  ra::require(asked != "cuda", kProgram,
+              ": --device cuda is not built into this program (built without CUDA), expected "
+              "--device cpu");
+  return "cpu";
+#endif
 }
 
-template <class Model>
-int run(const ra::nn::Checkpoint& ck, const ra::nn::Tokenizer& tok, Options o) {
-  Model model(ck.config);
-  model.set_parameters(ck.parameters);
-  model.set_training(false);
-  const index_t vocab = ck.config.vocab;
-  if (o.stop == "eot") {
-    o.sampling.stop = tok.eot();
-  } else if (!o.stop.empty()) {
-    o.sampling.stop = ra::parse_integer<std::int32_t>(std::string(kProgram) + ": --stop", o.stop, 0,
-                                                      static_cast<std::int32_t>(vocab - 1));
-  }
-  std::vector<std::vector<std::int32_t>> prompts;
-  index_t longest = 0;
-  for (std::size_t b = 0; b < o.prompts.size(); ++b) {
-    ra::require(!o.prompts[b].empty(), kProgram, ": prompt ", b,
-                " is empty, expected at least one character");
-    std::vector<std::int32_t> t;
-    for (auto x : tok.encode(o.prompts[b])) t.push_back(x);
-    ra::require(!t.empty(), kProgram, ": prompt ", b, " '", o.prompts[b],
-                "' encodes to no token, expected at least one");
-    longest = std::max(longest, static_cast<index_t>(t.size()));
-    prompts.push_back(std::move(t));
-  }
-  const index_t B = static_cast<index_t>(prompts.size());
-  ra::require(longest + o.max_new_tokens <= ck.config.max_seq, kProgram, ": the longest prompt (",
-              longest, " tokens) plus --max-new-tokens ", o.max_new_tokens, " is ",
-              longest + o.max_new_tokens,
-              ", expected at most the model's max_seq = ", ck.config.max_seq);
-  ra::nn::Sampler sampler(o.sampling, B, vocab);
-
-  model.reset_cache(B, longest + o.max_new_tokens);
-  auto t0 = std::chrono::steady_clock::now();
-  auto logits = model.prefill(prompts);
-  const double prefill_s = seconds_since(t0);
-  index_t prompt_tokens = 0;
-  for (const auto& p : prompts) prompt_tokens += static_cast<index_t>(p.size());
-
-  std::vector<std::vector<std::int32_t>> made(static_cast<std::size_t>(B));
-  std::vector<std::size_t> shown(static_cast<std::size_t>(B), 0);  // text bytes printed
-  auto text_of = [&](std::size_t b) {
-    std::vector<std::int32_t> all = prompts[b];
-    all.insert(all.end(), made[b].begin(), made[b].end());
-    return tok.decode(all);
-  };
-  for (std::size_t b = 0; b < static_cast<std::size_t>(B); ++b) {
-    const std::string start = text_of(b);
-    if (B == 1) std::fputs(start.c_str(), stdout);
-    shown[b] = start.size();
-  }
-  t0 = std::chrono::steady_clock::now();
-  index_t generated = 0;
-  for (index_t step = 0; step < o.max_new_tokens && !sampler.all_finished(); ++step) {
-    std::vector<bool> live(static_cast<std::size_t>(B));
-    for (index_t b = 0; b < B; ++b) live[b] = !sampler.finished(b);
-    const auto next = sampler.sample(logits);
-    for (std::size_t b = 0; b < static_cast<std::size_t>(B); ++b) {
-      if (!live[b]) continue;
-      made[b].push_back(next[b]);
-      ++generated;
-      // The text so far, printed from where the last print ended (a piece can change how
-      // the text before it decodes, e.g. a SentencePiece word boundary).
-      const std::string text = text_of(b);
-      const std::string piece = text.size() > shown[b] ? text.substr(shown[b]) : "";
-      shown[b] = std::max(shown[b], text.size());
-      if (B == 1) {
-        std::fputs(piece.c_str(), stdout);
-      } else {
-        std::printf("[%zu] %s\n", b, piece.c_str());
-      }
-      std::fflush(stdout);
-    }
-    if (step + 1 < o.max_new_tokens && !sampler.all_finished()) logits = model.decode(next);
-  }
-  const double decode_s = seconds_since(t0);
-  std::printf("\n");
-  if (B > 1)
-    for (std::size_t b = 0; b < static_cast<std::size_t>(B); ++b)
-      std::printf("--- sequence %zu\n%s\n", b, text_of(b).c_str());
-  std::printf("---\nprefill: %lld prompt tokens in %.3f s (%.1f tokens/s)\n",
-              static_cast<long long>(prompt_tokens), prefill_s,
-              prefill_s > 0 ? static_cast<double>(prompt_tokens) / prefill_s : 0.0);
-  std::printf("decode: %lld new tokens in %.3f s (%.1f tokens/s), batch %lld\n",
-              static_cast<long long>(generated), decode_s,
-              decode_s > 0 ? static_cast<double>(generated) / decode_s : 0.0,
-              static_cast<long long>(B));
-  return 0;
+int run_on_device(const ra::nn::Checkpoint& ck, const ra::nn::Tokenizer& tok, const Options& o) {
+  if (o.device == "cpu")
+    return o.precision == "bf16" ? generation::run<ra::nn::GPT2<ra::bf16>>(ck, tok, o)
+                                 : generation::run<ra::nn::GPT2<float>>(ck, tok, o);
+#ifdef RA_GENERATE_CUDA
+  return generation::generate_on_cuda(ck, tok, o);
+#else
+  throw ra::error(ra::detail::concat(kProgram, ": --device '", o.device, "', expected cpu"));
+#endif
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
-    const Options o = parse(argc, argv);
+    Options o = parse(argc, argv);
+    o.device = resolve_device(o.device);
     const ra::nn::Checkpoint ck = ra::nn::read_checkpoint(o.checkpoint);
     const auto tok = tokenizer_for(ck, o);
     ra::require(tok->vocab() == static_cast<std::uint32_t>(ck.config.vocab), kProgram,
                 ": the tokenizer has ", tok->vocab(), " tokens but checkpoint '", ck.path,
                 "' has vocab ", ck.config.vocab, ", expected the same");
     o.sampling.validate(ck.config.vocab, kProgram);
-    const int rc = o.precision == "bf16" ? run<ra::nn::GPT2<ra::bf16>>(ck, *tok, o)
-                                         : run<ra::nn::GPT2<float>>(ck, *tok, o);
+    const int rc = run_on_device(ck, *tok, o);
     ra::flush_stdout(kProgram);
     return rc;
   } catch (const std::exception& e) {

@@ -22,6 +22,11 @@ add_executable(ra_write_tokens "${_programs}/write_tokens.cpp")
 target_link_libraries(ra_write_tokens PRIVATE ra::core)
 ra_target_warnings(ra_write_tokens)
 
+# The logits of a checkpoint's model on the CPU (hf_mapping.py compares them with transformers').
+add_executable(ra_logits "${_programs}/ra_logits.cpp")
+target_link_libraries(ra_logits PRIVATE ra::cpu)
+ra_target_warnings(ra_logits)
+
 # ---- flags: each must fail with a message naming the flag and the value given -------------
 set(_train $<TARGET_FILE:train_gpt2> --data "${_smoke}/data")
 function(ra_flag_test name pattern)
