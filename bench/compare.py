@@ -150,8 +150,9 @@ def fmt(v, spec, width):
         f"{'-':>{width}}"
 
 
-PATH_ORDER = ["kernel", "mma_sync", "sm90", "unfused", "fused", "graph", "flash", "cudnn", "flash-strided",
-              "cudnn-strided", "eager", "compile", "graph-eager", "graph-compile"]
+PATH_ORDER = ["kernel", "mma_sync", "sm90", "sm90_dkdv", "unfused", "fused", "graph", "flash",
+              "cudnn", "flash-strided", "cudnn-strided", "eager", "compile", "graph-eager",
+              "graph-compile"]
 
 
 def row_order(r):

@@ -670,16 +670,20 @@ int run_all(const Options& opt, const cudaDeviceProp& prop, cudaStream_t s,
       });
     for (bool ra_config : {false, true})
       step("attention_bwd", seq, ra_config, [&](std::string& stage) {
-        // The backward per tensor-core path: mma.sync everywhere, the sm_90a dK/dV pass where
-        // this build and device have it (fp16/bf16, D = 64 and 128).
+        // The backward per tensor-core path: mma.sync everywhere; where this build and device
+        // have them (fp16/bf16, D = 64 and 128) the sm_90a dK/dV and dQ passes ("sm90") and the
+        // sm_90a dK/dV pass beside the mma.sync dQ pass ("sm90_dkdv": the dQ kernels compared).
         using ra::cuda::BackwardPath;
         bench_backward<T>(opt, seq, ra_config, prop, s, records, stage, BackwardPath::mma_sync,
                           "mma_sync");
         if (sizeof(T) == 2 &&
             ra::cuda::sm90::backward_head_dim_supported(static_cast<int>(opt.head_dim)) &&
-            ra::cuda::sm90::flash_forward_available())
+            ra::cuda::sm90::flash_forward_available()) {
           bench_backward<T>(opt, seq, ra_config, prop, s, records, stage, BackwardPath::tma_wgmma,
                             "sm90");
+          bench_backward<T>(opt, seq, ra_config, prop, s, records, stage,
+                            BackwardPath::tma_wgmma_dkdv, "sm90_dkdv");
+        }
       });
     for (bool ra_config : {false, true})
       step("block", seq, ra_config,

@@ -27,11 +27,7 @@ std::string describe(const FlashCase& c) {
      << (c.path == cuda::ForwardPath::mma_sync    ? "mma.sync"
          : c.path == cuda::ForwardPath::tma_wgmma ? "tma+wgmma (sm_90a)"
                                                   : "automatic");
-  if (c.backward)
-    os << " backward path="
-       << (c.backward_path == cuda::BackwardPath::mma_sync    ? "mma.sync"
-           : c.backward_path == cuda::BackwardPath::tma_wgmma ? "tma+wgmma (sm_90a)"
-                                                              : "automatic");
+  if (c.backward) os << " backward path=" << cuda::path_name(c.backward_path);
   os << " seed=" << seed();
   return os.str();
 }

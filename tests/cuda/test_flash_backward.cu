@@ -9,8 +9,9 @@
 // 1025) and exact multiples of the backward's 64-row tile (64, 1024); the long-T cases run
 // every gate mode with and without restart; softplus gates at several T; a gate below the
 // clamp floor. Each case runs on every tensor-core path of the backward this build and device
-// have (mma.sync everywhere; the sm_90a dK/dV pass for fp16/bf16 at D = 64 and 128 on an sm_90
-// GPU with a 90a build), named in the case's description.
+// have (mma.sync everywhere; for fp16/bf16 at D = 64 and 128 on an sm_90 GPU with a 90a build,
+// the sm_90a dK/dV and dQ passes, and the sm_90a dK/dV pass beside the mma.sync dQ pass),
+// named in the case's description.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -38,13 +39,17 @@ using ra::cuda::BackwardPath;
 using ra::test::FlashCase;
 
 // The tensor-core paths of the backward to test, each by name: mma.sync everywhere, and the
-// sm_90a kernel where this build and device have it (fp16/bf16, D = 64 and 128); fp32 has one
+// sm_90a kernels where this build and device have them (fp16/bf16, D = 64 and 128):
+// tma_wgmma (dK/dV and dQ on sm_90a) and tma_wgmma_dkdv (the sm_90a dK/dV pass beside the
+// mma.sync dQ pass, so a fault of either dQ kernel shows against the other); fp32 has one
 // (SIMT) path.
 std::vector<BackwardPath> paths_for(DType dtype, int D) {
   std::vector<BackwardPath> paths{BackwardPath::mma_sync};
   if (dtype != DType::f32 && ra::cuda::sm90::backward_head_dim_supported(D) &&
-      ra::cuda::sm90::flash_forward_available())
+      ra::cuda::sm90::flash_forward_available()) {
     paths.push_back(BackwardPath::tma_wgmma);
+    paths.push_back(BackwardPath::tma_wgmma_dkdv);
+  }
   return paths;
 }
 
@@ -93,7 +98,9 @@ RA_DR_TEST_CASE(d64_or_128_at_reference_rank,
                 "[flash_backward][cuda][long]") {
   const DType dtype = GENERATE(DType::f16, DType::bf16);
   auto rng = ra::test::rng(ra::test::dr_salt(0xb1, static_cast<int>(dtype), D, R));
-  for (BackwardPath path : paths_for(dtype, D))
+  for (BackwardPath path : paths_for(dtype, D)) {
+    // Both of this path's kernels run at long T on the other paths.
+    if (path == BackwardPath::tma_wgmma_dkdv) continue;
     for (GateMode gm : {GateMode::none, GateMode::per_layer, GateMode::per_head})
       for (bool restart : {false, true})
         for (int T : {1024, 1025}) {
@@ -103,6 +110,7 @@ RA_DR_TEST_CASE(d64_or_128_at_reference_rank,
           c.backward_path = path;
           ra::test::run_flash_case(c, rng);
         }
+  }
 }
 
 RA_DR_TEST_CASE(at_reference_rank, "flash backward at long T in fp32",
@@ -113,7 +121,10 @@ RA_DR_TEST_CASE(at_reference_rank, "flash backward at long T in fp32",
 }
 
 TEST_CASE("flash backward is deterministic on every path", "[flash_backward][cuda]") {
-  const index_t B = 2, T = 300, H = 2, D = 64, C = H * D;
+  // The head dims of the sm_90a backward that this build's list has.
+  const index_t D =
+      GENERATE(filter([](int d) { return ra::SupportedHeadDims::contains(d); }, values({64, 128})));
+  const index_t B = 2, T = 300, H = 2, C = H * D;
   const int R = ra::test::reference_rank();
   auto rng = ra::test::rng(0xb3);
   const auto fused = ra::test::to_device(ra::test::random_vector<ra::bf16>(B * T * 3 * C, rng));
@@ -134,7 +145,7 @@ TEST_CASE("flash backward is deterministic on every path", "[flash_backward][cud
                            ra::causal, ra::restart::per_head(a.data()));
   const auto fwd = ra::cuda::make_params(node, o, lse.data(), o_pre);
   const BackwardPath path = GENERATE_COPY(from_range(paths_for(DType::bf16, D)));
-  INFO("backward path " << static_cast<int>(path));
+  INFO("D = " << D << ", backward path " << ra::cuda::path_name(path));
   auto run = [&] {
     for (auto* b : {&dws, &dwr, &da}) ra::test::poison(b->data(), b->size());
     ra::test::poison(dfused.data(), dfused.size());
@@ -159,8 +170,9 @@ TEST_CASE("flash backward is deterministic on every path", "[flash_backward][cud
 TEST_CASE("the sm_90a backward is tested exactly where the build put it",
           "[flash_backward][cuda]") {
   // A build with sm_90a code (RA_TEST_BUILT_FOR_SM90A, tests/CMakeLists.txt) on an sm_90 device
-  // must test the sm_90a backward at D = 64 and 128 in fp16 and bf16 (so the cases above ran it),
-  // and nowhere else; the automatic path stays on mma.sync until measured (sm90/support.cuh).
+  // must test both sm_90a backward paths at D = 64 and 128 in fp16 and bf16 (so the cases above
+  // ran them), and nowhere else; the automatic path stays on mma.sync until measured
+  // (sm90/support.cuh).
   cudaDeviceProp prop{};
   RA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
 #ifdef RA_TEST_BUILT_FOR_SM90A
@@ -171,8 +183,8 @@ TEST_CASE("the sm_90a backward is tested exactly where the build put it",
   const bool expected = built_for_sm90a && prop.major == 9 && prop.minor == 0;
   INFO("device sm_" << prop.major << prop.minor << ", built for sm_90a: " << built_for_sm90a);
   for (int D : {64, 128}) {
-    CHECK(paths_for(DType::f16, D).size() == (expected ? 2u : 1u));
-    CHECK(paths_for(DType::bf16, D).size() == (expected ? 2u : 1u));
+    CHECK(paths_for(DType::f16, D).size() == (expected ? 3u : 1u));
+    CHECK(paths_for(DType::bf16, D).size() == (expected ? 3u : 1u));
   }
   CHECK(paths_for(DType::f32, 64).size() == 1u);
   CHECK(paths_for(DType::f16, 96).size() == 1u);

@@ -4,9 +4,9 @@
 // (flash_backward_dispatch.cuh maps R, flash_backward_rank.cuh the gates and the path).
 //
 // The kernels sit behind a per-architecture seam, as the forward's do: mma.sync in
-// ra/cuda/sm80/flash_backward.cuh (every GPU from sm_80, fp32 on SIMT), the sm_90a dK/dV pass
-// (TMA + wgmma, warp-specialised) in ra/cuda/sm90/flash_backward.cuh, and the RA pieces both
-// share (row pass, head sums, parameter gradients) in ra/cuda/backward_passes.cuh. Under
+// ra/cuda/sm80/flash_backward.cuh (every GPU from sm_80, fp32 on SIMT), the sm_90a dK/dV and dQ
+// passes (TMA + wgmma, warp-specialised) in ra/cuda/sm90/flash_backward.cuh, and the RA pieces
+// both share (row pass, head sums, parameter gradients) in ra/cuda/backward_passes.cuh. Under
 // RA_CUDA_EXTERN_FLASH this header declares the dispatch and instantiates no kernel (the units
 // of ra_add_flash_instantiations() do, cmake/ra_cuda.cmake).
 #pragma once
@@ -78,11 +78,11 @@ inline void validate(const AttentionBackwardParams& p) {
                     {"gates.w_rec", float_footprint(f.gates.w_rec, n_gates)},
                     {"restart.a", float_footprint(f.restart.a, n_a)}},
                    7);
-  if (p.path == BackwardPath::tma_wgmma) {
+  if (is_sm90_path(p.path)) {
     const std::string why = sm90::flash_backward_refusal(p);
     if (!why.empty())
-      throw unsupported(
-          ra::detail::concat(where, ": path = tma_wgmma cannot run this call: ", why));
+      throw unsupported(ra::detail::concat(where, ": path = ", path_name(p.path),
+                                           " cannot run this call: ", why));
   }
 }
 

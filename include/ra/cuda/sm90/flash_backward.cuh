@@ -1,7 +1,7 @@
 // ra/cuda/sm90/flash_backward.cuh — the sm_90a attention backward for the folded RA layout:
-// a warp-specialised dKf/dV pass (TMA loads into a shared-memory ring, wgmma on the tensor
-// cores), with the row pass, the dQf pass and the parameter gradients of the mma.sync backward
-// (the formulas: ra/cuda/sm80/flash_backward.cuh).
+// warp-specialised dKf/dV and dQf passes (TMA loads into a shared-memory ring, wgmma on the
+// tensor cores), with the row pass and the parameter gradients the mma.sync backward uses too
+// (ra/cuda/backward_passes.cuh; the formulas: ra/cuda/sm80/flash_backward.cuh).
 //
 // dK/dV: one CTA per kBlockN = 64·kConsumers keys of one (b, h), 1 + kConsumers warpgroups:
 //
@@ -20,9 +20,25 @@
 //   epilogue: dKf = (1 − α)/√D · dK, dV = (1 − α)·dV + α·dO'[keys], staged and stored as the
 //     mma.sync kernel does.
 //
-// Deterministic: every dKf/dV element is one CTA's fixed-order sum; no atomics. Head dims 64
-// and 128 (one 128-byte swizzle atom of 64 columns per box, as the sm_90a forward's). Without
-// sm_90a code the kernel body is empty and flash_backward_refusal() says why.
+// dQ: one CTA per kBlockM = 64·kConsumers queries of one (b, h), 1 + kConsumers warpgroups:
+//
+//   producer (warpgroup 0, thread 0): TMA copies of the CTA's Qf and dO' tiles once, then of
+//     K_n and V_n (kBlockN keys) for n = 0 … the diagonal block into a kStages ring; full[s]
+//     completes on the TMA bytes, empty[s] when every consumer thread is done with stage s.
+//   consumer c (warpgroups 1..kConsumers, queries r0 = m0 + 64c .. r0 + 63 each):
+//     Q̂ = Qf ⊙ g                 gated once, in place, its own 64 rows (as the forward does)
+//     per stage, unless every key of it lies past the consumer's last query:
+//       S = Q̂ · Kfᵀ,  dP' = dO' · Vᵀ      wgmma SS (the forward's S product, twice)
+//       P = 2^(S·c − lse₂),  dS = P ⊙ (dP' − Δ)   masked where key > query or key ≥ T
+//       dQ̂ += dS · Kf            wgmma RS, Kf read N-major (the forward's P·V product)
+//   epilogue: dQ̂ ·= (1 − α)/√D; the per-row gate sums Σ dQ̂ ⊙ Qf split at D − R (raw Qf read
+//     back from global memory) into the scratch the mma.sync dQ kernel writes; dQf = g ⊙ dQ̂
+//     staged and stored in rows of 16-byte chunks.
+//
+// Deterministic: every dKf/dV/dQf element and every per-row gate sum is one CTA's fixed-order
+// sum; no atomics, and the head sums after them keep their fixed order. Head dims 64 and 128
+// (one 128-byte swizzle atom of 64 columns per box, as the sm_90a forward's). Without sm_90a
+// code the kernel bodies are empty and flash_backward_refusal() says why.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -76,8 +92,37 @@ struct BackwardTile {
   static_assert(kBlockN % kBlockM == 0, "a key block starts a query block");
 };
 
-/// Everything the dK/dV kernel reads: the params, the scratch (Δ) and one tensor map per
-/// TMA-loaded operand.
+/// Tile shape of the sm_90a dQ pass for head dim D: two consumer warpgroups of 64 queries each
+/// against kBlockN = 64 keys per step (S and dP' accumulators, 32 floats each, the dS fragments
+/// and dQ's D floats fit a consumer's 240 registers at D = 128; 128 keys per step would not),
+/// a 2-stage ring of K and V. Not tuned yet (docs/NOTES.md, "The sm_90a dQ pass").
+template <int D>
+struct BackwardDqTile {
+  static constexpr int kHeadDim = D;
+  static constexpr int kConsumers = 2;
+  static constexpr int kBlockM = 64 * kConsumers;  // queries per CTA
+  static constexpr int kBlockN = 64;               // keys per step
+  static constexpr int kStages = 2;
+  static constexpr int kThreads = 128 * (1 + kConsumers);
+  static constexpr int kConsumerRegs = 240;
+  static constexpr int kProducerRegs = 24;
+  static_assert(D == 64 || D == 128, "the sm_90a backward takes D = 64 and 128");
+  static constexpr int kAtom = 64;  // columns per 128-byte swizzle atom
+  static constexpr int kSwizzleBytes = kAtom * 2;
+  static constexpr int kAtoms = D / kAtom;
+  static constexpr int kQBytes = kBlockM * D * 2;   // the Q̂ tile, and the dO' tile
+  static constexpr int kKVBytes = kBlockN * D * 2;  // one stage of K, and of V
+  static constexpr int kPitch = D + 8;              // the output staging tile (16-byte rows)
+  static constexpr int kOutBytes = kBlockM * kPitch * 2;
+  static constexpr int kBarriers = 1 + 2 * kStages;
+  static constexpr int kSmemBytes =
+      1024 /* alignment slack */ + 2 * kQBytes + 2 * kStages * kKVBytes + kOutBytes + 8 * kBarriers;
+  static_assert(kKVBytes % 1024 == 0 && kQBytes % 1024 == 0 && kOutBytes % 16 == 0,
+                "tile alignment");
+};
+
+/// Everything the dK/dV and dQ kernels read: the params, the scratch (Δ; the dQ kernel writes
+/// the per-row gate sums there) and one tensor map per TMA-loaded operand.
 struct BackwardArgs {
   OperandMap q, d_o, k, v;
   AttentionBackwardParams p;
@@ -355,6 +400,191 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
 #endif
 }
 
+template <class T, int D, int R, bool kGated, class Tl>
+__global__ void __launch_bounds__(Tl::kThreads, 1)
+    backward_dq_kernel(const __grid_constant__ BackwardArgs args) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kBlockM = Tl::kBlockM, kBlockN = Tl::kBlockN, kStages = Tl::kStages;
+  constexpr int kAtom = Tl::kAtom, kAtoms = Tl::kAtoms, kSw = Tl::kSwizzleBytes;
+  constexpr int kStd = D - R;  // columns [0, kStd) carry g_std, the rest g_rec
+  const AttentionBackwardParams& p = args.p;
+  const AttentionParams& f = p.fwd;
+
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t{1023});
+  unsigned char* sQ = smem;                         // kAtoms x (kBlockM x kSw), gated
+  unsigned char* sdO = sQ + Tl::kQBytes;            // same
+  unsigned char* sK = sdO + Tl::kQBytes;            // kStages x kAtoms x (kBlockN x kSw)
+  unsigned char* sV = sK + kStages * Tl::kKVBytes;  // same
+  T* sOut = reinterpret_cast<T*>(sV + kStages * Tl::kKVBytes);  // (kBlockM, kPitch) staging
+  std::uint64_t* bar_q =
+      reinterpret_cast<std::uint64_t*>(sV + kStages * Tl::kKVBytes + Tl::kOutBytes);
+  std::uint64_t* full = bar_q + 1;
+  std::uint64_t* empty = full + kStages;
+
+  const int warpgroup = threadIdx.x / 128, tid = threadIdx.x % 128;
+  const int bh = blockIdx.x, b = bh / f.heads, h = bh % f.heads;
+  const int m0 = (gridDim.y - 1 - blockIdx.y) * kBlockM;  // heaviest blocks first
+  const int T_ = f.seq;
+  const int n_tiles = (min(T_, m0 + kBlockM) + kBlockN - 1) / kBlockN;  // keys to the diagonal
+
+  if (threadIdx.x == 0) {
+    tma::barrier_init(bar_q, 1);
+    for (int s = 0; s < kStages; ++s) {
+      tma::barrier_init(full + s, 1);
+      tma::barrier_init(empty + s, 128 * Tl::kConsumers);
+    }
+    tma::barrier_init_fence();
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {  // producer
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(Tl::kProducerRegs));
+    if (tid == 0) {
+      tma::arrive_expect(bar_q, 2 * Tl::kQBytes);
+      for (int a = 0; a < kAtoms; ++a)
+        tma::load(sQ + a * kBlockM * kSw, args.q, a * kAtom, m0, h, b, bar_q);
+      for (int a = 0; a < kAtoms; ++a)
+        tma::load(sdO + a * kBlockM * kSw, args.d_o, a * kAtom, m0, h, b, bar_q);
+      for (int i = 0; i < n_tiles; ++i) {
+        const int n0 = i * kBlockN, s = i % kStages;
+        tma::wait(empty + s, ((i / kStages) & 1) ^ 1);
+        tma::arrive_expect(full + s, 2 * Tl::kKVBytes);
+        for (int a = 0; a < kAtoms; ++a)
+          tma::load(sK + s * Tl::kKVBytes + a * kBlockN * kSw, args.k, a * kAtom, n0, h, b,
+                    full + s);
+        for (int a = 0; a < kAtoms; ++a)
+          tma::load(sV + s * Tl::kKVBytes + a * kBlockN * kSw, args.v, a * kAtom, n0, h, b,
+                    full + s);
+      }
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(Tl::kConsumerRegs));
+  const int consumer = warpgroup - 1;
+  const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int r0 = m0 + consumer * 64;    // this warpgroup's first query
+  const int row0 = r0 + warp * 16 + g;  // this thread's queries: row0 and row0 + 8
+  const float2 gate = ra::cuda::detail::load_gates<kGated>(f.gates, h);
+  const float scale_log2 = f.scale * 1.44269504088896340736f;
+  float lse2[2], dlt[2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int row = row0 + hr * 8;
+    const index_t i = static_cast<index_t>(bh) * T_ + row;
+    // Rows past T get lse = +inf, so P = 0 there.
+    lse2[hr] = row < T_ ? f.lse[i] * 1.44269504088896340736f : INFINITY;
+    dlt[hr] = row < T_ ? args.s.delta[i] : 0.f;
+  }
+
+  tma::wait(bar_q, 0);
+  if constexpr (kGated) {
+    gate_q_rows<T, Tl, kStd>(sQ, consumer * 64, gate, tid);
+    tma::fence_shared_to_async();
+    named_barrier_sync(kGateBarrier + consumer, 128);
+  }
+  const std::uint32_t q_addr = tma::smem_addr(sQ) + consumer * 64 * kSw;
+  const std::uint32_t do_addr = tma::smem_addr(sdO) + consumer * 64 * kSw;
+  const std::uint32_t k_base = tma::smem_addr(sK), v_base = tma::smem_addr(sV);
+
+  float dq[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) dq[i] = 0.f;
+  float sc[kBlockN / 2], dp[kBlockN / 2];
+  std::uint32_t ds[kBlockN / 16][4];
+
+  for (int i = 0; i < n_tiles; ++i) {
+    const int n0 = i * kBlockN, s = i % kStages;
+    tma::wait(full + s, (i / kStages) & 1);
+    // Skipped (warpgroup-uniformly) when every key lies past this warpgroup's last query, or
+    // every query of it lies past T; the stage is released either way.
+    if (n0 <= r0 + 63 && r0 < T_) {
+      const std::uint32_t k_addr = k_base + s * Tl::kKVBytes;
+      const std::uint32_t v_addr = v_base + s * Tl::kKVBytes;
+      wgmma::fence_operand(sc);
+      wgmma::fence_operand(dp);
+      wgmma::fence();
+      issue_qk<T, Tl>(sc, q_addr, k_addr);   // S = Q̂ · Kfᵀ
+      issue_qk<T, Tl>(dp, do_addr, v_addr);  // dP' = dO' · Vᵀ
+      wgmma::wait<1>();                      // S is in; dP' may still run
+      wgmma::fence_operand(sc);
+      const bool mask = n0 + kBlockN - 1 > r0 || n0 + kBlockN > T_;
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = n0 + j * 8 + 2 * t + (e & 1);
+          const int row = row0 + (e >> 1) * 8;
+          const bool masked = mask && (col > row || col >= T_);
+          sc[4 * j + e] =
+              masked ? 0.f : mma::exp2_approx(sc[4 * j + e] * scale_log2 - lse2[e >> 1]);
+        }
+      }
+      wgmma::wait<0>();
+      wgmma::fence_operand(dp);
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dp[4 * j + e] = sc[4 * j + e] * (dp[4 * j + e] - dlt[e >> 1]);
+      pack_p<T, kBlockN>(ds, dp);
+      wgmma::fence_operand(ds);
+      wgmma::fence_operand(dq);
+      wgmma::fence();
+      issue_pv<T, Tl>(dq, ds, k_addr);  // dQ̂ += dS · Kf, Kf read N-major
+      wgmma::wait<0>();
+      wgmma::fence_operand(dq);
+      wgmma::fence_operand(ds);
+    }
+    tma::arrive(empty + s);
+  }
+
+  // Epilogue: dQ̂ = (1 − α)/√D · dQ; the gate sums against raw Qf (the same 16-bit values the
+  // TMA copied, read back from global memory: the shared tile holds Q̂); dQf = g ⊙ dQ̂.
+  const float alpha = ra::cuda::detail::restart_alpha(f, h);
+  const float q_scale = f.scale * (1.f - alpha);
+  const T* q = static_cast<const T*>(f.q) + b * f.q_batch_stride + h * f.q_head_stride;
+  float gsum[2] = {0.f, 0.f}, rsum[2] = {0.f, 0.f};
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int c = j * 8 + 2 * t, row = row0 + hr * 8;
+      const float2 qraw = row < T_ ? mma::unpack<T>(*reinterpret_cast<const std::uint32_t*>(
+                                         q + static_cast<index_t>(row) * f.q_row_stride + c))
+                                   : make_float2(0.f, 0.f);
+      const float d0 = dq[4 * j + 2 * hr] * q_scale, d1 = dq[4 * j + 2 * hr + 1] * q_scale;
+      gsum[hr] += (c < kStd ? d0 * qraw.x : 0.f) + (c + 1 < kStd ? d1 * qraw.y : 0.f);
+      rsum[hr] += (c < kStd ? 0.f : d0 * qraw.x) + (c + 1 < kStd ? 0.f : d1 * qraw.y);
+      dq[4 * j + 2 * hr] = d0 * (c < kStd ? gate.x : gate.y);
+      dq[4 * j + 2 * hr + 1] = d1 * (c + 1 < kStd ? gate.x : gate.y);
+    }
+  }
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    gsum[hr] += __shfl_xor_sync(0xffffffffu, gsum[hr], 1);
+    gsum[hr] += __shfl_xor_sync(0xffffffffu, gsum[hr], 2);
+    rsum[hr] += __shfl_xor_sync(0xffffffffu, rsum[hr], 1);
+    rsum[hr] += __shfl_xor_sync(0xffffffffu, rsum[hr], 2);
+    const int row = row0 + hr * 8;
+    if (t == 0 && row < T_) {
+      args.s.gs[static_cast<index_t>(bh) * T_ + row] = gsum[hr];
+      args.s.gr[static_cast<index_t>(bh) * T_ + row] = rsum[hr];
+    }
+  }
+  constexpr int kPitch = Tl::kPitch;
+  T* staged = sOut + (consumer * 64 + warp * 16) * kPitch;
+  stage_accumulator<T, D, kPitch>(staged, dq, 1.f, lane);
+  __syncwarp();
+  T* out = static_cast<T*>(p.dq) + b * p.dq_batch_stride + h * p.dq_head_stride;
+  ra::cuda::detail::store_rows<T, D, kPitch>(staged, out, p.dq_row_stride, r0 + warp * 16, T_,
+                                             nullptr, 0, 1.f, 0.f, lane);
+#else
+  (void)args;
+#endif
+}
+
 }  // namespace detail
 
 /// dKf and dV on the sm_90a kernel (the row pass ran before); p validated and
@@ -387,16 +617,50 @@ void launch_backward_dkdv(const AttentionBackwardParams& p, cudaStream_t stream)
   RA_CUDA_CHECK_LAUNCH();
 }
 
-/// The backward of <T, D, R, gated> with the sm_90a dK/dV pass: the row pass (Δ, ρ), dKf and
-/// dV here, dQf and the per-row gate sums on the mma.sync kernel, then the parameter
-/// gradients. p validated and flash_backward_refusal(p) empty.
+/// dQf and the per-row gate sums on the sm_90a kernel (the row pass ran before); p validated
+/// and flash_backward_refusal(p) empty.
+template <class T, int D, int R, bool kGated, class Tl = BackwardDqTile<D>>
+void launch_backward_dq(const AttentionBackwardParams& p, cudaStream_t stream) {
+  static_assert(Tl::kHeadDim == D, "tile traits for another head dim");
+  constexpr CUtensorMapSwizzle kSwizzle = detail::tma_swizzle<Tl::kSwizzleBytes>();
+  const AttentionParams& f = p.fwd;
+  BackwardArgs args{};
+  args.p = p;
+  args.s = ra::cuda::detail::scratch_of(p);
+  args.q = make_operand_map(f.dtype, f.q, f.batch, f.heads, f.seq, D, f.q_batch_stride,
+                            f.q_head_stride, f.q_row_stride, Tl::kAtom, Tl::kBlockM, kSwizzle);
+  args.d_o = make_operand_map(f.dtype, p.d_out, f.batch, f.heads, f.seq, D, p.do_batch_stride,
+                              p.do_head_stride, p.do_row_stride, Tl::kAtom, Tl::kBlockM, kSwizzle);
+  args.k = make_operand_map(f.dtype, f.k, f.batch, f.heads, f.seq_k, D, f.k_batch_stride,
+                            f.k_head_stride, f.k_row_stride, Tl::kAtom, Tl::kBlockN, kSwizzle);
+  args.v = make_operand_map(f.dtype, f.v, f.batch, f.heads, f.seq_k, D, f.v_batch_stride,
+                            f.v_head_stride, f.v_row_stride, Tl::kAtom, Tl::kBlockN, kSwizzle);
+  auto kernel = detail::backward_dq_kernel<T, D, R, kGated, Tl>;
+  static const bool configured = [&] {
+    RA_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tl::kSmemBytes));
+    return true;
+  }();
+  (void)configured;
+  const dim3 grid(f.batch * f.heads, (f.seq + Tl::kBlockM - 1) / Tl::kBlockM);
+  kernel<<<grid, Tl::kThreads, Tl::kSmemBytes, stream>>>(args);
+  RA_CUDA_CHECK_LAUNCH();
+}
+
+/// The backward of <T, D, R, gated> on the sm_90a kernels: the row pass (Δ, ρ), dKf and dV,
+/// dQf and the per-row gate sums (on the mma.sync dQ kernel for BackwardPath::tma_wgmma_dkdv),
+/// then the parameter gradients. p validated and flash_backward_refusal(p) empty.
 template <class T, int D, int R, bool kGated>
 void flash_backward(const AttentionBackwardParams& p, cudaStream_t stream) {
   static_assert(sizeof(T) == 2, "the sm_90a backward takes 16-bit types");
   static_assert(R >= 0 && R < D, "0 <= R < D");
   ra::cuda::detail::launch_backward_rows<T, D>(p, stream);
   launch_backward_dkdv<T, D, R, kGated>(p, stream);
-  ra::cuda::detail::launch_backward_dq_mma<T, D, R, kGated>(p, stream);
+  if (p.path == BackwardPath::tma_wgmma_dkdv) {
+    ra::cuda::detail::launch_backward_dq_mma<T, D, R, kGated>(p, stream);
+  } else {
+    launch_backward_dq<T, D, R, kGated>(p, stream);
+  }
   ra::cuda::detail::launch_backward_parameter_grads<T>(p, stream);
 }
 

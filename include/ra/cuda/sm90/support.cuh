@@ -126,12 +126,13 @@ constexpr bool automatic_prefers_sm90_backward(int) {
   return false;
 }
 
-/// Whether the backward of p runs the sm_90a dK/dV kernel: always for BackwardPath::tma_wgmma
-/// (validate refused it earlier when it cannot), never for mma_sync, and for automatic when
-/// the kernel can take p and measured faster for its head dim.
+/// Whether the backward of p runs the sm_90a kernels: always for BackwardPath::tma_wgmma and
+/// tma_wgmma_dkdv (validate refused them earlier when they cannot), never for mma_sync, and for
+/// automatic when the kernels can take p and measured faster for its head dim.
 inline bool use_sm90_backward(const AttentionBackwardParams& p) {
   switch (p.path) {
     case BackwardPath::tma_wgmma:
+    case BackwardPath::tma_wgmma_dkdv:
       return true;
     case BackwardPath::mma_sync:
       return false;
