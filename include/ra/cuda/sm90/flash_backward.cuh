@@ -134,32 +134,6 @@ namespace detail {
 // Named barrier 1: both consumers have gated their halves of a Q stage.
 constexpr int kBackwardGateBarrier = 1;
 
-/// Gates this consumer thread's share (thread `ct` of the 128·kConsumers) of one Q stage in
-/// place: column c times g_std (c < kStd) or g_rec. The stage is kAtoms atoms of
-/// (kBlockM rows x kSwizzleBytes), swizzled.
-template <class T, class Tl, int kStd>
-__device__ __forceinline__ void gate_stage(unsigned char* stage, float2 gate, int ct) {
-  constexpr int D = Tl::kHeadDim, kChunksPerRow = D / 8, kChunksPerAtom = Tl::kAtom / 8;
-  constexpr int kThreads = 128 * Tl::kConsumers;
-  for (int i = ct; i < Tl::kBlockM * kChunksPerRow; i += kThreads) {
-    const int r = i / kChunksPerRow, c = i % kChunksPerRow;
-    const int atom = c / kChunksPerAtom, in_atom = c % kChunksPerAtom;
-    unsigned char* chunk = stage + atom * Tl::kBlockM * Tl::kSwizzleBytes +
-                           swizzle<Tl::kSwizzleBytes>(
-                               static_cast<std::uint32_t>(r * Tl::kSwizzleBytes + in_atom * 16));
-    uint4 v = *reinterpret_cast<const uint4*>(chunk);
-    std::uint32_t* e = reinterpret_cast<std::uint32_t*>(&v);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int col = c * 8 + 2 * j;
-      const float2 x = mma::unpack<T>(e[j]);
-      e[j] = mma::pack<T>(x.x * (col < kStd ? gate.x : gate.y),
-                          x.y * (col + 1 < kStd ? gate.x : gate.y));
-    }
-    *reinterpret_cast<uint4*>(chunk) = v;
-  }
-}
-
 /// acc = A · Bᵀ for one consumer: A its 64 rows of a kRowsA-row K-major tile at a_addr (the
 /// consumer's first row in atom 0), B the kBlockM rows of a K-major stage at b_addr; both over
 /// the head dim. Issued, not committed.
@@ -324,7 +298,8 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
     const int m0 = n0 + i * kBlockM, s = i % kStages;
     tma::wait(full + s, (i / kStages) & 1);
     if constexpr (kGated) {
-      gate_stage<T, Tl, kStd>(sQ + s * Tl::kQBytes, gate, consumer * 128 + tid);
+      gate_q_rows<T, Tl, kStd, Tl::kBlockM, 128 * Tl::kConsumers>(sQ + s * Tl::kQBytes, 0, gate,
+                                                                 consumer * 128 + tid);
       tma::fence_shared_to_async();
       named_barrier_sync(kBackwardGateBarrier, 128 * Tl::kConsumers);
     }
@@ -587,11 +562,13 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
 
 }  // namespace detail
 
-/// dKf and dV on the sm_90a kernel (the row pass ran before); p validated and
-/// flash_backward_refusal(p) empty.
-template <class T, int D, int R, bool kGated, class Tl = BackwardTile<D>>
-void launch_backward_dkdv(const AttentionBackwardParams& p, cudaStream_t stream) {
-  static_assert(Tl::kHeadDim == D, "tile traits for another head dim");
+/// Launches one sm_90a backward pass: kKernel of schedule Tl over p (the row pass ran
+/// before; p validated and flash_backward_refusal(p) empty), one CTA per (b, h) and block of
+/// `block_rows` rows (keys for dKf/dV, queries for dQf). The kernel is a template argument so
+/// that each kernel sets its shared-memory limit once.
+template <class Tl, auto kKernel>
+void launch_backward_pass(int block_rows, const AttentionBackwardParams& p, cudaStream_t stream) {
+  constexpr int D = Tl::kHeadDim;
   constexpr CUtensorMapSwizzle kSwizzle = detail::tma_swizzle<Tl::kSwizzleBytes>();
   const AttentionParams& f = p.fwd;
   BackwardArgs args{};
@@ -605,46 +582,31 @@ void launch_backward_dkdv(const AttentionBackwardParams& p, cudaStream_t stream)
                             f.k_head_stride, f.k_row_stride, Tl::kAtom, Tl::kBlockN, kSwizzle);
   args.v = make_operand_map(f.dtype, f.v, f.batch, f.heads, f.seq_k, D, f.v_batch_stride,
                             f.v_head_stride, f.v_row_stride, Tl::kAtom, Tl::kBlockN, kSwizzle);
-  auto kernel = detail::backward_dkdv_kernel<T, D, R, kGated, Tl>;
   static const bool configured = [&] {
     RA_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tl::kSmemBytes));
+        cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tl::kSmemBytes));
     return true;
   }();
   (void)configured;
-  const dim3 grid(f.batch * f.heads, (f.seq + Tl::kBlockN - 1) / Tl::kBlockN);
-  kernel<<<grid, Tl::kThreads, Tl::kSmemBytes, stream>>>(args);
+  const dim3 grid(f.batch * f.heads, (f.seq + block_rows - 1) / block_rows);
+  kKernel<<<grid, Tl::kThreads, Tl::kSmemBytes, stream>>>(args);
   RA_CUDA_CHECK_LAUNCH();
 }
 
-/// dQf and the per-row gate sums on the sm_90a kernel (the row pass ran before); p validated
-/// and flash_backward_refusal(p) empty.
+/// dKf and dV on the sm_90a kernel (one CTA per kBlockN keys).
+template <class T, int D, int R, bool kGated, class Tl = BackwardTile<D>>
+void launch_backward_dkdv(const AttentionBackwardParams& p, cudaStream_t stream) {
+  static_assert(Tl::kHeadDim == D, "tile traits for another head dim");
+  launch_backward_pass<Tl, detail::backward_dkdv_kernel<T, D, R, kGated, Tl>>(Tl::kBlockN, p,
+                                                                           stream);
+}
+
+/// dQf and the per-row gate sums on the sm_90a kernel (one CTA per kBlockM queries).
 template <class T, int D, int R, bool kGated, class Tl = BackwardDqTile<D>>
 void launch_backward_dq(const AttentionBackwardParams& p, cudaStream_t stream) {
   static_assert(Tl::kHeadDim == D, "tile traits for another head dim");
-  constexpr CUtensorMapSwizzle kSwizzle = detail::tma_swizzle<Tl::kSwizzleBytes>();
-  const AttentionParams& f = p.fwd;
-  BackwardArgs args{};
-  args.p = p;
-  args.s = ra::cuda::detail::scratch_of(p);
-  args.q = make_operand_map(f.dtype, f.q, f.batch, f.heads, f.seq, D, f.q_batch_stride,
-                            f.q_head_stride, f.q_row_stride, Tl::kAtom, Tl::kBlockM, kSwizzle);
-  args.d_o = make_operand_map(f.dtype, p.d_out, f.batch, f.heads, f.seq, D, p.do_batch_stride,
-                              p.do_head_stride, p.do_row_stride, Tl::kAtom, Tl::kBlockM, kSwizzle);
-  args.k = make_operand_map(f.dtype, f.k, f.batch, f.heads, f.seq_k, D, f.k_batch_stride,
-                            f.k_head_stride, f.k_row_stride, Tl::kAtom, Tl::kBlockN, kSwizzle);
-  args.v = make_operand_map(f.dtype, f.v, f.batch, f.heads, f.seq_k, D, f.v_batch_stride,
-                            f.v_head_stride, f.v_row_stride, Tl::kAtom, Tl::kBlockN, kSwizzle);
-  auto kernel = detail::backward_dq_kernel<T, D, R, kGated, Tl>;
-  static const bool configured = [&] {
-    RA_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tl::kSmemBytes));
-    return true;
-  }();
-  (void)configured;
-  const dim3 grid(f.batch * f.heads, (f.seq + Tl::kBlockM - 1) / Tl::kBlockM);
-  kernel<<<grid, Tl::kThreads, Tl::kSmemBytes, stream>>>(args);
-  RA_CUDA_CHECK_LAUNCH();
+  launch_backward_pass<Tl, detail::backward_dq_kernel<T, D, R, kGated, Tl>>(Tl::kBlockM, p,
+                                                                         stream);
 }
 
 /// The backward of <T, D, R, gated> on the sm_90a kernels: the row pass (Δ, ρ), dKf and dV,

@@ -128,13 +128,15 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
 // consumers' turns at the tensor cores.
 constexpr int kGateBarrier = 1, kTurnBarrier = 4;
 
-/// Gates one consumer's 64 rows of the Q tile in place: column c times g_std (c < kStd) or
-/// g_rec. The tile is kAtoms atoms of (kBlockM rows x kSwizzleBytes), swizzled.
-template <class T, class Tl, int kStd>
+/// Gates kRows rows of the Q tile from first_row in place, thread tid of kThreads (one
+/// consumer's 64 rows by default): column c times g_std (c < kStd) or g_rec. The tile is
+/// kAtoms atoms of (kBlockM rows x kSwizzleBytes), swizzled. The sm_90a backward gates its
+/// Q stages with it too.
+template <class T, class Tl, int kStd, int kRows = 64, int kThreads = 128>
 __device__ __forceinline__ void gate_q_rows(unsigned char* sQ, int first_row, float2 gate,
                                             int tid) {
   constexpr int D = Tl::kHeadDim, kChunksPerRow = D / 8, kChunksPerAtom = Tl::kAtom / 8;
-  for (int i = tid; i < 64 * kChunksPerRow; i += 128) {
+  for (int i = tid; i < kRows * kChunksPerRow; i += kThreads) {
     const int r = first_row + i / kChunksPerRow, c = i % kChunksPerRow;
     const int atom = c / kChunksPerAtom, in_atom = c % kChunksPerAtom;
     unsigned char* chunk = sQ + atom * Tl::kBlockM * Tl::kSwizzleBytes +
