@@ -110,6 +110,32 @@ inline Footprint operand_footprint(const AttentionParams& p, const void* ptr, in
                    {{ptr ? p.batch : 0, bs}, {p.heads, hs}, {rows, rs}, {p.head_dim, 1}});
 }
 
+
+/// Calls f.template operator()<G, kRestart>() with p's gate mode and restart flag as template
+/// arguments: the one runtime-to-template step for them, shared by the forward and decode
+/// kernels' per-(T, D, R) definitions (flash_rank.cuh, decode_rank.cuh).
+template <class F>
+void dispatch_gates_restart(const AttentionParams& p, F&& f) {
+  auto with_restart = [&]<GateMode G>() {
+    if (p.restart.enabled()) {
+      f.template operator()<G, true>();
+    } else {
+      f.template operator()<G, false>();
+    }
+  };
+  switch (p.gates.mode) {
+    case GateMode::none:
+      with_restart.template operator()<GateMode::none>();
+      break;
+    case GateMode::per_layer:
+      with_restart.template operator()<GateMode::per_layer>();
+      break;
+    case GateMode::per_head:
+      with_restart.template operator()<GateMode::per_head>();
+      break;
+  }
+}
+
 }  // namespace detail
 
 /// Which kernel family a params struct is checked for.

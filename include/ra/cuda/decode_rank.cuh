@@ -10,24 +10,9 @@ namespace ra::cuda::detail {
 
 template <class T, int D, int R>
 void decode_rank(const AttentionParams& p, cudaStream_t stream) {
-  auto with_restart = [&]<GateMode G>() {
-    if (p.restart.enabled()) {
-      decode_forward<T, D, R, G, true>(p, stream);
-    } else {
-      decode_forward<T, D, R, G, false>(p, stream);
-    }
-  };
-  switch (p.gates.mode) {
-    case GateMode::none:
-      with_restart.template operator()<GateMode::none>();
-      break;
-    case GateMode::per_layer:
-      with_restart.template operator()<GateMode::per_layer>();
-      break;
-    case GateMode::per_head:
-      with_restart.template operator()<GateMode::per_head>();
-      break;
-  }
+  dispatch_gates_restart(p, [&]<GateMode G, bool kRestart>() {
+    decode_forward<T, D, R, G, kRestart>(p, stream);
+  });
 }
 
 }  // namespace ra::cuda::detail

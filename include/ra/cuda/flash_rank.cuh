@@ -23,24 +23,9 @@ void flash_forward_on_path(const AttentionParams& p, cudaStream_t stream) {
 
 template <class T, int D, int R>
 void flash_forward_rank(const AttentionParams& p, cudaStream_t stream) {
-  auto with_restart = [&]<GateMode G>() {
-    if (p.restart.enabled()) {
-      flash_forward_on_path<T, D, R, G, true>(p, stream);
-    } else {
-      flash_forward_on_path<T, D, R, G, false>(p, stream);
-    }
-  };
-  switch (p.gates.mode) {
-    case GateMode::none:
-      with_restart.template operator()<GateMode::none>();
-      break;
-    case GateMode::per_layer:
-      with_restart.template operator()<GateMode::per_layer>();
-      break;
-    case GateMode::per_head:
-      with_restart.template operator()<GateMode::per_head>();
-      break;
-  }
+  dispatch_gates_restart(p, [&]<GateMode G, bool kRestart>() {
+    flash_forward_on_path<T, D, R, G, kRestart>(p, stream);
+  });
 }
 
 }  // namespace ra::cuda::detail
