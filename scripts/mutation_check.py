@@ -31,15 +31,15 @@ FWD = "include/ra/cuda/flash_forward.cuh"
 
 # (id, what, file, old text, new text, Catch test spec that must fail)
 MUTATIONS = [
-    (1, "gate sum over the gated Q̂ instead of raw Qf", BWD,
-     "gsum[hr] += (c < kStd ? d0 * qraw.x : 0.f) + (c + 1 < kStd ? d1 * qraw.y : 0.f);",
-     "gsum[hr] += (c < kStd ? d0 * qraw.x * gate.x : 0.f) + (c + 1 < kStd ? d1 * qraw.y * gate.x : 0.f);",
+    (1, "gate sum over the gated Q̂ instead of raw Qf", PASSES,
+     "gsum += (c < kStd ? dqh.x * qraw.x : 0.f) + (c + 1 < kStd ? dqh.y * qraw.y : 0.f);",
+     "gsum += (c < kStd ? dqh.x * qraw.x * gate.x : 0.f) + (c + 1 < kStd ? dqh.y * qraw.y * gate.x : 0.f);",
      "[flash_backward]~[long]"),
-    (2, "the R split of the gate sums off by one column", BWD,
-     "      gsum[hr] += (c < kStd ? d0 * qraw.x : 0.f) + (c + 1 < kStd ? d1 * qraw.y : 0.f);\n"
-     "      rsum[hr] += (c < kStd ? 0.f : d0 * qraw.x) + (c + 1 < kStd ? 0.f : d1 * qraw.y);",
-     "      gsum[hr] += (c < kStd - 1 ? d0 * qraw.x : 0.f) + (c + 1 < kStd - 1 ? d1 * qraw.y : 0.f);\n"
-     "      rsum[hr] += (c < kStd - 1 ? 0.f : d0 * qraw.x) + (c + 1 < kStd - 1 ? 0.f : d1 * qraw.y);",
+    (2, "the R split of the gate sums off by one column", PASSES,
+     "  gsum += (c < kStd ? dqh.x * qraw.x : 0.f) + (c + 1 < kStd ? dqh.y * qraw.y : 0.f);\n"
+     "  rsum += (c < kStd ? 0.f : dqh.x * qraw.x) + (c + 1 < kStd ? 0.f : dqh.y * qraw.y);",
+     "  gsum += (c < kStd - 1 ? dqh.x * qraw.x : 0.f) + (c + 1 < kStd - 1 ? dqh.y * qraw.y : 0.f);\n"
+     "  rsum += (c < kStd - 1 ? 0.f : dqh.x * qraw.x) + (c + 1 < kStd - 1 ? 0.f : dqh.y * qraw.y);",
      "[flash_backward]~[long]"),
     (3, "a missing (1 - α) in dQ", BWD,
      "const float q_scale = f.scale * (1.f - alpha);",

@@ -140,6 +140,38 @@ void launch_backward_rows(const AttentionBackwardParams& p, cudaStream_t stream)
   RA_CUDA_CHECK_LAUNCH();
 }
 
+/// One column pair (c, c + 1) of a dQ epilogue, whatever the MMA layout: dqh = dQ̂ of the
+/// pair, qraw the same pair of raw Qf. Adds dQ̂ ⊙ Qf to the row's g_std sum (columns < kStd)
+/// or g_rec sum and returns dQf = g ⊙ dQ̂ for the pair.
+template <int kStd>
+__device__ __forceinline__ float2 gate_dq_pair(float2 dqh, float2 qraw, int c, float2 gate,
+                                               float& gsum, float& rsum) {
+  gsum += (c < kStd ? dqh.x * qraw.x : 0.f) + (c + 1 < kStd ? dqh.y * qraw.y : 0.f);
+  rsum += (c < kStd ? 0.f : dqh.x * qraw.x) + (c + 1 < kStd ? 0.f : dqh.y * qraw.y);
+  return make_float2(dqh.x * (c < kStd ? gate.x : gate.y),
+                     dqh.y * (c + 1 < kStd ? gate.x : gate.y));
+}
+
+/// The per-row gate sums of a warp's 16 dQ rows (row0 and row0 + 8 for this lane; the four
+/// lanes t = 0..3 of a quad share a row): summed over the quad, stored by t = 0 into the
+/// scratch the parameter-gradient pass reads (rows at or past T are not stored).
+__device__ __forceinline__ void store_gate_row_sums(float (&gsum)[2], float (&rsum)[2],
+                                                    const BackwardScratch& s, int bh, int T_,
+                                                    int row0, int t) {
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    gsum[hr] += __shfl_xor_sync(0xffffffffu, gsum[hr], 1);
+    gsum[hr] += __shfl_xor_sync(0xffffffffu, gsum[hr], 2);
+    rsum[hr] += __shfl_xor_sync(0xffffffffu, rsum[hr], 1);
+    rsum[hr] += __shfl_xor_sync(0xffffffffu, rsum[hr], 2);
+    const int row = row0 + hr * 8;
+    if (t == 0 && row < T_) {
+      s.gs[static_cast<index_t>(bh) * T_ + row] = gsum[hr];
+      s.gr[static_cast<index_t>(bh) * T_ + row] = rsum[hr];
+    }
+  }
+}
+
 /// The head sums and the parameter gradients, after a dQ kernel wrote the per-row gate sums
 /// (nothing to do without gates and restart).
 template <class T>

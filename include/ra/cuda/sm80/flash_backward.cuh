@@ -361,25 +361,14 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
       const int c = j * 8 + 2 * t;
       const float2 qraw = mma::unpack<T>(
           *reinterpret_cast<const std::uint32_t*>(stage + (g + hr * 8) * kPitch + c));
-      const float d0 = dq[j][2 * hr] * q_scale, d1 = dq[j][2 * hr + 1] * q_scale;
-      gsum[hr] += (c < kStd ? d0 * qraw.x : 0.f) + (c + 1 < kStd ? d1 * qraw.y : 0.f);
-      rsum[hr] += (c < kStd ? 0.f : d0 * qraw.x) + (c + 1 < kStd ? 0.f : d1 * qraw.y);
-      dq[j][2 * hr] = d0 * (c < kStd ? gate.x : gate.y);
-      dq[j][2 * hr + 1] = d1 * (c + 1 < kStd ? gate.x : gate.y);
+      const float2 dqf = gate_dq_pair<kStd>(
+          make_float2(dq[j][2 * hr] * q_scale, dq[j][2 * hr + 1] * q_scale), qraw, c, gate,
+          gsum[hr], rsum[hr]);
+      dq[j][2 * hr] = dqf.x;
+      dq[j][2 * hr + 1] = dqf.y;
     }
   }
-#pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
-    gsum[hr] += __shfl_xor_sync(0xffffffffu, gsum[hr], 1);
-    gsum[hr] += __shfl_xor_sync(0xffffffffu, gsum[hr], 2);
-    rsum[hr] += __shfl_xor_sync(0xffffffffu, rsum[hr], 1);
-    rsum[hr] += __shfl_xor_sync(0xffffffffu, rsum[hr], 2);
-    const int row = row0 + hr * 8;
-    if (t == 0 && row < T_) {
-      s.gs[static_cast<index_t>(bh) * T_ + row] = gsum[hr];
-      s.gr[static_cast<index_t>(bh) * T_ + row] = rsum[hr];
-    }
-  }
+  store_gate_row_sums(gsum, rsum, s, bh, T_, row0, t);
   __syncwarp();  // every lane has read its raw Qf before the rows are overwritten
   stage_rows<T, D, kPitch>(stage, dq, 1.f, 1.f, lane);
   __syncwarp();

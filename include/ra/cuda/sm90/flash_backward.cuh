@@ -529,25 +529,14 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
       const float2 qraw = row < T_ ? mma::unpack<T>(*reinterpret_cast<const std::uint32_t*>(
                                          q + static_cast<index_t>(row) * f.q_row_stride + c))
                                    : make_float2(0.f, 0.f);
-      const float d0 = dq[4 * j + 2 * hr] * q_scale, d1 = dq[4 * j + 2 * hr + 1] * q_scale;
-      gsum[hr] += (c < kStd ? d0 * qraw.x : 0.f) + (c + 1 < kStd ? d1 * qraw.y : 0.f);
-      rsum[hr] += (c < kStd ? 0.f : d0 * qraw.x) + (c + 1 < kStd ? 0.f : d1 * qraw.y);
-      dq[4 * j + 2 * hr] = d0 * (c < kStd ? gate.x : gate.y);
-      dq[4 * j + 2 * hr + 1] = d1 * (c + 1 < kStd ? gate.x : gate.y);
+      const float2 dqf = ra::cuda::detail::gate_dq_pair<kStd>(
+          make_float2(dq[4 * j + 2 * hr] * q_scale, dq[4 * j + 2 * hr + 1] * q_scale), qraw, c,
+          gate, gsum[hr], rsum[hr]);
+      dq[4 * j + 2 * hr] = dqf.x;
+      dq[4 * j + 2 * hr + 1] = dqf.y;
     }
   }
-#pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
-    gsum[hr] += __shfl_xor_sync(0xffffffffu, gsum[hr], 1);
-    gsum[hr] += __shfl_xor_sync(0xffffffffu, gsum[hr], 2);
-    rsum[hr] += __shfl_xor_sync(0xffffffffu, rsum[hr], 1);
-    rsum[hr] += __shfl_xor_sync(0xffffffffu, rsum[hr], 2);
-    const int row = row0 + hr * 8;
-    if (t == 0 && row < T_) {
-      args.s.gs[static_cast<index_t>(bh) * T_ + row] = gsum[hr];
-      args.s.gr[static_cast<index_t>(bh) * T_ + row] = rsum[hr];
-    }
-  }
+  ra::cuda::detail::store_gate_row_sums(gsum, rsum, args.s, bh, T_, row0, t);
   constexpr int kPitch = Tl::kPitch;
   T* staged = sOut + (consumer * 64 + warp * 16) * kPitch;
   stage_accumulator<T, D, kPitch>(staged, dq, 1.f, lane);
