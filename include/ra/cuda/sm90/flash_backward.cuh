@@ -134,43 +134,6 @@ namespace detail {
 // Named barrier 1: both consumers have gated their halves of a Q stage.
 constexpr int kBackwardGateBarrier = 1;
 
-/// acc = A · Bᵀ for one consumer: A its 64 rows of a kRowsA-row K-major tile at a_addr (the
-/// consumer's first row in atom 0), B the kBlockM rows of a K-major stage at b_addr; both over
-/// the head dim. Issued, not committed.
-template <class T, class Tl, int kRowsA>
-__device__ __forceinline__ void issue_rows_by_stage(float (&acc)[Tl::kBlockM / 2],
-                                                    std::uint32_t a_addr, std::uint32_t b_addr) {
-  constexpr int kSw = Tl::kSwizzleBytes;
-  constexpr auto kMode = swizzle_mode<kSw>();
-#pragma unroll
-  for (int kk = 0; kk < Tl::kHeadDim / 16; ++kk) {
-    const int col = kk * 16, atom = col / Tl::kAtom;
-    const std::uint32_t in_atom = static_cast<std::uint32_t>(col % Tl::kAtom) * 2;
-    const std::uint64_t da =
-        wgmma::make_desc(a_addr + atom * kRowsA * kSw + in_atom, 16, 8 * kSw, kMode);
-    const std::uint64_t db =
-        wgmma::make_desc(b_addr + atom * Tl::kBlockM * kSw + in_atom, 16, 8 * kSw, kMode);
-    wgmma::wgmma_ss<T, Tl::kBlockM>(acc, da, db, kk > 0 ? 1 : 0);
-  }
-}
-
-/// acc += a · B for one consumer: a (64 keys x kBlockM queries) as A fragments in registers,
-/// B a stage at b_addr (rows are queries, the head dim contiguous: read N-major). Issued, not
-/// committed.
-template <class T, class Tl>
-__device__ __forceinline__ void issue_frags_by_stage(float (&acc)[Tl::kHeadDim / 2],
-                                                     const std::uint32_t (&a)[Tl::kBlockM / 16][4],
-                                                     std::uint32_t b_addr) {
-  constexpr int kSw = Tl::kSwizzleBytes;
-  constexpr auto kMode = swizzle_mode<kSw>();
-#pragma unroll
-  for (int kk = 0; kk < Tl::kBlockM / 16; ++kk) {
-    const std::uint64_t db =
-        wgmma::make_desc(b_addr + kk * 16 * kSw, Tl::kBlockM * kSw, 8 * kSw, kMode);
-    wgmma::wgmma_rs<T, Tl::kHeadDim, 1>(acc, a[kk], db, 1);
-  }
-}
-
 /// Stages this warp's 16 rows of a (64 x D) wgmma accumulator, times `scale`, into shared
 /// memory with pitch kPitch (the layout store_rows reads). With `mix` non-null, adds
 /// mix_scale times mix's element of the same (row, column) first — row0 + the staged row of
@@ -310,8 +273,9 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
       wgmma::fence_operand(st);
       wgmma::fence_operand(dpt);
       wgmma::fence();
-      issue_rows_by_stage<T, Tl, kBlockN>(st, k_addr, q_addr);
-      issue_rows_by_stage<T, Tl, kBlockN>(dpt, v_addr, o_addr);
+      // Sᵀ = Kf · Q̂ᵀ and dP'ᵀ = V · dO'ᵀ: the keys as M, the stage's queries as N.
+      issue_ss_k_major<T, Tl, kBlockN, Tl::kBlockM>(st, k_addr, q_addr);
+      issue_ss_k_major<T, Tl, kBlockN, Tl::kBlockM>(dpt, v_addr, o_addr);
       wgmma::commit();
       wgmma::wait<0>();
       wgmma::fence_operand(st);
@@ -338,8 +302,8 @@ __global__ void __launch_bounds__(Tl::kThreads, 1)
       wgmma::fence_operand(dv);
       wgmma::fence_operand(dk);
       wgmma::fence();
-      issue_frags_by_stage<T, Tl>(dv, pa, o_addr);
-      issue_frags_by_stage<T, Tl>(dk, da, q_addr);
+      issue_rs_mn_major<T, Tl, Tl::kBlockM>(dv, pa, o_addr);  // dV += Pᵀ · dO'
+      issue_rs_mn_major<T, Tl, Tl::kBlockM>(dk, da, q_addr);  // dK += dSᵀ · Q̂
       wgmma::commit();
       wgmma::wait<0>();
       wgmma::fence_operand(dv);

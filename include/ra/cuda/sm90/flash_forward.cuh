@@ -155,11 +155,12 @@ __device__ __forceinline__ void gate_q_rows(unsigned char* sQ, int first_row, fl
   }
 }
 
-/// S = Q̂ · Kᵀ for one consumer: 64 rows of Q̂ (at q_addr, the consumer's first row in atom 0)
-/// against the kBlockN keys of a K stage (at k_addr), issued and committed, not waited for.
-template <class T, class Tl>
-__device__ __forceinline__ void issue_qk(float (&s)[Tl::kBlockN / 2], std::uint32_t q_addr,
-                                         std::uint32_t k_addr) {
+/// acc = A · Bᵀ over the head dim for one consumer, wgmma SS, issued, not committed: A its
+/// 64 rows of a kRowsA-row K-major tile at a_addr (its first row in atom 0), B the kRowsB rows
+/// of a K-major tile at b_addr; both in swizzled atoms of Tl::kAtom columns.
+template <class T, class Tl, int kRowsA, int kRowsB>
+__device__ __forceinline__ void issue_ss_k_major(float (&acc)[kRowsB / 2], std::uint32_t a_addr,
+                                                 std::uint32_t b_addr) {
   constexpr int kSw = Tl::kSwizzleBytes;
   constexpr auto kMode = swizzle_mode<kSw>();
 #pragma unroll
@@ -167,11 +168,35 @@ __device__ __forceinline__ void issue_qk(float (&s)[Tl::kBlockN / 2], std::uint3
     const int col = kk * 16, atom = col / Tl::kAtom;
     const std::uint32_t in_atom = static_cast<std::uint32_t>(col % Tl::kAtom) * 2;
     const std::uint64_t da =
-        wgmma::make_desc(q_addr + atom * Tl::kBlockM * kSw + in_atom, 16, 8 * kSw, kMode);
+        wgmma::make_desc(a_addr + atom * kRowsA * kSw + in_atom, 16, 8 * kSw, kMode);
     const std::uint64_t db =
-        wgmma::make_desc(k_addr + atom * Tl::kBlockN * kSw + in_atom, 16, 8 * kSw, kMode);
-    wgmma::wgmma_ss<T, Tl::kBlockN>(s, da, db, kk > 0 ? 1 : 0);
+        wgmma::make_desc(b_addr + atom * kRowsB * kSw + in_atom, 16, 8 * kSw, kMode);
+    wgmma::wgmma_ss<T, kRowsB>(acc, da, db, kk > 0 ? 1 : 0);
   }
+}
+
+/// acc += A · B for one consumer, wgmma RS, issued, not committed: A as kK/16 fragments in
+/// registers (64 rows x kK), B the (kK rows x D) tile at b_addr read MN-major (the head dim
+/// contiguous).
+template <class T, class Tl, int kK>
+__device__ __forceinline__ void issue_rs_mn_major(float (&acc)[Tl::kHeadDim / 2],
+                                                  const std::uint32_t (&a)[kK / 16][4],
+                                                  std::uint32_t b_addr) {
+  constexpr int kSw = Tl::kSwizzleBytes;
+  constexpr auto kMode = swizzle_mode<kSw>();
+#pragma unroll
+  for (int kk = 0; kk < kK / 16; ++kk) {
+    const std::uint64_t db = wgmma::make_desc(b_addr + kk * 16 * kSw, kK * kSw, 8 * kSw, kMode);
+    wgmma::wgmma_rs<T, Tl::kHeadDim, 1>(acc, a[kk], db, 1);
+  }
+}
+
+/// S = Q̂ · Kᵀ for one consumer: 64 rows of Q̂ (at q_addr, the consumer's first row in atom 0)
+/// against the kBlockN keys of a K stage (at k_addr), issued and committed, not waited for.
+template <class T, class Tl>
+__device__ __forceinline__ void issue_qk(float (&s)[Tl::kBlockN / 2], std::uint32_t q_addr,
+                                         std::uint32_t k_addr) {
+  issue_ss_k_major<T, Tl, Tl::kBlockM, Tl::kBlockN>(s, q_addr, k_addr);
   wgmma::commit();
 }
 
@@ -181,14 +206,7 @@ template <class T, class Tl>
 __device__ __forceinline__ void issue_pv(float (&o)[Tl::kHeadDim / 2],
                                          const std::uint32_t (&pa)[Tl::kBlockN / 16][4],
                                          std::uint32_t v_addr) {
-  constexpr int kSw = Tl::kSwizzleBytes;
-  constexpr auto kMode = swizzle_mode<kSw>();
-#pragma unroll
-  for (int kk = 0; kk < Tl::kBlockN / 16; ++kk) {
-    const std::uint64_t db =
-        wgmma::make_desc(v_addr + kk * 16 * kSw, Tl::kBlockN * kSw, 8 * kSw, kMode);
-    wgmma::wgmma_rs<T, Tl::kHeadDim, 1>(o, pa[kk], db, 1);
-  }
+  issue_rs_mn_major<T, Tl, Tl::kBlockN>(o, pa, v_addr);
   wgmma::commit();
 }
 
