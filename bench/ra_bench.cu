@@ -322,6 +322,37 @@ double attention_flops(index_t B, index_t H, index_t T, index_t D) {
   return 2.0 * B * H * static_cast<double>(T) * T * D;
 }
 
+// Input sets enough to cover 4x L2 (1 to 16), so each timed run finds its inputs in device
+// memory, not in L2.
+int input_sets(const cudaDeviceProp& prop, std::size_t set_bytes) {
+  const std::size_t l2 = static_cast<std::size_t>(std::max(prop.l2CacheSize, 1));
+  return static_cast<int>(std::clamp<std::size_t>((4 * l2 + set_bytes - 1) / set_bytes, 1, 16));
+}
+
+// Times run(i) (input set i % sets) on s and returns a record with what every attention row
+// measures: the dtype, the median, the input sets and their bytes, allocations per call and
+// the device memory gained or lost across the timed runs. The first run, untimed, loads the
+// kernel's module (device memory that is not ours).
+template <class Run>
+Record time_attention_call(const Options& opt, Run&& run, cudaStream_t s, int sets,
+                           std::size_t set_bytes) {
+  const std::int64_t allocs0 = ra::cuda::allocation_count();
+  run(0);
+  RA_CUDA_CHECK(cudaStreamSynchronize(s));
+  const std::size_t used0 = used_device_bytes();
+  const double us = median_us(run, opt.warmup, opt.iters, s);
+  const std::size_t used1 = used_device_bytes();
+  const std::int64_t allocs1 = ra::cuda::allocation_count();
+  Record r;
+  r.dtype = opt.dtype;
+  r.median_us = us;
+  r.peak_bytes = set_bytes;
+  r.allocs_per_call = static_cast<double>(allocs1 - allocs0) / (1 + opt.warmup + opt.iters);
+  r.input_sets = sets;
+  r.mem_info_change_bytes = static_cast<long long>(used1) - static_cast<long long>(used0);
+  return r;
+}
+
 // ---- the attention kernel alone ------------------------------------------------------------
 
 template <class T>
@@ -333,10 +364,7 @@ void bench_kernel(const Options& opt, index_t seq, bool ra_config, const cudaDev
   const int R = ra_config ? opt.rank : 0;
   const std::size_t set_bytes =
       static_cast<std::size_t>(B * seq) * (4 * C * sizeof(T) + H * sizeof(float));
-  // Enough input sets to cover 4x L2, so each run finds its inputs in device memory.
-  const std::size_t l2 = static_cast<std::size_t>(std::max(prop.l2CacheSize, 1));
-  const int sets =
-      static_cast<int>(std::clamp<std::size_t>((4 * l2 + set_bytes - 1) / set_bytes, 1, 16));
+  const int sets = input_sets(prop, set_bytes);
 
   ra::cuda::DeviceBuffer<float> gate_vals(2);
   const float host_gates[2] = {ra::kGateInitStd, ra::kGateInitRec};
@@ -366,28 +394,14 @@ void bench_kernel(const Options& opt, index_t seq, bool ra_config, const cudaDev
   auto run = [&](int i) {
     ra::cuda::attention_forward(params[static_cast<std::size_t>(i % sets)], s);
   };
-  const std::int64_t allocs0 = ra::cuda::allocation_count();
-  run(0);  // the first launch loads the kernel's module (device memory that is not ours)
-  RA_CUDA_CHECK(cudaStreamSynchronize(s));
-  const std::size_t used0 = used_device_bytes();
-  const double us = median_us(run, opt.warmup, opt.iters, s);
-  const std::size_t used1 = used_device_bytes();
-  const std::int64_t allocs1 = ra::cuda::allocation_count();
-
-  Record r;
+  Record r = time_attention_call(opt, run, s, sets, set_bytes);
   r.what = "attention";
   r.config = ra_config ? "ra" : "baseline";
   r.path = label;
-  r.dtype = opt.dtype;
   r.gates = ra_config ? "per_layer" : "none";
   r.B = B, r.H = H, r.T = seq, r.D = D, r.R = R;
-  r.median_us = us;
   r.flops = attention_flops(B, H, seq, D);
-  r.tflops = r.flops / (us * 1e-6) / 1e12;
-  r.peak_bytes = set_bytes;
-  r.allocs_per_call = static_cast<double>(allocs1 - allocs0) / (1 + opt.warmup + opt.iters);
-  r.input_sets = sets;
-  r.mem_info_change_bytes = static_cast<long long>(used1) - static_cast<long long>(used0);
+  r.tflops = r.flops / (r.median_us * 1e-6) / 1e12;
   out.push_back(r);
 }
 
@@ -411,9 +425,7 @@ void bench_backward(const Options& opt, index_t seq, bool ra_config, const cudaD
   const std::size_t set_bytes =
       static_cast<std::size_t>(B * seq) * (8 * C * sizeof(T) + H * sizeof(float)) +
       ra::cuda::backward_workspace_floats(B, H, seq) * sizeof(float);
-  const std::size_t l2 = static_cast<std::size_t>(std::max(prop.l2CacheSize, 1));
-  const int sets =
-      static_cast<int>(std::clamp<std::size_t>((4 * l2 + set_bytes - 1) / set_bytes, 1, 16));
+  const int sets = input_sets(prop, set_bytes);
 
   ra::cuda::DeviceBuffer<float> gate_vals(2), gate_grads(2);
   const float host_gates[2] = {ra::kGateInitStd, ra::kGateInitRec};
@@ -455,28 +467,14 @@ void bench_backward(const Options& opt, index_t seq, bool ra_config, const cudaD
   auto run = [&](int i) {
     ra::cuda::attention_backward(params[static_cast<std::size_t>(i % sets)], s);
   };
-  const std::int64_t allocs0 = ra::cuda::allocation_count();
-  run(0);
-  RA_CUDA_CHECK(cudaStreamSynchronize(s));
-  const std::size_t used0 = used_device_bytes();
-  const double us = median_us(run, opt.warmup, opt.iters, s);
-  const std::size_t used1 = used_device_bytes();
-  const std::int64_t allocs1 = ra::cuda::allocation_count();
-
-  Record r;
+  Record r = time_attention_call(opt, run, s, sets, set_bytes);
   r.what = "attention_bwd";
   r.config = ra_config ? "ra" : "baseline";
   r.path = label;
-  r.dtype = opt.dtype;
   r.gates = ra_config ? "per_layer" : "none";
   r.B = B, r.H = H, r.T = seq, r.D = D, r.R = R;
-  r.median_us = us;
   r.flops = attention_backward_flops(B, H, seq, D);
-  r.tflops = r.flops / (us * 1e-6) / 1e12;
-  r.peak_bytes = set_bytes;
-  r.allocs_per_call = static_cast<double>(allocs1 - allocs0) / (1 + opt.warmup + opt.iters);
-  r.input_sets = sets;
-  r.mem_info_change_bytes = static_cast<long long>(used1) - static_cast<long long>(used0);
+  r.tflops = r.flops / (r.median_us * 1e-6) / 1e12;
   out.push_back(r);
 }
 
