@@ -110,7 +110,6 @@ inline Footprint operand_footprint(const AttentionParams& p, const void* ptr, in
                    {{ptr ? p.batch : 0, bs}, {p.heads, hs}, {rows, rs}, {p.head_dim, 1}});
 }
 
-
 /// Calls f.template operator()<G, kRestart>() with p's gate mode and restart flag as template
 /// arguments: the one runtime-to-template step for them, shared by the forward and decode
 /// kernels' per-(T, D, R) definitions (flash_rank.cuh, decode_rank.cuh).

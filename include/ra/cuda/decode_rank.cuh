@@ -10,9 +10,8 @@ namespace ra::cuda::detail {
 
 template <class T, int D, int R>
 void decode_rank(const AttentionParams& p, cudaStream_t stream) {
-  dispatch_gates_restart(p, [&]<GateMode G, bool kRestart>() {
-    decode_forward<T, D, R, G, kRestart>(p, stream);
-  });
+  dispatch_gates_restart(
+      p, [&]<GateMode G, bool kRestart>() { decode_forward<T, D, R, G, kRestart>(p, stream); });
 }
 
 }  // namespace ra::cuda::detail

@@ -361,9 +361,9 @@ __global__ void __launch_bounds__(FlashBackwardTile<D>::kThreads)
       const int c = j * 8 + 2 * t;
       const float2 qraw = mma::unpack<T>(
           *reinterpret_cast<const std::uint32_t*>(stage + (g + hr * 8) * kPitch + c));
-      const float2 dqf = gate_dq_pair<kStd>(
-          make_float2(dq[j][2 * hr] * q_scale, dq[j][2 * hr + 1] * q_scale), qraw, c, gate,
-          gsum[hr], rsum[hr]);
+      const float2 dqf =
+          gate_dq_pair<kStd>(make_float2(dq[j][2 * hr] * q_scale, dq[j][2 * hr + 1] * q_scale),
+                             qraw, c, gate, gsum[hr], rsum[hr]);
       dq[j][2 * hr] = dqf.x;
       dq[j][2 * hr + 1] = dqf.y;
     }
