@@ -312,8 +312,7 @@ class GPT2Backend {
       f();
       return;
     }
-    const std::vector<index_t> k(std::begin(key), std::end(key));
-    if (graph_.empty() || k != graph_key_) {
+    if (graph_.empty() || !std::ranges::equal(key, graph_key_)) {
       graph_ = Graph{};
       const cudaStream_t own = stream_;
       stream_ = capture_stream_;  // every op of f enqueues on stream_
@@ -324,7 +323,7 @@ class GPT2Backend {
         throw;
       }
       stream_ = own;
-      graph_key_ = k;
+      graph_key_.assign(std::begin(key), std::end(key));
       ++captures_;
     }
     graph_.replay(stream_);
